@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::id::IdRule;
 use crate::TenantId;
+use crate::id::IdRule;
 
 /// Longest piece of untrusted input copied into an error message.
 const MAX_ECHO: usize = 80;

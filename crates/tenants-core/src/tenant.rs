@@ -154,8 +154,9 @@ impl Tenant {
         };
         match self.options.get(T::SECTION) {
             Some(value) => T::deserialize(value).map_err(invalid),
-            None => T::deserialize(serde_json::Value::Object(serde_json::Map::new()))
-                .map_err(invalid),
+            None => {
+                T::deserialize(serde_json::Value::Object(serde_json::Map::new())).map_err(invalid)
+            }
         }
     }
 }
@@ -347,12 +348,23 @@ mod tests {
 
     #[test]
     fn unsafe_schema_names_are_refused_when_loading() {
-        for schema in ["Hardware", "a-b", "x\"y", "pg_catalog", "1abc", "", &"a".repeat(64)] {
+        for schema in [
+            "Hardware",
+            "a-b",
+            "x\"y",
+            "pg_catalog",
+            "1abc",
+            "",
+            &"a".repeat(64),
+        ] {
             let err = serde_json::from_value::<Tenant>(
                 json!({"id": "a", "model": "bridge", "schema": schema}),
             )
             .unwrap_err();
-            assert!(err.to_string().contains("not a safe SQL identifier"), "{err}");
+            assert!(
+                err.to_string().contains("not a safe SQL identifier"),
+                "{err}"
+            );
         }
     }
 
@@ -373,8 +385,8 @@ mod tests {
 
     #[test]
     fn typed_options_round_trip_and_report_errors() {
-        let tenant = Tenant::new("a".parse().unwrap(), DataModel::Pool)
-            .with_options(&Limits { rps: 7 });
+        let tenant =
+            Tenant::new("a".parse().unwrap(), DataModel::Pool).with_options(&Limits { rps: 7 });
         assert_eq!(tenant.options::<Limits>().unwrap(), Limits { rps: 7 });
 
         let mut broken = tenant.clone();
@@ -382,7 +394,10 @@ mod tests {
             .options
             .insert("limits".into(), json!({"rps": "many"}));
         let err = broken.options::<Limits>().unwrap_err().to_string();
-        assert!(err.contains("[limits]") && err.contains("tenant a"), "{err}");
+        assert!(
+            err.contains("[limits]") && err.contains("tenant a"),
+            "{err}"
+        );
 
         let missing = Tenant::new("b".parse().unwrap(), DataModel::Pool);
         assert!(missing.options::<Limits>().is_err(), "rps has no default");

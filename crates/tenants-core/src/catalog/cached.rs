@@ -224,7 +224,10 @@ impl<C: TenantCatalog + 'static> TenantCatalog for CachedCatalog<C> {
         let key: Box<str> = domain.into();
         let lookup = key.clone();
         self.by_domain
-            .try_get_with(key, async move { inner.get_by_domain(&lookup).await.map(Entry) })
+            .try_get_with(
+                key,
+                async move { inner.get_by_domain(&lookup).await.map(Entry) },
+            )
             .await
             .map(|entry| {
                 self.remember(&entry);
@@ -256,7 +259,7 @@ mod tests {
         fn new(delay: Duration) -> Self {
             Probe {
                 inner: StaticCatalog::new([
-                    Tenant::new("a".parse().unwrap(), DataModel::Pool).with_domain("a.test"),
+                    Tenant::new("a".parse().unwrap(), DataModel::Pool).with_domain("a.test")
                 ])
                 .unwrap(),
                 loads: AtomicUsize::new(0),
@@ -324,7 +327,11 @@ mod tests {
         assert_eq!(catalog.inner().loads.load(Ordering::SeqCst), 2, "expired");
         catalog.get(id("a")).await.unwrap();
         catalog.get(id("a")).await.unwrap();
-        assert_eq!(catalog.inner().loads.load(Ordering::SeqCst), 3, "positive ttl is longer");
+        assert_eq!(
+            catalog.inner().loads.load(Ordering::SeqCst),
+            3,
+            "positive ttl is longer"
+        );
     }
 
     #[tokio::test]
@@ -335,7 +342,11 @@ mod tests {
         assert!(catalog.get(id("a")).await.unwrap().is_some());
         catalog.inner().failing.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(catalog.get(id("a")).await.unwrap().unwrap().id, "a", "stale");
+        assert_eq!(
+            catalog.get(id("a")).await.unwrap().unwrap().id,
+            "a",
+            "stale"
+        );
         assert!(matches!(
             catalog.get(id("b")).await,
             Err(Error::CatalogUnavailable(_))
@@ -355,7 +366,10 @@ mod tests {
     async fn invalidation_reloads() {
         let catalog = CachedCatalog::new(Probe::new(Duration::ZERO));
         assert!(catalog.get(id("a")).await.unwrap().unwrap().is_active());
-        assert_eq!(catalog.get_by_domain("a.test").await.unwrap().unwrap().id, "a");
+        assert_eq!(
+            catalog.get_by_domain("a.test").await.unwrap().unwrap().id,
+            "a"
+        );
         catalog.invalidate(id("a")).await;
         catalog.get(id("a")).await.unwrap();
         catalog.get_by_domain("a.test").await.unwrap();

@@ -7,8 +7,8 @@ use crate::{Error, Tenant};
 
 /// Keys a tenant record may have; anything else is a typo worth reporting.
 const KNOWN_KEYS: &[&str] = &[
-    "id", "name", "status", "model", "schema", "database", "server", "plan", "parent",
-    "domains", "options",
+    "id", "name", "status", "model", "schema", "database", "server", "plan", "parent", "domains",
+    "options",
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -40,8 +40,16 @@ pub(crate) fn load_path(path: &Path) -> Result<Vec<Tenant>, Error> {
                 origin,
                 message: format!(
                     "unsupported extension {other:?}: use .json{}{}",
-                    if cfg!(feature = "toml") { ", .toml" } else { "" },
-                    if cfg!(feature = "yaml") { ", .yaml" } else { "" },
+                    if cfg!(feature = "toml") {
+                        ", .toml"
+                    } else {
+                        ""
+                    },
+                    if cfg!(feature = "yaml") {
+                        ", .yaml"
+                    } else {
+                        ""
+                    },
                 ),
             });
         }
@@ -86,7 +94,9 @@ pub(crate) fn parse(text: &str, format: Format, origin: &str) -> Result<Vec<Tena
             }
             match record.get("id") {
                 Some(id) if id.as_str() != Some(key.as_str()) => {
-                    return Err(invalid(format!("[tenants.{key}]: id {id} differs from the table name")));
+                    return Err(invalid(format!(
+                        "[tenants.{key}]: id {id} differs from the table name"
+                    )));
                 }
                 _ => {}
             }
@@ -105,9 +115,15 @@ mod tests {
     #[test]
     fn toml_errors_name_the_tenant_or_the_line() {
         let err = |text: &str| parse(text, Format::Toml, "t.toml").unwrap_err().to_string();
-        assert!(err("[tenants.a]\nmodel = \"pool\"\nstauts = \"active\"").contains("unknown key \"stauts\""));
+        assert!(
+            err("[tenants.a]\nmodel = \"pool\"\nstauts = \"active\"")
+                .contains("unknown key \"stauts\"")
+        );
         assert!(err("[tenants.\"A B\"]\nmodel = \"pool\"").contains("[tenants.A B]"));
-        assert!(err("[tenants.a]\nmodel = \"bridge\"\nschema = \"Bad-Name\"").contains("safe SQL identifier"));
+        assert!(
+            err("[tenants.a]\nmodel = \"bridge\"\nschema = \"Bad-Name\"")
+                .contains("safe SQL identifier")
+        );
         assert!(err("[tenants.a]\nmodel = ").contains("line 2"));
         assert!(err("[tenant.a]\nmodel = \"pool\"").contains("unknown field"));
         assert!(err("[tenants.a]\nid = \"b\"\nmodel = \"pool\"").contains("differs"));
@@ -118,12 +134,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tenants-core-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("catalog.json");
-        std::fs::write(&path, r#"{"tenants": {"a": {"model": "pool", "plan": "free"}}}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"tenants": {"a": {"model": "pool", "plan": "free"}}}"#,
+        )
+        .unwrap();
         let tenants = load_path(&path).unwrap();
         assert_eq!(tenants[0].plan.as_deref(), Some("free"));
         let bad = dir.join("catalog.ini");
         std::fs::write(&bad, "").unwrap();
-        assert!(load_path(&bad).unwrap_err().to_string().contains("unsupported extension"));
+        assert!(
+            load_path(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported extension")
+        );
         assert!(load_path(&dir.join("missing.json")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -131,7 +156,12 @@ mod tests {
     #[cfg(feature = "yaml")]
     #[test]
     fn yaml_is_accepted() {
-        let tenants = parse("tenants:\n  a:\n    model: silo\n    database: a_db\n", Format::Yaml, "y").unwrap();
+        let tenants = parse(
+            "tenants:\n  a:\n    model: silo\n    database: a_db\n",
+            Format::Yaml,
+            "y",
+        )
+        .unwrap();
         assert_eq!(tenants[0].model.name(), "silo");
     }
 }

@@ -134,7 +134,7 @@ impl TenantCatalog for StaticCatalog {
 
     async fn list(&self) -> Result<Vec<Arc<Tenant>>, Error> {
         let mut all: Vec<_> = self.by_id.values().cloned().collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all.sort_by_key(|t| t.id);
         Ok(all)
     }
 }
@@ -150,13 +150,18 @@ mod tests {
 
     #[tokio::test]
     async fn lookups_by_id_domain_and_list() {
-        let catalog = StaticCatalog::new([
-            tenant("b").with_domain("Shop.B.test."),
-            tenant("a"),
-        ])
-        .unwrap();
+        let catalog =
+            StaticCatalog::new([tenant("b").with_domain("Shop.B.test."), tenant("a")]).unwrap();
         assert_eq!(catalog.len(), 2);
-        assert_eq!(catalog.get_by_domain("shop.b.test").await.unwrap().unwrap().id, "b");
+        assert_eq!(
+            catalog
+                .get_by_domain("shop.b.test")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "b"
+        );
         let ids: Vec<_> = catalog.list().await.unwrap().iter().map(|t| t.id).collect();
         assert_eq!(ids, ["a", "b"]);
         assert!(catalog.get("c".parse().unwrap()).await.unwrap().is_none());
@@ -165,8 +170,11 @@ mod tests {
     #[test]
     fn duplicates_are_errors() {
         assert!(StaticCatalog::new([tenant("a"), tenant("a")]).is_err());
-        let err = StaticCatalog::new([tenant("a").with_domain("x.test"), tenant("b").with_domain("X.test")])
-            .unwrap_err();
+        let err = StaticCatalog::new([
+            tenant("a").with_domain("x.test"),
+            tenant("b").with_domain("X.test"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("x.test"), "{err}");
     }
 }

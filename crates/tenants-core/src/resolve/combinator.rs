@@ -169,7 +169,8 @@ mod tests {
 
     #[test]
     fn first_match_falls_through_only_on_no_tenant() {
-        let chain = HeaderResolver::new("x-tenant-id").or(PathResolver::new("/t/{tenant}").unwrap());
+        let chain =
+            HeaderResolver::new("x-tenant-id").or(PathResolver::new("/t/{tenant}").unwrap());
         let found = chain.resolve(&parts("/t/b", Some("a"))).unwrap().unwrap();
         assert_eq!(found.id().unwrap(), "a");
         let found = chain.resolve(&parts("/t/b", None)).unwrap().unwrap();
@@ -181,25 +182,59 @@ mod tests {
 
     #[test]
     fn agree_refuses_two_different_tenants() {
-        let both = HeaderResolver::new("x-tenant-id").agree(PathResolver::new("/t/{tenant}").unwrap());
+        let both =
+            HeaderResolver::new("x-tenant-id").agree(PathResolver::new("/t/{tenant}").unwrap());
         let found = both.resolve(&parts("/t/a/x", Some("a"))).unwrap().unwrap();
-        assert_eq!((found.id().unwrap().as_str(), found.path_prefix), ("a", Some(4)));
+        assert_eq!(
+            (found.id().unwrap().as_str(), found.path_prefix),
+            ("a", Some(4))
+        );
         assert!(matches!(
             both.resolve(&parts("/t/a/x", Some("b"))),
             Err(Error::Disagree { .. })
         ));
-        assert_eq!(both.resolve(&parts("/t/a", None)).unwrap().unwrap().id().unwrap(), "a");
-        assert_eq!(both.resolve(&parts("/", Some("b"))).unwrap().unwrap().id().unwrap(), "b");
+        assert_eq!(
+            both.resolve(&parts("/t/a", None))
+                .unwrap()
+                .unwrap()
+                .id()
+                .unwrap(),
+            "a"
+        );
+        assert_eq!(
+            both.resolve(&parts("/", Some("b")))
+                .unwrap()
+                .unwrap()
+                .id()
+                .unwrap(),
+            "b"
+        );
         assert_eq!(both.resolve(&parts("/", None)).unwrap(), None);
     }
 
     #[test]
     fn fixed_and_closures() {
         let fixed = Fixed::new("a".parse().unwrap());
-        assert_eq!(fixed.resolve(&parts("/", None)).unwrap().unwrap().id().unwrap(), "a");
+        assert_eq!(
+            fixed
+                .resolve(&parts("/", None))
+                .unwrap()
+                .unwrap()
+                .id()
+                .unwrap(),
+            "a"
+        );
         let never = from_fn(|_: &Parts| Ok(None));
         let chain = never.or(fixed);
-        assert_eq!(chain.resolve(&parts("/", None)).unwrap().unwrap().id().unwrap(), "a");
+        assert_eq!(
+            chain
+                .resolve(&parts("/", None))
+                .unwrap()
+                .unwrap()
+                .id()
+                .unwrap(),
+            "a"
+        );
         let boxed: Box<dyn Resolver> = Box::new(chain);
         assert!(boxed.resolve(&parts("/", None)).unwrap().is_some());
     }

@@ -100,7 +100,10 @@ mod tests {
         assert_eq!(resolve(&[]).unwrap(), None);
         assert!(matches!(resolve(&[b""]), Err(Error::InvalidId { .. })));
         assert!(matches!(resolve(&[b"a b"]), Err(Error::InvalidId { .. })));
-        assert!(matches!(resolve(&[b"\xff\xfe"]), Err(Error::InvalidId { .. })));
+        assert!(matches!(
+            resolve(&[b"\xff\xfe"]),
+            Err(Error::InvalidId { .. })
+        ));
         assert!(matches!(resolve(&[b"a", b"b"]), Err(Error::Ambiguous(_))));
     }
 

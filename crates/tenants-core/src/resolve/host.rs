@@ -39,10 +39,16 @@ pub fn request_host(parts: &Parts) -> Result<Option<&str>, Error> {
 /// names are refused.
 pub(crate) fn host_name(raw: &str) -> Result<&str, Error> {
     if raw.starts_with('[') {
-        return Err(Error::invalid_host(raw, "IP addresses do not name a tenant"));
+        return Err(Error::invalid_host(
+            raw,
+            "IP addresses do not name a tenant",
+        ));
     }
     if raw.contains('@') {
-        return Err(Error::invalid_host(raw, "user info is not allowed in a host"));
+        return Err(Error::invalid_host(
+            raw,
+            "user info is not allowed in a host",
+        ));
     }
     let host = match raw.rsplit_once(':') {
         Some((host, port)) => {
@@ -58,7 +64,10 @@ pub(crate) fn host_name(raw: &str) -> Result<&str, Error> {
         return Err(Error::invalid_host(raw, "the host is empty"));
     }
     if host.len() > MAX_HOST_LEN {
-        return Err(Error::invalid_host(raw, "the host is longer than 253 characters"));
+        return Err(Error::invalid_host(
+            raw,
+            "the host is longer than 253 characters",
+        ));
     }
     let mut last = "";
     for label in host.split('.') {
@@ -66,18 +75,27 @@ pub(crate) fn host_name(raw: &str) -> Result<&str, Error> {
             return Err(Error::invalid_host(raw, "the host has an empty label"));
         }
         if label.len() > 63 {
-            return Err(Error::invalid_host(raw, "a label is longer than 63 characters"));
+            return Err(Error::invalid_host(
+                raw,
+                "a label is longer than 63 characters",
+            ));
         }
         if !label
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(Error::invalid_host(raw, "the host has an invalid character"));
+            return Err(Error::invalid_host(
+                raw,
+                "the host has an invalid character",
+            ));
         }
         last = label;
     }
     if last.bytes().all(|b| b.is_ascii_digit()) || host.parse::<Ipv4Addr>().is_ok() {
-        return Err(Error::invalid_host(raw, "IP addresses do not name a tenant"));
+        return Err(Error::invalid_host(
+            raw,
+            "IP addresses do not name a tenant",
+        ));
     }
     Ok(host)
 }
@@ -179,7 +197,10 @@ impl Resolver for SubdomainResolver {
                 continue;
             }
             if label.contains('.') {
-                return Err(Error::invalid_host(raw, "nested subdomains do not name a tenant"));
+                return Err(Error::invalid_host(
+                    raw,
+                    "nested subdomains do not name a tenant",
+                ));
             }
             return self
                 .policy
@@ -235,9 +256,11 @@ impl CustomDomainResolver {
         S: AsRef<str>,
     {
         let mut ignored = self.ignored.to_vec();
-        ignored.extend(hosts.into_iter().map(|h| {
-            h.as_ref().trim_end_matches('.').to_ascii_lowercase()
-        }));
+        ignored.extend(
+            hosts
+                .into_iter()
+                .map(|h| h.as_ref().trim_end_matches('.').to_ascii_lowercase()),
+        );
         self.ignored = ignored.into();
         self
     }
@@ -264,7 +287,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn parts(host: &str) -> Parts {
-        Request::get("/").header(HOST, host).body(()).unwrap().into_parts().0
+        Request::get("/")
+            .header(HOST, host)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
     }
 
     fn sub(host: &str) -> Result<Option<String>, Error> {
@@ -288,7 +316,11 @@ mod tests {
             assert_eq!(sub(host).unwrap().as_deref(), Some(id), "{host}");
         }
         assert_eq!(sub("example.com").unwrap(), None);
-        assert_eq!(sub("eu.example.com").unwrap(), None, "a base domain names no tenant");
+        assert_eq!(
+            sub("eu.example.com").unwrap(),
+            None,
+            "a base domain names no tenant"
+        );
     }
 
     #[test]
@@ -315,11 +347,17 @@ mod tests {
         }
         assert!(matches!(
             sub("www.example.com"),
-            Err(Error::InvalidId { rule: IdRule::Reserved, .. })
+            Err(Error::InvalidId {
+                rule: IdRule::Reserved,
+                ..
+            })
         ));
         assert!(matches!(
             sub("under_score.example.com"),
-            Err(Error::InvalidId { rule: IdRule::InvalidChar { .. }, .. })
+            Err(Error::InvalidId {
+                rule: IdRule::InvalidChar { .. },
+                ..
+            })
         ));
         let long = format!("{}.example.com", "a".repeat(300));
         assert!(sub(&long).is_err());
@@ -329,7 +367,10 @@ mod tests {
     fn foreign_hosts_can_mean_no_tenant() {
         let r = SubdomainResolver::new(["example.com"]).no_tenant_for_foreign_hosts();
         assert_eq!(r.resolve(&parts("shop.acme.test")).unwrap(), None);
-        assert!(r.resolve(&parts("1.2.3.4")).is_err(), "hostile hosts stay errors");
+        assert!(
+            r.resolve(&parts("1.2.3.4")).is_err(),
+            "hostile hosts stay errors"
+        );
     }
 
     #[test]
@@ -346,7 +387,10 @@ mod tests {
             .0;
         assert!(matches!(r.resolve(&twice), Err(Error::Ambiguous(_))));
         let binary = Request::get("/")
-            .header(HOST, http::HeaderValue::from_bytes(b"a\xffb.example.com").unwrap())
+            .header(
+                HOST,
+                http::HeaderValue::from_bytes(b"a\xffb.example.com").unwrap(),
+            )
             .body(())
             .unwrap()
             .into_parts()
@@ -370,7 +414,10 @@ mod tests {
     fn custom_domains_are_normalized_and_ignorable() {
         let r = CustomDomainResolver::new().ignore(["Example.com"]);
         let found = r.resolve(&parts("Shop.ACME.test:443")).unwrap().unwrap();
-        assert_eq!(found.key, super::super::TenantKey::Domain("shop.acme.test".into()));
+        assert_eq!(
+            found.key,
+            super::super::TenantKey::Domain("shop.acme.test".into())
+        );
         assert_eq!(r.resolve(&parts("example.com")).unwrap(), None);
         assert!(r.resolve(&parts("10.0.0.1")).is_err());
     }

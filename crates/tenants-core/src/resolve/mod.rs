@@ -65,7 +65,7 @@ pub use header::HeaderResolver;
 pub use host::{CustomDomainResolver, SubdomainResolver, request_host};
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
-pub use jwt::{JwtKeys, JwtResolver};
+pub use jwt::{Algorithm, JwtKeys, JwtResolver};
 pub use path::PathResolver;
 pub use token::VerifiedToken;
 

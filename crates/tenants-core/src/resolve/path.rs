@@ -121,11 +121,26 @@ mod tests {
 
     #[test]
     fn templates_match_prefixes() {
-        assert_eq!(run("/t/{tenant}", "/t/acme").unwrap(), Some(("acme".into(), 7)));
-        assert_eq!(run("/t/{tenant}", "/t/acme/").unwrap(), Some(("acme".into(), 7)));
-        assert_eq!(run("/t/{tenant}/", "/t/Acme/x/y").unwrap(), Some(("acme".into(), 7)));
-        assert_eq!(run("/{tenant}", "/acme/todos").unwrap(), Some(("acme".into(), 5)));
-        assert_eq!(run("/{tenant}/api", "/acme/api/x").unwrap(), Some(("acme".into(), 9)));
+        assert_eq!(
+            run("/t/{tenant}", "/t/acme").unwrap(),
+            Some(("acme".into(), 7))
+        );
+        assert_eq!(
+            run("/t/{tenant}", "/t/acme/").unwrap(),
+            Some(("acme".into(), 7))
+        );
+        assert_eq!(
+            run("/t/{tenant}/", "/t/Acme/x/y").unwrap(),
+            Some(("acme".into(), 7))
+        );
+        assert_eq!(
+            run("/{tenant}", "/acme/todos").unwrap(),
+            Some(("acme".into(), 5))
+        );
+        assert_eq!(
+            run("/{tenant}/api", "/acme/api/x").unwrap(),
+            Some(("acme".into(), 9))
+        );
         assert_eq!(run("/t/{tenant}", "/x/acme").unwrap(), None);
         assert_eq!(run("/t/{tenant}", "/t").unwrap(), None);
         assert_eq!(run("/t/{tenant}", "/").unwrap(), None);
@@ -135,13 +150,22 @@ mod tests {
     #[test]
     fn bad_segments_are_errors_not_misses() {
         for uri in ["/t//todos", "/t/a_b", "/t/%41cme", "/t/-a/x", "/t/a.b"] {
-            assert!(matches!(run("/t/{tenant}", uri), Err(Error::InvalidId { .. })), "{uri}");
+            assert!(
+                matches!(run("/t/{tenant}", uri), Err(Error::InvalidId { .. })),
+                "{uri}"
+            );
         }
     }
 
     #[test]
     fn bad_templates_are_config_errors() {
-        for t in ["t/{tenant}", "/t", "/{tenant}/{tenant}", "/a//{tenant}", "/x{tenant}"] {
+        for t in [
+            "t/{tenant}",
+            "/t",
+            "/{tenant}/{tenant}",
+            "/a//{tenant}",
+            "/x{tenant}",
+        ] {
             assert!(matches!(PathResolver::new(t), Err(Error::Config(_))), "{t}");
         }
     }
