@@ -1,0 +1,348 @@
+//! A real PostgreSQL for tests: a throwaway cluster started from the machine's
+//! PostgreSQL binaries, or the server named by `TENANTS_TEST_DATABASE_URL`.
+//!
+//! The cluster is started once per test binary, on first use, on a free loopback port,
+//! and removed when the test binary exits (a watchdog process stops it once the test
+//! process is gone, however it ended). PostgreSQL refuses to run as root; when the tests
+//! run as root, the cluster runs as the `postgres` user.
+//!
+//! When neither a server URL nor PostgreSQL binaries are available, the calling test
+//! fails with a message saying how to install PostgreSQL: a missing server is never a
+//! silently skipped test.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! let pg = tenants_test_support::postgres();
+//! let url = pg.fresh_database();          // a new, empty database for this test
+//! let answer = pg.psql(&url, "SELECT 40 + 2");
+//! assert_eq!(answer, "42");
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Environment variable naming an existing server to test against. It must be a
+/// superuser connection URL: tests create databases and roles.
+pub const DATABASE_URL_ENV: &str = "TENANTS_TEST_DATABASE_URL";
+
+const INSTALL_HINT: &str = "\
+PostgreSQL is needed to run these tests, and none was found.
+Either install it:
+    Debian/Ubuntu: apt-get install -y postgresql
+    macOS:         brew install postgresql
+(the tests look for initdb and pg_ctl on PATH and under /usr/lib/postgresql/*/bin),
+or point the tests at a server with a superuser URL:
+    TENANTS_TEST_DATABASE_URL=postgres://user:password@host:5432/postgres";
+
+/// A PostgreSQL server for tests. Get it with [`postgres`].
+#[derive(Debug)]
+pub struct TestServer {
+    admin_url: String,
+    host: String,
+    port: u16,
+    psql: PathBuf,
+}
+
+static SERVER: OnceLock<TestServer> = OnceLock::new();
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The test server of this process, started on first use.
+///
+/// # Panics
+///
+/// Panics with installation instructions when no server can be had.
+pub fn postgres() -> &'static TestServer {
+    SERVER.get_or_init(|| match start() {
+        Ok(server) => server,
+        Err(why) => panic!("{why}\n\n{INSTALL_HINT}"),
+    })
+}
+
+/// A name unique within this machine's test runs, for databases and roles:
+/// `{prefix}_{pid}_{counter}`, lowercase and a valid SQL identifier for a valid prefix.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TestServer {
+    /// A superuser connection URL to the `postgres` database.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// The server's host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin URL with another database name.
+    pub fn url_for(&self, database: &str) -> String {
+        with_database(&self.admin_url, database)
+    }
+
+    /// Creates a new, empty database with a unique name and returns its superuser URL.
+    pub fn fresh_database(&self) -> String {
+        let name = unique_name("test");
+        self.psql(&self.admin_url, &format!("CREATE DATABASE \"{name}\""));
+        self.url_for(&name)
+    }
+
+    /// Runs SQL through `psql` against `url` and returns the unaligned, tuples-only
+    /// output, trimmed.
+    ///
+    /// # Panics
+    ///
+    /// Panics with psql's message when the SQL fails.
+    pub fn psql(&self, url: &str, sql: &str) -> String {
+        let output = Command::new(&self.psql)
+            .args([
+                "--no-psqlrc",
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .arg("-d")
+            .arg(url)
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.psql.display()));
+        if !output.status.success() {
+            panic!(
+                "psql failed on {sql:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+/// Replaces the database of a `postgres://` URL.
+fn with_database(url: &str, database: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let path_start = url[authority_start..]
+        .find('/')
+        .map_or(url.len(), |i| authority_start + i);
+    let query = url[path_start..].find('?').map(|i| &url[path_start + i..]);
+    format!("{}/{database}{}", &url[..path_start], query.unwrap_or(""))
+}
+
+fn start() -> Result<TestServer, String> {
+    if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
+        let bin = find_bin_dir().map(|d| d.join("psql"));
+        let psql = bin
+            .filter(|p| p.exists())
+            .or_else(|| which("psql"))
+            .ok_or("psql is needed to prepare test databases and was not found")?;
+        let server = TestServer {
+            host: String::new(),
+            port: 0,
+            admin_url: url,
+            psql,
+        };
+        server.psql(&server.admin_url, "SELECT 1");
+        return Ok(server);
+    }
+    let bin = find_bin_dir().ok_or("initdb was not found")?;
+    Cluster::start(&bin)
+}
+
+/// Looks for a directory holding `initdb` and `pg_ctl`: PATH first, then the highest
+/// version under `/usr/lib/postgresql`.
+fn find_bin_dir() -> Option<PathBuf> {
+    if let Some(initdb) = which("initdb") {
+        let real = std::fs::canonicalize(&initdb).unwrap_or(initdb);
+        if let Some(dir) = real.parent()
+            && dir.join("pg_ctl").exists()
+        {
+            return Some(dir.to_path_buf());
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Starting and watching a throwaway cluster.
+struct Cluster;
+
+impl Cluster {
+    fn start(bin: &Path) -> Result<TestServer, String> {
+        let as_root = is_root();
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("tenants-pg-{}-{stamp}", std::process::id()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
+        if as_root {
+            run(Command::new("chown").arg("postgres:").arg(&dir), "chown")
+                .map_err(|e| format!("{e}\n(running as root needs a `postgres` user)"))?;
+        }
+        let initdb = bin.join("initdb");
+        run(
+            pg_command(as_root, &initdb)
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+                .stdout(Stdio::null()),
+            "initdb",
+        )?;
+        let pg_ctl = bin.join("pg_ctl");
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port()?;
+            let options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+                 -c shared_buffers=128MB",
+                dir.display()
+            );
+            let started = run(
+                pg_command(as_root, &pg_ctl)
+                    .arg("-D")
+                    .arg(&data)
+                    .arg("-l")
+                    .arg(dir.join("server.log"))
+                    .args(["-w", "-t", "60", "-o", &options, "start"])
+                    .stdout(Stdio::null()),
+                "pg_ctl start",
+            );
+            match started {
+                Ok(()) => {
+                    watch(as_root, &pg_ctl, &dir, &data);
+                    let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+                    let server = TestServer {
+                        admin_url,
+                        host: "127.0.0.1".into(),
+                        port,
+                        psql: bin.join("psql"),
+                    };
+                    return Ok(server);
+                }
+                Err(e) => {
+                    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                    last_error = format!("{e}\n{log}");
+                }
+            }
+        }
+        Err(format!("the test cluster did not start: {last_error}"))
+    }
+}
+
+/// Spawns a detached watchdog that stops the cluster and removes its directory once
+/// this process is gone, however it ended.
+fn watch(as_root: bool, pg_ctl: &Path, dir: &Path, data: &Path) {
+    let stop = format!(
+        "{} '{}' stop -D '{}' -m immediate",
+        if as_root {
+            "runuser -u postgres --"
+        } else {
+            ""
+        },
+        pg_ctl.display(),
+        data.display()
+    );
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    // The watchdog outlives us on purpose; its handle is dropped without waiting.
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+fn pg_command(as_root: bool, program: &Path) -> Command {
+    if as_root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(command: &mut Command, what: &str) -> Result<(), String> {
+    let output = command
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_rewritten() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5/postgres?sslmode=disable", "x"),
+            "postgres://u:p@h:5/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name("a"), unique_name("a"));
+    }
+}
