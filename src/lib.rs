@@ -25,5 +25,5 @@
 //! | `yaml` | YAML catalog files | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use tenants_core::*;
 pub use tenants_core;
+pub use tenants_core::*;

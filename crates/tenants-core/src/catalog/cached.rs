@@ -1,38 +1,78 @@
-//! A moka cache in front of any catalog.
+//! A cache in front of any catalog.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use moka::Expiry;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 
 use super::TenantCatalog;
 use crate::{Error, Tenant, TenantId};
 
-/// A cached answer: a tenant, or the fact that there is none (negative entry).
+/// A cached answer, a tenant or "no such tenant" (a negative entry), and when it
+/// stops being fresh.
 #[derive(Clone)]
-struct Entry(Option<Arc<Tenant>>);
-
-/// Positive entries live `ttl`, negative ones `negative_ttl`.
-struct EntryExpiry {
-    ttl: Duration,
-    negative_ttl: Duration,
+struct Entry {
+    tenant: Option<Arc<Tenant>>,
+    fresh_until: Instant,
 }
 
-impl<K> Expiry<K, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _: &K, entry: &Entry, _: Instant) -> Option<Duration> {
-        Some(match entry.0 {
-            Some(_) => self.ttl,
-            None => self.negative_ttl,
-        })
+type Load = Shared<BoxFuture<'static, Result<Option<Arc<Tenant>>, Error>>>;
+
+/// One cache: fresh answers by key, plus the loads under way (single flight).
+struct Tier<K> {
+    entries: quick_cache::sync::Cache<K, Entry>,
+    loading: Mutex<HashMap<K, Load>>,
+}
+
+impl<K: Eq + Hash + Clone> Tier<K> {
+    fn new(capacity: usize) -> Self {
+        Tier {
+            entries: quick_cache::sync::Cache::new(capacity),
+            loading: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn fresh(&self, key: &K) -> Option<Option<Arc<Tenant>>> {
+        self.entries
+            .get(key)
+            .filter(|entry| entry.fresh_until > Instant::now())
+            .map(|entry| entry.tenant)
+    }
+
+    /// The load under way for `key`, or a new one made by `start`.
+    fn load(&self, key: &K, start: impl FnOnce() -> Load) -> Load {
+        let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        loading.entry(key.clone()).or_insert_with(start).clone()
+    }
+
+    /// Stores a finished load's answer, then forgets the load (in that order, so a
+    /// request arriving in between finds one or the other).
+    fn finish(&self, key: &K, load: &Load, answer: Option<Entry>) {
+        if let Some(entry) = answer {
+            self.entries.insert(key.clone(), entry);
+        }
+        let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        if loading.get(key).is_some_and(|l| l.ptr_eq(load)) {
+            loading.remove(key);
+        }
+    }
+
+    fn clear(&self) {
+        self.entries.clear();
     }
 }
 
 /// Caches tenant lookups of an inner catalog.
 ///
-/// - Hits cost a hash lookup and an `Arc` clone; no call reaches the inner catalog.
-/// - Misses are single-flight: concurrent lookups of one id cause one inner load.
+/// - A hit is answered by [`get_now`](TenantCatalog::get_now) without a future or an
+///   allocation: a hash lookup, a freshness check and an `Arc` clone.
+/// - Misses are single-flight: concurrent lookups of one id cause one inner load, and
+///   share its answer, error included.
 /// - Unknown ids are cached too (negative caching) with their own, shorter TTL, so a
 ///   flood of requests for a tenant that does not exist does not reach the store.
 /// - When the inner catalog fails, the last record loaded for that id is served (up to
@@ -40,6 +80,10 @@ impl<K> Expiry<K, Entry> for EntryExpiry {
 ///   the catalog store does not take every tenant down.
 /// - [`invalidate`](Self::invalidate) drops an entry at once (after a tenant is
 ///   suspended, say); a PostgreSQL catalog can call it on `NOTIFY`.
+///
+/// The store is [`quick_cache`] (S3-FIFO eviction): in `benches/resolve.rs` its hit
+/// costs about a quarter of a `moka` hit, which alone would exceed the request path's
+/// budget.
 ///
 /// # Examples
 ///
@@ -56,24 +100,32 @@ impl<K> Expiry<K, Entry> for EntryExpiry {
 ///     .negative_ttl(Duration::from_secs(2))
 ///     .build();
 /// assert!(catalog.get("acme".parse()?).await?.is_some());
-/// catalog.invalidate("acme".parse()?).await;
+/// assert!(catalog.get_now("acme".parse()?).is_some(), "now cached");
+/// catalog.invalidate("acme".parse()?);
+/// assert!(catalog.get_now("acme".parse()?).is_none());
 /// # Ok(())
 /// # }
 /// ```
 pub struct CachedCatalog<C> {
     inner: Arc<C>,
-    by_id: moka::future::Cache<TenantId, Entry>,
-    by_domain: moka::future::Cache<Box<str>, Entry>,
-    /// Last good record per id, for serving while the inner catalog fails.
-    last_known: Option<moka::sync::Cache<TenantId, Arc<Tenant>>>,
+    by_id: Tier<TenantId>,
+    by_domain: Tier<Box<str>>,
+    /// Last good record per id and when it was loaded, served while the inner
+    /// catalog fails.
+    last_known: quick_cache::sync::Cache<TenantId, (Arc<Tenant>, Instant)>,
+    ttl: Duration,
+    negative_ttl: Duration,
+    stale_for: Option<Duration>,
 }
 
 impl<C> fmt::Debug for CachedCatalog<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedCatalog")
-            .field("entries", &self.by_id.entry_count())
-            .field("domain_entries", &self.by_domain.entry_count())
-            .field("serves_stale", &self.last_known.is_some())
+            .field("entries", &self.by_id.entries.len())
+            .field("domain_entries", &self.by_domain.entries.len())
+            .field("ttl", &self.ttl)
+            .field("negative_ttl", &self.negative_ttl)
+            .field("stale_for", &self.stale_for)
             .finish()
     }
 }
@@ -83,7 +135,7 @@ impl<C> fmt::Debug for CachedCatalog<C> {
 #[must_use = "call .build() to get the catalog"]
 pub struct CachedCatalogBuilder<C> {
     inner: C,
-    max_capacity: u64,
+    max_capacity: usize,
     ttl: Duration,
     negative_ttl: Duration,
     stale_for: Option<Duration>,
@@ -113,41 +165,48 @@ impl<C: TenantCatalog + 'static> CachedCatalog<C> {
 
     /// Forgets what is cached for `id` (and every domain entry), so the next lookup
     /// reads the inner catalog.
-    pub async fn invalidate(&self, id: TenantId) {
-        self.by_id.invalidate(&id).await;
-        self.by_domain.invalidate_all();
-        if let Some(last_known) = &self.last_known {
-            last_known.invalidate(&id);
-        }
+    pub fn invalidate(&self, id: TenantId) {
+        self.by_id.entries.remove(&id);
+        self.by_domain.clear();
+        self.last_known.remove(&id);
     }
 
     /// Forgets everything cached.
     pub fn invalidate_all(&self) {
-        self.by_id.invalidate_all();
-        self.by_domain.invalidate_all();
-        if let Some(last_known) = &self.last_known {
-            last_known.invalidate_all();
+        self.by_id.clear();
+        self.by_domain.clear();
+        self.last_known.clear();
+    }
+
+    fn entry(&self, tenant: Option<Arc<Tenant>>) -> Entry {
+        let ttl = if tenant.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        };
+        if let Some(tenant) = &tenant
+            && self.stale_for.is_some()
+        {
+            self.last_known
+                .insert(tenant.id, (tenant.clone(), Instant::now()));
+        }
+        Entry {
+            tenant,
+            fresh_until: Instant::now() + ttl,
         }
     }
 
-    fn remember(&self, entry: &Entry) {
-        if let (Some(last_known), Some(tenant)) = (&self.last_known, &entry.0) {
-            last_known.insert(tenant.id, tenant.clone());
-        }
-    }
-
-    fn stale(&self, id: TenantId, error: Arc<Error>) -> Result<Option<Arc<Tenant>>, Error> {
-        match self.last_known.as_ref().and_then(|l| l.get(&id)) {
-            Some(tenant) => Ok(Some(tenant)),
-            None => Err(Error::clone(&error)),
-        }
+    fn stale(&self, id: TenantId) -> Option<Arc<Tenant>> {
+        let max_age = self.stale_for?;
+        let (tenant, loaded) = self.last_known.get(&id)?;
+        (loaded.elapsed() <= max_age).then_some(tenant)
     }
 }
 
 impl<C: TenantCatalog + 'static> CachedCatalogBuilder<C> {
-    /// Most tenants kept (default 10,000); least recently used ones go first.
-    pub fn max_capacity(mut self, tenants: u64) -> Self {
-        self.max_capacity = tenants;
+    /// Most tenants kept (default 10,000); S3-FIFO eviction keeps the busy ones.
+    pub fn max_capacity(mut self, tenants: usize) -> Self {
+        self.max_capacity = tenants.max(1);
         self
     }
 
@@ -172,26 +231,14 @@ impl<C: TenantCatalog + 'static> CachedCatalogBuilder<C> {
 
     /// Builds the cache.
     pub fn build(self) -> CachedCatalog<C> {
-        let expiry = || EntryExpiry {
-            ttl: self.ttl,
-            negative_ttl: self.negative_ttl,
-        };
         CachedCatalog {
             inner: Arc::new(self.inner),
-            by_id: moka::future::Cache::builder()
-                .max_capacity(self.max_capacity)
-                .expire_after(expiry())
-                .build(),
-            by_domain: moka::future::Cache::builder()
-                .max_capacity(self.max_capacity)
-                .expire_after(expiry())
-                .build(),
-            last_known: self.stale_for.map(|age| {
-                moka::sync::Cache::builder()
-                    .max_capacity(self.max_capacity)
-                    .time_to_live(age)
-                    .build()
-            }),
+            by_id: Tier::new(self.max_capacity),
+            by_domain: Tier::new(self.max_capacity),
+            last_known: quick_cache::sync::Cache::new(self.max_capacity),
+            ttl: self.ttl,
+            negative_ttl: self.negative_ttl,
+            stale_for: self.stale_for,
         }
     }
 }
@@ -199,41 +246,48 @@ impl<C: TenantCatalog + 'static> CachedCatalogBuilder<C> {
 #[async_trait]
 impl<C: TenantCatalog + 'static> TenantCatalog for CachedCatalog<C> {
     async fn get(&self, id: TenantId) -> Result<Option<Arc<Tenant>>, Error> {
-        if let Some(entry) = self.by_id.get(&id).await {
-            return Ok(entry.0);
+        if let Some(answer) = self.by_id.fresh(&id) {
+            return Ok(answer);
         }
-        let inner = self.inner.clone();
-        let loaded = self
-            .by_id
-            .try_get_with(id, async move { inner.get(id).await.map(Entry) })
-            .await;
-        match loaded {
-            Ok(entry) => {
-                self.remember(&entry);
-                Ok(entry.0)
-            }
-            Err(error) => self.stale(id, error),
+        let load = self.by_id.load(&id, || {
+            let inner = self.inner.clone();
+            async move { inner.get(id).await }.boxed().shared()
+        });
+        let answer = load.clone().await;
+        self.by_id.finish(
+            &id,
+            &load,
+            answer.as_ref().ok().map(|t| self.entry(t.clone())),
+        );
+        match answer {
+            Ok(tenant) => Ok(tenant),
+            Err(error) => self.stale(id).map(Some).ok_or(error),
         }
     }
 
+    fn get_now(&self, id: TenantId) -> Option<Option<Arc<Tenant>>> {
+        self.by_id.fresh(&id)
+    }
+
     async fn get_by_domain(&self, domain: &str) -> Result<Option<Arc<Tenant>>, Error> {
-        if let Some(entry) = self.by_domain.get(domain).await {
-            return Ok(entry.0);
-        }
-        let inner = self.inner.clone();
         let key: Box<str> = domain.into();
-        let lookup = key.clone();
-        self.by_domain
-            .try_get_with(
-                key,
-                async move { inner.get_by_domain(&lookup).await.map(Entry) },
-            )
-            .await
-            .map(|entry| {
-                self.remember(&entry);
-                entry.0
-            })
-            .map_err(|error| Error::clone(&error))
+        if let Some(answer) = self.by_domain.fresh(&key) {
+            return Ok(answer);
+        }
+        let load = self.by_domain.load(&key, || {
+            let inner = self.inner.clone();
+            let domain = key.clone();
+            async move { inner.get_by_domain(&domain).await }
+                .boxed()
+                .shared()
+        });
+        let answer = load.clone().await;
+        self.by_domain.finish(
+            &key,
+            &load,
+            answer.as_ref().ok().map(|t| self.entry(t.clone())),
+        );
+        answer
     }
 
     async fn list(&self) -> Result<Vec<Arc<Tenant>>, Error> {
@@ -266,6 +320,10 @@ mod tests {
                 failing: AtomicBool::new(false),
                 delay,
             }
+        }
+
+        fn loads(&self) -> usize {
+            self.loads.load(Ordering::SeqCst)
         }
     }
 
@@ -308,9 +366,48 @@ mod tests {
         for task in tasks {
             assert_eq!(task.await.unwrap().unwrap().unwrap().id, "a");
         }
-        assert_eq!(catalog.inner().loads.load(Ordering::SeqCst), 1);
+        assert_eq!(catalog.inner().loads(), 1);
+        assert_eq!(catalog.get_now(id("a")).unwrap().unwrap().id, "a", "hit");
         catalog.get(id("a")).await.unwrap();
-        assert_eq!(catalog.inner().loads.load(Ordering::SeqCst), 1, "hit");
+        assert_eq!(catalog.inner().loads(), 1, "hit");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_share_one_failure() {
+        let probe = Probe::new(Duration::from_millis(50));
+        probe.failing.store(true, Ordering::SeqCst);
+        let catalog = Arc::new(CachedCatalog::new(probe));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let catalog = catalog.clone();
+                tokio::spawn(async move { catalog.get(id("a")).await })
+            })
+            .collect();
+        for task in tasks {
+            assert!(matches!(
+                task.await.unwrap(),
+                Err(Error::CatalogUnavailable(_))
+            ));
+        }
+        assert_eq!(catalog.inner().loads(), 1);
+        assert!(catalog.get_now(id("a")).is_none(), "errors are not cached");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_load_is_finished_by_the_next_caller() {
+        let catalog = CachedCatalog::new(Probe::new(Duration::from_millis(30)));
+        let first = catalog.get(id("a"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(5), first)
+                .await
+                .is_err()
+        );
+        assert_eq!(catalog.get(id("a")).await.unwrap().unwrap().id, "a");
+        assert_eq!(
+            catalog.inner().loads(),
+            1,
+            "the second caller joined the first load"
+        );
     }
 
     #[tokio::test]
@@ -321,17 +418,16 @@ mod tests {
         for _ in 0..10 {
             assert!(catalog.get(id("nobody")).await.unwrap().is_none());
         }
-        assert_eq!(catalog.inner().loads.load(Ordering::SeqCst), 1);
+        assert_eq!(catalog.get_now(id("nobody")), Some(None));
+        assert_eq!(catalog.inner().loads(), 1);
         tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(catalog.get_now(id("nobody")), None, "expired");
         assert!(catalog.get(id("nobody")).await.unwrap().is_none());
-        assert_eq!(catalog.inner().loads.load(Ordering::SeqCst), 2, "expired");
+        assert_eq!(catalog.inner().loads(), 2);
         catalog.get(id("a")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
         catalog.get(id("a")).await.unwrap();
-        assert_eq!(
-            catalog.inner().loads.load(Ordering::SeqCst),
-            3,
-            "positive ttl is longer"
-        );
+        assert_eq!(catalog.inner().loads(), 3, "positive ttl is longer");
     }
 
     #[tokio::test]
@@ -360,6 +456,15 @@ mod tests {
         strict.inner().failing.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(strict.get(id("a")).await.is_err());
+
+        let short = CachedCatalog::builder(Probe::new(Duration::ZERO))
+            .ttl(Duration::from_millis(10))
+            .serve_stale_for(Some(Duration::from_millis(50)))
+            .build();
+        short.get(id("a")).await.unwrap();
+        short.inner().failing.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(short.get(id("a")).await.is_err(), "too old to serve");
     }
 
     #[tokio::test]
@@ -370,12 +475,14 @@ mod tests {
             catalog.get_by_domain("a.test").await.unwrap().unwrap().id,
             "a"
         );
-        catalog.invalidate(id("a")).await;
+        catalog.get_by_domain("a.test").await.unwrap();
+        assert_eq!(catalog.inner().loads(), 2);
+        catalog.invalidate(id("a"));
         catalog.get(id("a")).await.unwrap();
         catalog.get_by_domain("a.test").await.unwrap();
-        assert_eq!(catalog.inner().loads.load(Ordering::SeqCst), 4);
+        assert_eq!(catalog.inner().loads(), 4);
         catalog.invalidate_all();
         catalog.get(id("a")).await.unwrap();
-        assert_eq!(catalog.inner().loads.load(Ordering::SeqCst), 5);
+        assert_eq!(catalog.inner().loads(), 5);
     }
 }

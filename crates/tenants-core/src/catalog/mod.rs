@@ -2,9 +2,8 @@
 //!
 //! [`TenantCatalog`] is the trait the layer and router read tenants through.
 //! [`StaticCatalog`] holds a fixed set (from code or a file: the "no master database"
-//! deployment); [`CachedCatalog`] puts a moka cache with negative caching,
-//! single-flight loads and stale serving in front of any catalog, such as a
-//! PostgreSQL-backed one.
+//! deployment); [`CachedCatalog`] puts a cache with negative caching, single-flight
+//! loads and stale serving in front of any catalog, such as a PostgreSQL-backed one.
 
 mod cached;
 mod file;
@@ -29,6 +28,15 @@ pub trait TenantCatalog: Send + Sync {
     /// The tenant with this id.
     async fn get(&self, id: TenantId) -> Result<Option<Arc<Tenant>>, Error>;
 
+    /// The answer [`get`](Self::get) would give, when the catalog has it at hand
+    /// without waiting (an in-memory catalog, a fresh cache entry); `None` when only
+    /// `get` can tell. The request path calls this first, so a cache hit costs no
+    /// future and no allocation.
+    fn get_now(&self, id: TenantId) -> Option<Option<Arc<Tenant>>> {
+        let _ = id;
+        None
+    }
+
     /// The tenant owning this custom domain (lowercase, without port or trailing dot).
     async fn get_by_domain(&self, domain: &str) -> Result<Option<Arc<Tenant>>, Error>;
 
@@ -40,6 +48,10 @@ pub trait TenantCatalog: Send + Sync {
 impl<C: TenantCatalog + ?Sized> TenantCatalog for Arc<C> {
     async fn get(&self, id: TenantId) -> Result<Option<Arc<Tenant>>, Error> {
         (**self).get(id).await
+    }
+
+    fn get_now(&self, id: TenantId) -> Option<Option<Arc<Tenant>>> {
+        (**self).get_now(id)
     }
 
     async fn get_by_domain(&self, domain: &str) -> Result<Option<Arc<Tenant>>, Error> {
