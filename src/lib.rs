@@ -2,7 +2,8 @@
 //!
 //! This facade re-exports the `tenants-*` crates; pick the parts with cargo features.
 //! [`tenants_core`] (always on) holds tenant identity: [`TenantId`], [`Tenant`],
-//! [resolvers](resolve) and [catalogs](catalog).
+//! [resolvers](resolve) and [catalogs](catalog); [`tower`] (feature `tower`) holds the
+//! layer that puts the tenant into every request, and the axum extractors.
 //!
 //! # Example
 //!
@@ -23,7 +24,16 @@
 //! | `jwt` | `resolve::JwtResolver`: the tenant from a verified JWT claim | yes |
 //! | `toml` | TOML catalog files | yes |
 //! | `yaml` | YAML catalog files | no |
+//! | `tower` | [`tower::TenantLayer`] | yes |
+//! | `axum` | axum extractors: `tower::CurrentTenant`, `tower::TenantOptions` | yes |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use tenants_core;
 pub use tenants_core::*;
+
+/// The tower layer and axum extractors ([`tenants_tower`]).
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower {
+    pub use tenants_tower::*;
+}

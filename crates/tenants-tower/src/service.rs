@@ -1,0 +1,206 @@
+//! [`TenantService`]: the per-request work of the layer.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use tenants_core::resolve::{Resolved, Resolver, TenantKey, VerifiedToken};
+use tenants_core::{Tenant, TenantCatalog, TenantStatus};
+use tower_service::Service;
+
+use crate::future::{Lookup, ResponseFuture};
+use crate::layer::{Config, NoTenant};
+use crate::reject::TenantRejection;
+
+/// The service made by [`TenantLayer`](crate::TenantLayer).
+pub struct TenantService<S, R, C> {
+    inner: S,
+    config: Arc<Config<R, C>>,
+}
+
+impl<S: Clone, R, C> Clone for TenantService<S, R, C> {
+    fn clone(&self) -> Self {
+        TenantService {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, R, C> fmt::Debug for TenantService<S, R, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R, C> TenantService<S, R, C> {
+    pub(crate) fn new(inner: S, config: Arc<Config<R, C>>) -> Self {
+        TenantService { inner, config }
+    }
+}
+
+impl<S, R, C, ReqBody, ResBody> Service<Request<ReqBody>> for TenantService<S, R, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    R: Resolver + 'static,
+    C: TenantCatalog + 'static,
+    ResBody: From<String>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S, ReqBody, R, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let (mut parts, body) = request.into_parts();
+        let resolved = match config.resolver.resolve(&parts) {
+            Ok(Some(resolved)) => resolved,
+            Ok(None) => match config.no_tenant {
+                NoTenant::Reject => return self.reject(&TenantRejection::Missing),
+                NoTenant::Default(id) => Resolved::from_id(id),
+                NoTenant::PassThrough => {
+                    let request = Request::from_parts(parts, body);
+                    return ResponseFuture::inner(self.inner.call(request), None);
+                }
+            },
+            Err(error) => {
+                return self.reject(&TenantRejection::from_error(error, config.retry_after));
+            }
+        };
+        if config.strip_prefix
+            && let Some(len) = resolved.path_prefix
+        {
+            strip_prefix(&mut parts, len);
+        }
+        if let TenantKey::Id(id) = resolved.key
+            && let Some(found) = config.catalog.get_now(id)
+        {
+            return match admit(config, &mut parts, &resolved.key, found, resolved.token) {
+                Ok(tenant) => {
+                    let request = Request::from_parts(parts, body);
+                    ResponseFuture::inner(self.inner.call(request), Some(span(&tenant)))
+                }
+                Err(rejection) => self.reject(&rejection),
+            };
+        }
+        // A cache miss: look the tenant up, then call the service that was polled ready.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::lookup(Lookup::start(
+            self.config.clone(),
+            resolved,
+            parts,
+            body,
+            inner,
+        ))
+    }
+}
+
+impl<S, R, C> TenantService<S, R, C> {
+    fn reject<F, ReqBody>(
+        &self,
+        rejection: &TenantRejection,
+    ) -> ResponseFuture<F, S, ReqBody, R, C> {
+        ResponseFuture::rejected(respond(&self.config, rejection))
+    }
+}
+
+pub(crate) fn respond<R, C>(
+    config: &Config<R, C>,
+    rejection: &TenantRejection,
+) -> Response<String> {
+    tracing::debug!(status = %rejection.status(), reason = %rejection, "tenant rejected");
+    config.responder.respond(rejection)
+}
+
+/// Checks a looked-up tenant and puts it into the request. Shared by the hit path and
+/// the lookup future.
+pub(crate) fn admit<R, C>(
+    config: &Config<R, C>,
+    parts: &mut Parts,
+    key: &TenantKey,
+    found: Option<Arc<Tenant>>,
+    token: Option<Arc<VerifiedToken>>,
+) -> Result<Arc<Tenant>, TenantRejection> {
+    let tenant = match found {
+        Some(tenant) if tenant.status != TenantStatus::Deleted => tenant,
+        _ => {
+            return Err(TenantRejection::Unknown {
+                named: key.to_string(),
+            });
+        }
+    };
+    if tenant.status == TenantStatus::Suspended {
+        return Err(TenantRejection::Suspended {
+            tenant: tenant.id,
+            status: config.suspended_status,
+        });
+    }
+    let token = match (token, &config.membership) {
+        (Some(token), _) => Some(token),
+        (None, Some(source)) => source
+            .verify(parts)
+            .map_err(|e| TenantRejection::from_error(e, config.retry_after))?,
+        (None, None) => None,
+    };
+    if let Some(token) = token {
+        if config.membership.is_some() && !token.is_member(tenant.id) {
+            return Err(TenantRejection::NotMember { tenant: tenant.id });
+        }
+        parts.extensions.insert(token);
+    }
+    parts.extensions.insert(tenant.clone());
+    Ok(tenant)
+}
+
+pub(crate) fn span(tenant: &Tenant) -> tracing::Span {
+    tracing::info_span!("tenant", tenant = %tenant.id)
+}
+
+/// Removes the first `len` bytes of the path (`/t/acme/todos?x` → `/todos?x`).
+fn strip_prefix(parts: &mut Parts, len: usize) {
+    let path = parts.uri.path();
+    let Some(rest) = path.get(len..) else { return };
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    if let Ok(pq) = PathAndQuery::try_from(path_and_query) {
+        uri.path_and_query = Some(pq);
+    }
+    if let Ok(uri) = Uri::from_parts(uri) {
+        parts.uri = uri;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_and_keeps_the_query() {
+        let (mut parts, ()) = Request::get("/t/acme/todos?page=2")
+            .body(())
+            .unwrap()
+            .into_parts();
+        strip_prefix(&mut parts, 7);
+        assert_eq!(parts.uri, "/todos?page=2");
+        let (mut parts, ()) = Request::get("http://h.test/t/acme")
+            .body(())
+            .unwrap()
+            .into_parts();
+        strip_prefix(&mut parts, 7);
+        assert_eq!(parts.uri, "http://h.test/");
+    }
+}
