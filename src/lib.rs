@@ -26,6 +26,8 @@
 //! | `yaml` | YAML catalog files | no |
 //! | `tower` | [`tower::TenantLayer`] | yes |
 //! | `axum` | axum extractors: `tower::CurrentTenant`, `tower::TenantOptions` | yes |
+//! | `db` | [`db`]: the connection router | with `sqlite` |
+//! | `sqlite` | `db::sqlite::SqliteSilo`: silo tenants in SQLite files, no server needed | yes |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use tenants_core;
@@ -36,4 +38,11 @@ pub use tenants_core::*;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower {
     pub use tenants_tower::*;
+}
+
+/// The connection router ([`tenants_db`]).
+#[cfg(feature = "db")]
+#[cfg_attr(docsrs, doc(cfg(feature = "db")))]
+pub mod db {
+    pub use tenants_db::*;
 }

@@ -1,0 +1,100 @@
+//! The quickstart end to end: its todos stay with their tenant, unknown subdomains get
+//! the layer's 404 problem, and the HTML page escapes what users typed.
+
+#[path = "../examples/quickstart/main.rs"]
+#[allow(dead_code)]
+mod quickstart;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn call(
+    app: &axum::Router,
+    host: &str,
+    method: &str,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let mut request =
+        Request::builder()
+            .method(method)
+            .uri(if method == "PAGE" { "/" } else { "/todos" });
+    if method == "PAGE" {
+        request = request.method("GET");
+    }
+    request = request.header("host", host);
+    let body = match body {
+        Some(json) => {
+            request = request.header("content-type", "application/json");
+            Body::from(json.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn todos_stay_with_their_tenant() {
+    let dir = std::env::temp_dir().join(format!("tenants-quickstart-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let app = quickstart::app(&dir).await.unwrap();
+
+    let (status, body) = call(
+        &app,
+        "tenant-a.localhost:3000",
+        "POST",
+        Some(json!({"title": "<b>ship</b>"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(created["title"], "<b>ship</b>");
+    assert!(created["id"].is_i64());
+
+    let (status, body) = call(&app, "tenant-a.localhost:3000", "GET", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let todos: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(todos.as_array().unwrap().len(), 1);
+
+    for other in ["tenant-b.localhost:3000", "TENANT-C.localhost"] {
+        let (status, body) = call(&app, other, "GET", None).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"), "{other}");
+    }
+
+    let (status, html) = call(&app, "tenant-a.localhost", "PAGE", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("&lt;b&gt;ship&lt;/b&gt;") && !html.contains("<b>ship"),
+        "{html}"
+    );
+    assert!(html.contains("Tenant A"));
+
+    let (status, body) = call(&app, "nobody.localhost:3000", "GET", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["type"],
+        "urn:tenants:problem:unknown-tenant"
+    );
+
+    let (status, _) = call(
+        &app,
+        "tenant-a.localhost",
+        "POST",
+        Some(json!({"title": "  "})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = call(&app, "localhost:3000", "GET", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the apex names no tenant");
+
+    std::fs::remove_dir_all(&dir).unwrap();
+}
