@@ -47,6 +47,7 @@
 //! | token's subject not a member of the tenant | 403 | `urn:tenants:problem:not-a-member` |
 //! | unknown or deleted tenant | 404 | `urn:tenants:problem:unknown-tenant` |
 //! | catalog unavailable | 503 + `Retry-After` | `urn:tenants:problem:catalog-unavailable` |
+//! | tenant over its [limits](limit) | 429 + `Retry-After` | `urn:tenants:problem:limit-exceeded` |
 //!
 //! # Feature flags
 //!
@@ -60,6 +61,7 @@
 pub mod extract;
 mod future;
 mod layer;
+pub mod limit;
 mod reject;
 mod service;
 

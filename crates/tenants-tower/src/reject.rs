@@ -51,6 +51,15 @@ pub enum TenantRejection {
     },
     /// The layer or the tenant record is misconfigured (500).
     Misconfigured(Error),
+    /// The tenant is over one of its limits (429, with `Retry-After`).
+    LimitExceeded {
+        /// The tenant.
+        tenant: TenantId,
+        /// Which limit: `concurrency` or `rate`.
+        limit: &'static str,
+        /// Suggested wait before retrying.
+        retry_after: Duration,
+    },
 }
 
 impl TenantRejection {
@@ -74,6 +83,7 @@ impl TenantRejection {
             TenantRejection::Unknown { .. } => StatusCode::NOT_FOUND,
             TenantRejection::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             TenantRejection::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            TenantRejection::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -88,6 +98,7 @@ impl TenantRejection {
             TenantRejection::Unknown { .. } => "urn:tenants:problem:unknown-tenant",
             TenantRejection::Unavailable { .. } => "urn:tenants:problem:catalog-unavailable",
             TenantRejection::Misconfigured(_) => "urn:tenants:problem:misconfigured",
+            TenantRejection::LimitExceeded { .. } => "urn:tenants:problem:limit-exceeded",
         }
     }
 
@@ -102,6 +113,7 @@ impl TenantRejection {
             TenantRejection::Unknown { .. } => "No such tenant",
             TenantRejection::Unavailable { .. } => "The tenant catalog is unavailable",
             TenantRejection::Misconfigured(_) => "Tenant configuration error",
+            TenantRejection::LimitExceeded { .. } => "The tenant is over its limit",
         }
     }
 
@@ -120,6 +132,9 @@ impl TenantRejection {
             TenantRejection::Unavailable { .. } => "try again shortly".into(),
             // Configuration details are for the logs, not for clients.
             TenantRejection::Misconfigured(_) => "see the server logs".into(),
+            TenantRejection::LimitExceeded { tenant, limit, .. } => {
+                format!("tenant {tenant} is over its {limit} limit")
+            }
         }
     }
 
@@ -145,8 +160,10 @@ impl TenantRejection {
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 );
             }
-            TenantRejection::Unavailable { retry_after, .. } => {
-                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            TenantRejection::Unavailable { retry_after, .. }
+            | TenantRejection::LimitExceeded { retry_after, .. } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             _ => {}
         }
