@@ -26,6 +26,7 @@
 //! | `yaml` | YAML catalog files | no |
 //! | `tower` | [`tower::TenantLayer`] | yes |
 //! | `axum` | axum extractors: `tower::CurrentTenant`, `tower::TenantOptions` | yes |
+//! | `metrics` | `tower::metering::MeteringLayer`: per-tenant request metrics | no |
 //! | `db` | [`db`]: the connection router | with `sqlite` |
 //! | `sqlite` | `db::sqlite::SqliteSilo`: silo tenants in SQLite files, no server needed | yes |
 #![cfg_attr(docsrs, feature(doc_cfg))]

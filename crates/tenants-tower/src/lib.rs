@@ -54,6 +54,7 @@
 //! | feature | what it enables | default |
 //! |---|---|---|
 //! | `axum` | extractors: [`CurrentTenant`], `Option<CurrentTenant>`, [`TenantOptions`] | no |
+//! | `metrics` | `metering::MeteringLayer`: per-tenant request metrics through the `metrics` facade | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "axum")]
@@ -62,6 +63,9 @@ pub mod extract;
 mod future;
 mod layer;
 pub mod limit;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metering;
 mod reject;
 mod service;
 
