@@ -50,19 +50,29 @@ impl<K: Eq + Hash + Clone> Tier<K> {
         loading.entry(key.clone()).or_insert_with(start).clone()
     }
 
-    /// Stores a finished load's answer, then forgets the load (in that order, so a
-    /// request arriving in between finds one or the other).
+    /// Stores a finished load's answer and forgets the load, unless an
+    /// invalidation superseded the load meanwhile: its answer may predate the change
+    /// that caused the invalidation, so it is handed to its waiters but not cached.
     fn finish(&self, key: &K, load: &Load, answer: Option<Entry>) {
-        if let Some(entry) = answer {
-            self.entries.insert(key.clone(), entry);
-        }
         let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
         if loading.get(key).is_some_and(|l| l.ptr_eq(load)) {
+            if let Some(entry) = answer {
+                self.entries.insert(key.clone(), entry);
+            }
             loading.remove(key);
         }
     }
 
+    /// Forgets `key`'s entry and any load under way for it.
+    fn forget(&self, key: &K) {
+        let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        loading.remove(key);
+        self.entries.remove(key);
+    }
+
     fn clear(&self) {
+        let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        loading.clear();
         self.entries.clear();
     }
 }
@@ -166,7 +176,7 @@ impl<C: TenantCatalog + 'static> CachedCatalog<C> {
     /// Forgets what is cached for `id` (and every domain entry), so the next lookup
     /// reads the inner catalog.
     pub fn invalidate(&self, id: TenantId) {
-        self.by_id.entries.remove(&id);
+        self.by_id.forget(&id);
         self.by_domain.clear();
         self.last_known.remove(&id);
     }
@@ -484,5 +494,24 @@ mod tests {
         catalog.invalidate_all();
         catalog.get(id("a")).await.unwrap();
         assert_eq!(catalog.inner().loads(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_load_overtaken_by_invalidation_is_not_cached() {
+        let catalog = Arc::new(CachedCatalog::new(Probe::new(Duration::from_millis(50))));
+        let early = tokio::spawn({
+            let catalog = catalog.clone();
+            async move { catalog.get(id("a")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The record changes while the load is under way; its answer may be old.
+        catalog.invalidate(id("a"));
+        assert!(early.await.unwrap().unwrap().is_some(), "waiters still get it");
+        assert!(
+            catalog.get_now(id("a")).is_none(),
+            "the superseded answer must not be cached"
+        );
+        catalog.get(id("a")).await.unwrap();
+        assert_eq!(catalog.inner().loads(), 2, "a fresh load after invalidation");
     }
 }
