@@ -1,0 +1,194 @@
+//! What does the tenant layer add to a request? The same trivial service called bare
+//! and behind `TenantLayer`, per resolver, with a warm catalog; and an axum `Router`
+//! with and without the layer. Requests are built outside the timed part.
+//!
+//! Run: `cargo bench -p tenants --bench layer`
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use tenants::resolve::{
+    Algorithm, HeaderResolver, JwtKeys, JwtResolver, PathResolver, Resolver, SubdomainResolver,
+};
+use tenants::tower::TenantLayer;
+use tenants::{CachedCatalog, StaticCatalog, TenantCatalog};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-bench-secret";
+const RSA_PRIVATE: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/rsa_private.pem");
+const RSA_PUBLIC: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/rsa_public.pem");
+
+/// Polls a future that must finish without waiting.
+fn ready<F: Future>(future: F) -> F::Output {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the benchmarked call must not wait"),
+    }
+}
+
+fn catalog() -> CachedCatalog<StaticCatalog> {
+    let mut json = String::from(r#"{"tenants": {"acme": {"model": "pool"}"#);
+    for i in 0..1000 {
+        json.push_str(&format!(r#", "tenant-{i}": {{"model": "pool"}}"#));
+    }
+    json.push_str("}}");
+    let catalog = CachedCatalog::new(StaticCatalog::from_json_str(&json).unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(catalog.get("acme".parse().unwrap())).unwrap();
+    catalog
+}
+
+fn request(uri: &str, headers: &[(&str, &str)]) -> Request<String> {
+    let mut builder = Request::get(uri)
+        .header("host", "app.example.com")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/140.0",
+        )
+        .header("accept", "application/json");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(String::new()).unwrap()
+}
+
+fn compare<R: Resolver + 'static>(
+    c: &mut Criterion,
+    name: &str,
+    resolver: R,
+    make: impl Fn() -> Request<String> + Copy,
+) {
+    let bare = service_fn(|_: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    });
+    let mut layered = TenantLayer::new(resolver, catalog()).layer(bare);
+    // The layered service must really admit the request.
+    assert_eq!(ready(layered.call(make())).unwrap().status(), 200, "{name}");
+    let mut bare = bare;
+    let mut group = c.benchmark_group(format!("layer {name}"));
+    group.bench_function("baseline: bare service", |b| {
+        b.iter_batched(
+            make,
+            |req| ready(bare.call(black_box(req))),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("TenantLayer", |b| {
+        b.iter_batched(
+            make,
+            |req| ready(layered.call(black_box(req))),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn resolvers(c: &mut Criterion) {
+    compare(c, "header", HeaderResolver::new("x-tenant-id"), || {
+        request("/todos", &[("x-tenant-id", "acme")])
+    });
+    compare(
+        c,
+        "subdomain",
+        SubdomainResolver::new(["example.com"]),
+        || {
+            let mut req = request("/todos", &[]);
+            req.headers_mut()
+                .insert("host", "acme.example.com".parse().unwrap());
+            req
+        },
+    );
+    compare(c, "path", PathResolver::new("/t/{tenant}").unwrap(), || {
+        request("/t/acme/todos", &[])
+    });
+
+    static HS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static RS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let claims = serde_json::json!({"sub": "u", "exp": 4_000_000_000u64, "tenant_id": "acme"});
+    let hs = HS.get_or_init(|| {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    });
+    let rs = RS.get_or_init(|| {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::RS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    });
+    compare(
+        c,
+        "jwt HS256",
+        JwtResolver::new(JwtKeys::new().hmac(SECRET, Algorithm::HS256).unwrap()),
+        || request("/todos", &[("authorization", HS.get().unwrap())]),
+    );
+    compare(
+        c,
+        "jwt RS256",
+        JwtResolver::new(
+            JwtKeys::new()
+                .rsa_pem(RSA_PUBLIC, Algorithm::RS256)
+                .unwrap(),
+        ),
+        || request("/todos", &[("authorization", RS.get().unwrap())]),
+    );
+    let _ = (hs, rs);
+}
+
+fn axum_router(c: &mut Criterion) {
+    let routes = || Router::new().route("/todos", get(|| async { "ok" }));
+    let bare = routes();
+    let layered = routes().layer(TenantLayer::new(
+        SubdomainResolver::new(["example.com"]),
+        catalog(),
+    ));
+    let make = || {
+        Request::get("/todos")
+            .header("host", "acme.example.com")
+            .header("accept", "application/json")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.block_on(layered.clone().oneshot(make()))
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut group = c.benchmark_group("axum router");
+    group.bench_function("baseline: Router", |b| {
+        b.to_async(&rt)
+            .iter_batched(make, |req| bare.clone().oneshot(req), BatchSize::SmallInput)
+    });
+    group.bench_function("Router + TenantLayer", |b| {
+        b.to_async(&rt).iter_batched(
+            make,
+            |req| layered.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, resolvers, axum_router);
+criterion_main!(benches);
