@@ -22,12 +22,51 @@ pub enum Error {
         /// Its status.
         status: tenants_core::TenantStatus,
     },
-    /// The database refused or failed.
-    #[cfg(feature = "sqlite")]
+    /// A silo tenant names a server the router was not given.
+    #[error(
+        "tenant {tenant} lives on server {server:?}, which the router does not know: add it with .server({server:?}, url)"
+    )]
+    UnknownServer {
+        /// The tenant.
+        tenant: TenantId,
+        /// The server its record names.
+        server: String,
+    },
+    /// The router or a pool was configured with values that cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// No silo connection budget came free in time: every silo pool was busy.
+    #[error(
+        "no silo connection came free within {waited:?} (budget {budget} connections, all busy): \
+         raise silo_budget, lower silo_connections_per_tenant, or hold connections for less time"
+    )]
+    BudgetExhausted {
+        /// The configured budget.
+        budget: u32,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
+    /// The application role can see past tenant isolation.
+    #[error("unsafe application role: {}", list(.0))]
+    UnsafeRole(Vec<crate::Hazard>),
+    /// sqlx reported an error.
+    #[cfg(any(feature = "sqlx", feature = "sqlite"))]
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// tokio-postgres reported an error.
+    #[cfg(feature = "deadpool")]
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// deadpool could not hand out a connection.
+    #[cfg(feature = "deadpool")]
+    #[error("connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The task running a connection step failed.
+    #[cfg(any(feature = "sqlx", feature = "deadpool"))]
+    #[error("connection task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     /// Migrations failed for a tenant.
-    #[cfg(feature = "sqlite")]
+    #[cfg(any(feature = "sqlx", feature = "sqlite"))]
     #[error("migrating tenant {tenant}: {source}")]
     Migrate {
         /// The tenant.
@@ -47,4 +86,12 @@ pub enum Error {
         /// What failed.
         source: std::io::Error,
     },
+}
+
+fn list(hazards: &[crate::Hazard]) -> String {
+    hazards
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -1,11 +1,31 @@
 //! Tenant connection routing for [`tenants`](https://docs.rs/tenants): hand a handler
 //! a connection that sees only its tenant's data, in the tenant's data model.
 //!
-//! This release routes **silo** tenants stored in SQLite files, one database file per
-//! tenant ([`sqlite::SqliteSilo`], feature `sqlite`): the embedded default that runs
-//! with no server to install. Handlers get sqlx's own transaction type.
+//! - [`TenantRouter`] serves PostgreSQL tenants of all three models at once — **pool**
+//!   (shared tables, row-level security reading [`TENANT_SETTING`]), **bridge** (a
+//!   schema per tenant) and **silo** (a database per tenant, on any server, within a
+//!   global connection budget) — and hands out the driver's own types: sqlx's
+//!   `Transaction` ([`Sqlx`], feature `sqlx`) or deadpool-postgres clients
+//!   ([`Deadpool`], feature `deadpool`). Handlers keep writing ordinary driver code.
+//! - [`sqlite::SqliteSilo`] (feature `sqlite`) keeps each silo tenant in a SQLite
+//!   file: the embedded default that runs with no server to install.
+//! - [`PgCatalog`] (feature `sqlx`) keeps tenant records in a PostgreSQL table and
+//!   invalidates every instance's cache through `LISTEN`/`NOTIFY`.
+//! - [`TenantRole`] names the per-tenant admin / developer / customer roles, whose
+//!   grants the database enforces.
+//!
+//! # Isolation
+//!
+//! A tenant transaction opens with one message that also confines it: the tenant
+//! setting (every model), the schema search path (bridge) and, when asked, the
+//! tenant's role, all transaction-local, so nothing outlives `COMMIT` or `ROLLBACK`.
+//! It costs no round trip beyond the `BEGIN` every transaction sends. See the
+//! `isolation` notes on [`TENANT_SETTING`] for the statements, and
+//! [`TenantRouter::verify`] for the checks on the application's role.
 //!
 //! # Example
+//!
+//! A silo tenant in a SQLite file (the same routing, with no server):
 //!
 //! ```
 //! # #[cfg(feature = "sqlite")]
@@ -34,20 +54,82 @@
 //! # fn main() {}
 //! ```
 //!
+//! PostgreSQL tenants of every model through one router:
+//!
+//! ```no_run
+//! # #[cfg(feature = "sqlx")]
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use tenants_core::StaticCatalog;
+//! use tenants_db::{Sqlx, TenantRole, TenantRouter};
+//!
+//! let catalog = StaticCatalog::from_toml_str(r#"
+//!     [tenants.free-shop]
+//!     model = "pool"
+//!     [tenants.mid-shop]
+//!     model = "bridge"
+//!     schema = "mid_shop"
+//!     [tenants.big-shop]
+//!     model = "silo"
+//!     database = "big_shop"
+//! "#)?;
+//! let router = TenantRouter::<Sqlx>::builder()
+//!     .server("main", "postgres://app@localhost/app")
+//!     .build()?;
+//! for tenant in catalog.iter() {
+//!     let mut tx = router.begin_as(tenant, TenantRole::Customer).await?;
+//!     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+//!         .fetch_one(&mut *tx)
+//!         .await?;
+//!     println!("{}: {count} orders", tenant.id);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Feature flags
 //!
 //! | feature | what it enables | default |
 //! |---|---|---|
+//! | `sqlx` | [`TenantRouter`]`<`[`Sqlx`]`>`: PostgreSQL routing handing out sqlx types; [`PgCatalog`] | no |
+//! | `deadpool` | [`TenantRouter`]`<`[`Deadpool`]`>`: PostgreSQL routing handing out deadpool-postgres clients | no |
 //! | `sqlite` | [`sqlite::SqliteSilo`]: one SQLite file per silo tenant, through sqlx | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "sqlx")]
+mod catalog;
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+mod driver;
 mod error;
+mod isolation;
 mod placement;
+mod role;
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+mod router;
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+mod silo;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
+#[cfg(feature = "sqlx")]
+mod sqlx_driver;
+mod verify;
 
+#[cfg(feature = "sqlx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
+pub use catalog::{CATALOG_CHANNEL, PgCatalog};
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
+pub use driver::Driver;
 pub use error::Error;
+pub use isolation::TENANT_SETTING;
 pub use placement::Placement;
-#[cfg(feature = "sqlite")]
+pub use role::TenantRole;
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
+pub use router::{RouterBuilder, RouterStats, TenantRouter};
+#[cfg(any(feature = "sqlx", feature = "sqlite"))]
 pub use sqlx;
+#[cfg(feature = "sqlx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
+pub use sqlx_driver::Sqlx;
+pub use verify::{HAZARDS_SQL, Hazard};

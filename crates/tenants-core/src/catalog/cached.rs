@@ -506,12 +506,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         // The record changes while the load is under way; its answer may be old.
         catalog.invalidate(id("a"));
-        assert!(early.await.unwrap().unwrap().is_some(), "waiters still get it");
+        assert!(
+            early.await.unwrap().unwrap().is_some(),
+            "waiters still get it"
+        );
         assert!(
             catalog.get_now(id("a")).is_none(),
             "the superseded answer must not be cached"
         );
         catalog.get(id("a")).await.unwrap();
-        assert_eq!(catalog.inner().loads(), 2, "a fresh load after invalidation");
+        assert_eq!(
+            catalog.inner().loads(),
+            2,
+            "a fresh load after invalidation"
+        );
     }
 }

@@ -1,0 +1,200 @@
+//! [`PgCatalog`]: tenant records in a PostgreSQL table, with cache invalidation
+//! across application instances through `LISTEN`/`NOTIFY`.
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tenants_core::{CachedCatalog, Tenant, TenantCatalog, TenantId};
+
+use crate::Error;
+
+/// The channel on which changes to the catalog table are announced; the payload is
+/// the changed tenant's id.
+pub const CATALOG_CHANNEL: &str = "tenants_catalog";
+
+/// Creates the catalog table and its change trigger; idempotent, and safe to run
+/// from several instances at once (it holds an advisory lock).
+const INSTALL_SQL: &str = r"
+SELECT pg_advisory_xact_lock(hashtext('tenants.catalog.install'));
+CREATE SCHEMA IF NOT EXISTS tenants;
+CREATE TABLE IF NOT EXISTS tenants.tenants (
+    id         text PRIMARY KEY,
+    record     jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS tenants_domains ON tenants.tenants USING gin ((record -> 'domains'));
+CREATE OR REPLACE FUNCTION tenants.announce_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('tenants_catalog', COALESCE(NEW.id, OLD.id));
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS announce_change ON tenants.tenants;
+CREATE TRIGGER announce_change AFTER INSERT OR UPDATE OR DELETE ON tenants.tenants
+    FOR EACH ROW EXECUTE FUNCTION tenants.announce_change();
+";
+
+/// Tenant records in the `tenants.tenants` table of a PostgreSQL database: the
+/// catalog of deployments whose tenants sign up at runtime.
+///
+/// Each row holds a tenant's id and its whole [`Tenant`] record as `jsonb`; a
+/// trigger announces every change on [`CATALOG_CHANNEL`]. Put a [`CachedCatalog`]
+/// in front of it for the request path and let [`PgCatalog::watch`] invalidate the
+/// cache when any instance changes a tenant, so suspending a tenant takes effect
+/// everywhere at once rather than after the cache's TTL.
+///
+/// Failures of the database are reported as
+/// [`CatalogUnavailable`](tenants_core::Error::CatalogUnavailable) (the layer answers
+/// 503), never as an unknown tenant.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tenants_core::{CachedCatalog, DataModel, Tenant};
+/// use tenants_db::PgCatalog;
+///
+/// let store = PgCatalog::new(pool.clone());
+/// store.install().await?; // once, as a role that may create the schema
+/// store.put(&Tenant::new("acme".parse()?, DataModel::Pool).with_name("Acme")).await?;
+///
+/// let catalog = Arc::new(CachedCatalog::new(store));
+/// PgCatalog::watch(&pool, &catalog).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgCatalog {
+    pool: PgPool,
+}
+
+impl PgCatalog {
+    /// A catalog reading the `tenants.tenants` table through `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        PgCatalog { pool }
+    }
+
+    /// The pool the catalog reads through.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the `tenants` schema, table and change trigger if they are missing.
+    pub async fn install(&self) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::raw_sql(INSTALL_SQL).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a tenant, or replaces its record.
+    pub async fn put(&self, tenant: &Tenant) -> Result<(), Error> {
+        let record = serde_json::to_value(tenant)
+            .map_err(|e| Error::Config(format!("tenant {}: {e}", tenant.id)))?;
+        sqlx::query(
+            "INSERT INTO tenants.tenants (id, record) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, updated_at = now()",
+        )
+        .bind(tenant.id.as_str())
+        .bind(record)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a tenant's record; `false` when there was none.
+    pub async fn remove(&self, id: TenantId) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM tenants.tenants WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Keeps `cache` in step with the table: listens on [`CATALOG_CHANNEL`] over a
+    /// connection of `pool` and invalidates each tenant announced. After a lost
+    /// connection (when announcements may have been missed) it invalidates
+    /// everything. The listener stops when the cache is dropped.
+    ///
+    /// Returns once listening, so changes made after it returns are seen.
+    pub async fn watch<C: TenantCatalog + 'static>(
+        pool: &PgPool,
+        cache: &Arc<CachedCatalog<C>>,
+    ) -> Result<tokio::task::JoinHandle<()>, Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(CATALOG_CHANNEL).await?;
+        let cache: Weak<CachedCatalog<C>> = Arc::downgrade(cache);
+        Ok(tokio::spawn(async move {
+            loop {
+                let notification = listener.try_recv().await;
+                let Some(cache) = cache.upgrade() else { return };
+                match notification {
+                    Ok(Some(notification)) => match notification.payload().parse() {
+                        Ok(id) => cache.invalidate(id),
+                        Err(_) => cache.invalidate_all(),
+                    },
+                    // Reconnected: announcements may have been missed.
+                    Ok(None) => cache.invalidate_all(),
+                    Err(error) => {
+                        cache.invalidate_all();
+                        tracing::warn!(%error, "tenant catalog listener failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }))
+    }
+
+    async fn one(&self, sql: &str, key: &str) -> Result<Option<Arc<Tenant>>, tenants_core::Error> {
+        let row: Option<(sqlx::types::Json<Tenant>,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|(record,)| Arc::new(record.0)))
+    }
+}
+
+#[async_trait]
+impl TenantCatalog for PgCatalog {
+    async fn get(&self, id: TenantId) -> Result<Option<Arc<Tenant>>, tenants_core::Error> {
+        self.one(
+            "SELECT record FROM tenants.tenants WHERE id = $1",
+            id.as_str(),
+        )
+        .await
+    }
+
+    async fn get_by_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<Arc<Tenant>>, tenants_core::Error> {
+        self.one(
+            "SELECT record FROM tenants.tenants WHERE record -> 'domains' ? $1 ORDER BY id LIMIT 1",
+            domain,
+        )
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<Arc<Tenant>>, tenants_core::Error> {
+        let rows: Vec<(sqlx::types::Json<Tenant>,)> =
+            sqlx::query_as("SELECT record FROM tenants.tenants ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(record,)| Arc::new(record.0))
+            .collect())
+    }
+}
+
+/// A database failure, or a record that no longer reads as a tenant: either way
+/// the catalog cannot answer, which is never the same as "no such tenant".
+fn unavailable(error: sqlx::Error) -> tenants_core::Error {
+    tenants_core::Error::unavailable(error)
+}

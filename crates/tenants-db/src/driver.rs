@@ -1,0 +1,67 @@
+//! What the backend-neutral router needs from a database driver.
+//!
+//! Placement, caches, the silo budget and the isolation statements live in
+//! [`router`](crate::router) and [`silo`](crate::silo); a driver only parses server
+//! URLs and opens, measures and closes its own connection pools.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::{Error, Hazard};
+
+/// A database driver the [`TenantRouter`](crate::TenantRouter) can hand out
+/// connections of: [`Sqlx`](crate::sqlx::Sqlx) (feature `sqlx`) or
+/// [`Deadpool`](crate::deadpool::Deadpool) (feature `deadpool`).
+///
+/// The trait is sealed: the router's guarantees depend on how each driver is adapted.
+pub trait Driver: sealed::Backend {}
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// How one connection pool of the router is sized and behaves.
+    #[derive(Debug, Clone)]
+    pub struct PoolSettings {
+        /// Most connections the pool opens.
+        pub(crate) max_connections: u32,
+        /// How long a caller waits for a connection.
+        pub(crate) acquire_timeout: Duration,
+        /// How long a connection may sit unused before the pool closes it.
+        pub(crate) idle_timeout: Option<Duration>,
+        /// Whether the driver may cache prepared statements by SQL text. Off for bridge
+        /// pools, where the same text means different tables per tenant.
+        pub(crate) statement_cache: bool,
+    }
+
+    /// The driver operations the router uses; see [`Driver`].
+    pub trait Backend: Send + Sync + Sized + 'static {
+        /// A parsed server URL.
+        type Server: Clone + Send + Sync + 'static;
+        /// A connection pool.
+        type Pool: Clone + Send + Sync + 'static;
+
+        /// Parses a server's connection URL.
+        fn parse_server(url: &str) -> Result<Self::Server, Error>;
+
+        /// Opens a pool to `database` on `server` (the URL's own database when
+        /// `None`), without connecting yet.
+        fn open_pool(
+            server: &Self::Server,
+            database: Option<&str>,
+            settings: &PoolSettings,
+        ) -> Result<Self::Pool, Error>;
+
+        /// Connections open in the pool, idle or checked out.
+        fn size(pool: &Self::Pool) -> usize;
+
+        /// Connections checked out of the pool.
+        fn in_use(pool: &Self::Pool) -> usize;
+
+        /// Closes the pool and every connection in it, waiting for checked-out
+        /// connections to come back.
+        fn close(pool: &Self::Pool) -> impl Future<Output = ()> + Send;
+
+        /// Runs [`HAZARDS_SQL`](crate::verify::HAZARDS_SQL) on a connection of `pool`.
+        fn hazards(pool: &Self::Pool) -> impl Future<Output = Result<Vec<Hazard>, Error>> + Send;
+    }
+}

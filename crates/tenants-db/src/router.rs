@@ -1,0 +1,410 @@
+//! [`TenantRouter`]: which pool serves a tenant, and what its connection must carry.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenants_core::{SqlIdent, Tenant};
+
+use crate::driver::Driver;
+use crate::driver::sealed::Backend;
+use crate::driver::sealed::PoolSettings;
+use crate::isolation::Scope;
+use crate::silo::{SiloKey, SiloPools};
+use crate::{Error, Placement};
+
+/// Hands out connections that see only one tenant's data, in the tenant's data model.
+///
+/// One router serves tenants of every model at once, each as its record says:
+///
+/// - **pool**: a shared pool to the default server's database; each transaction sets
+///   [`tenants.tenant_id`](crate::TENANT_SETTING), which the tables' row-level
+///   security policies read.
+/// - **bridge**: a second shared pool to the same database; each transaction sets
+///   `search_path` to the tenant's schema (then the [shared
+///   schemas](RouterBuilder::shared_schemas)).
+/// - **silo**: a pool per tenant database, on the server the record names, opened on
+///   first use, closed when idle, all within one [connection
+///   budget](RouterBuilder::silo_budget).
+///
+/// The driver decides the types handed out: sqlx's own `Transaction` and
+/// `PoolConnection` ([`Sqlx`](crate::sqlx::Sqlx), feature `sqlx`) or
+/// deadpool-postgres clients ([`Deadpool`](crate::deadpool::Deadpool), feature
+/// `deadpool`). Cloning is cheap; clones share the pools.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[cfg(feature = "sqlx")]
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use tenants_db::{TenantRouter, sqlx::Sqlx};
+///
+/// let router = TenantRouter::<Sqlx>::builder()
+///     .server("main", "postgres://app@db.internal/app") // pool and bridge tenants live here
+///     .server("eu", "postgres://app@db-eu.internal/postgres") // silo databases on "eu"
+///     .shared_schemas(["shared"])
+///     .silo_budget(64)
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct TenantRouter<D: Driver> {
+    pub(crate) inner: Arc<Inner<D>>,
+}
+
+pub(crate) struct Inner<D: Backend> {
+    servers: HashMap<Arc<str>, D::Server>,
+    default_server: Arc<str>,
+    pub(crate) pool_model: D::Pool,
+    pub(crate) bridge_model: D::Pool,
+    shared_schemas: Vec<SqlIdent>,
+    pub(crate) silos: SiloPools<D>,
+}
+
+impl<D: Driver> Clone for TenantRouter<D> {
+    fn clone(&self) -> Self {
+        TenantRouter {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<D: Driver> fmt::Debug for TenantRouter<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut servers: Vec<_> = self.inner.servers.keys().collect();
+        servers.sort();
+        f.debug_struct("TenantRouter")
+            .field("servers", &servers)
+            .field("default_server", &self.inner.default_server)
+            .field("shared_schemas", &self.inner.shared_schemas)
+            .field("silos", &self.inner.silos)
+            .finish()
+    }
+}
+
+/// Where a tenant's connection comes from, and what it must carry.
+pub(crate) struct Target<P> {
+    /// The pool: a shared one (pool and bridge models) or the tenant's own (silo).
+    pub(crate) pool: P,
+    /// The settings every hand-out applies.
+    pub(crate) scope: Scope,
+    /// For a silo, its key, to reopen the pool if it was closed meanwhile.
+    pub(crate) silo: Option<SiloKey>,
+}
+
+/// A snapshot of the router's silo pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterStats {
+    /// Silo pools open now.
+    pub open_silos: usize,
+    /// Connections those pools hold, idle or checked out.
+    pub silo_connections: usize,
+}
+
+impl<D: Driver> TenantRouter<D> {
+    /// Starts configuring a router on driver `D`. Every setting has a default,
+    /// listed on its method; at least one [`server`](RouterBuilder::server) is
+    /// required.
+    pub fn builder() -> RouterBuilder<D> {
+        RouterBuilder {
+            servers: Vec::new(),
+            default_server: None,
+            shared_schemas: Vec::new(),
+            pool_connections: 10,
+            bridge_connections: 10,
+            silo_per_tenant: 2,
+            silo_budget: 64,
+            silo_idle: Duration::from_secs(300),
+            connection_idle: Duration::from_secs(60),
+            acquire_timeout: Duration::from_secs(10),
+            driver: PhantomData,
+        }
+    }
+
+    /// Checks the application role on the default server's database and fails with
+    /// [`Error::UnsafeRole`] listing every [`Hazard`] found: a superuser or
+    /// `BYPASSRLS` role, pool tables it owns, pool tables whose row-level security is
+    /// not both enabled and forced.
+    pub async fn verify(&self) -> Result<(), Error> {
+        let hazards = D::hazards(&self.inner.pool_model).await?;
+        if hazards.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnsafeRole(hazards))
+        }
+    }
+}
+
+impl<D: Driver> TenantRouter<D> {
+    /// Where `tenant`'s connections come from. Refuses inactive tenants, and silo
+    /// tenants on servers the router does not know.
+    pub(crate) async fn target(&self, tenant: &Tenant) -> Result<Target<D::Pool>, Error> {
+        let inner = &self.inner;
+        Ok(match Placement::of(tenant)? {
+            Placement::Pool { tenant } => Target {
+                pool: inner.pool_model.clone(),
+                scope: Scope::tenant(tenant),
+                silo: None,
+            },
+            Placement::Bridge { schema } => Target {
+                pool: inner.bridge_model.clone(),
+                scope: Scope::bridge(tenant.id, &schema, &inner.shared_schemas),
+                silo: None,
+            },
+            Placement::Silo { server, database } => {
+                let name = server.as_deref().unwrap_or(&inner.default_server);
+                let (name, server) =
+                    inner
+                        .servers
+                        .get_key_value(name)
+                        .ok_or_else(|| Error::UnknownServer {
+                            tenant: tenant.id,
+                            server: name.to_owned(),
+                        })?;
+                let key = SiloKey {
+                    server: name.clone(),
+                    database,
+                };
+                let pool = inner.silos.pool(&key, server).await?;
+                Target {
+                    pool,
+                    scope: Scope::tenant(tenant.id),
+                    silo: Some(key),
+                }
+            }
+        })
+    }
+
+    /// Open silo pools and their connections.
+    pub fn stats(&self) -> RouterStats {
+        let (open_silos, silo_connections) = self.inner.silos.stats();
+        RouterStats {
+            open_silos,
+            silo_connections,
+        }
+    }
+
+    /// Closes every pool, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        self.inner.silos.close().await;
+        D::close(&self.inner.pool_model).await;
+        D::close(&self.inner.bridge_model).await;
+    }
+}
+
+/// Configures a [`TenantRouter`]; get one from [`TenantRouter::builder`].
+#[must_use = "call .build() to get the router"]
+pub struct RouterBuilder<D> {
+    servers: Vec<(String, String)>,
+    default_server: Option<String>,
+    shared_schemas: Vec<String>,
+    pool_connections: u32,
+    bridge_connections: u32,
+    silo_per_tenant: u32,
+    silo_budget: u32,
+    silo_idle: Duration,
+    connection_idle: Duration,
+    acquire_timeout: Duration,
+    driver: PhantomData<fn() -> D>,
+}
+
+impl<D> fmt::Debug for RouterBuilder<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Server URLs may carry passwords: show their names only.
+        let servers: Vec<_> = self.servers.iter().map(|(name, _)| name).collect();
+        f.debug_struct("RouterBuilder")
+            .field("servers", &servers)
+            .field("default_server", &self.default_server)
+            .field("shared_schemas", &self.shared_schemas)
+            .field("pool_connections", &self.pool_connections)
+            .field("bridge_connections", &self.bridge_connections)
+            .field("silo_per_tenant", &self.silo_per_tenant)
+            .field("silo_budget", &self.silo_budget)
+            .field("silo_idle", &self.silo_idle)
+            .field("connection_idle", &self.connection_idle)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+impl<D: Driver> RouterBuilder<D> {
+    /// A database server, by the name tenant records use (`server = "eu"`). The first
+    /// server added is the default: its URL's database holds the pool and bridge
+    /// tenants, and silo tenants without a `server` live on it.
+    ///
+    /// The URL's role is the application's: it must not be a superuser, have
+    /// `BYPASSRLS` or own pool tables ([`verify`](TenantRouter::verify) checks).
+    pub fn server(mut self, name: impl Into<String>, url: impl Into<String>) -> Self {
+        self.servers.push((name.into(), url.into()));
+        self
+    }
+
+    /// Makes another server the default (default: the first one added).
+    pub fn default_server(mut self, name: impl Into<String>) -> Self {
+        self.default_server = Some(name.into());
+        self
+    }
+
+    /// Schemas searched after a bridge tenant's own, for shared tables and
+    /// extensions (default: none, so a table missing from a tenant's schema is an
+    /// error rather than a fall-through to shared data).
+    pub fn shared_schemas<I, S>(mut self, schemas: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.shared_schemas = schemas.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Connections of the shared pool serving pool-model tenants (default 10).
+    pub fn pool_connections(mut self, max: u32) -> Self {
+        self.pool_connections = max;
+        self
+    }
+
+    /// Connections of the shared pool serving bridge-model tenants (default 10).
+    pub fn bridge_connections(mut self, max: u32) -> Self {
+        self.bridge_connections = max;
+        self
+    }
+
+    /// Most connections one silo tenant's pool may open (default 2). Each open silo
+    /// pool reserves this many connections of the [budget](Self::silo_budget).
+    pub fn silo_connections_per_tenant(mut self, max: u32) -> Self {
+        self.silo_per_tenant = max;
+        self
+    }
+
+    /// Most connections all silo pools together may hold (default 64). When it is
+    /// spent, the least recently used idle silo pool is closed to make room.
+    pub fn silo_budget(mut self, connections: u32) -> Self {
+        self.silo_budget = connections;
+        self
+    }
+
+    /// How long a silo pool stays open without use (default 5 minutes).
+    pub fn silo_idle_timeout(mut self, idle: Duration) -> Self {
+        self.silo_idle = idle;
+        self
+    }
+
+    /// How long an unused connection stays open in any pool (default 60 s).
+    pub fn connection_idle_timeout(mut self, idle: Duration) -> Self {
+        self.connection_idle = idle;
+        self
+    }
+
+    /// How long a caller waits for a connection or for silo budget (default 10 s).
+    pub fn acquire_timeout(mut self, wait: Duration) -> Self {
+        self.acquire_timeout = wait;
+        self
+    }
+
+    /// Builds the router, without connecting: connections open on
+    /// first use. Inside a Tokio runtime, it also checks the application role in the
+    /// background and logs a warning for each [hazard](crate::Hazard) found.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for no servers, an unparsable URL, an unknown default
+    /// server, an unsafe schema name, or sizes that cannot work.
+    pub fn build(self) -> Result<TenantRouter<D>, Error> {
+        let (first, _) = self
+            .servers
+            .first()
+            .ok_or_else(|| Error::Config("a router needs at least one server".into()))?;
+        let default_server: Arc<str> = self.default_server.as_deref().unwrap_or(first).into();
+        let mut servers = HashMap::new();
+        for (name, url) in &self.servers {
+            let server =
+                D::parse_server(url).map_err(|e| Error::Config(format!("server {name:?}: {e}")))?;
+            if servers
+                .insert(Arc::<str>::from(name.as_str()), server)
+                .is_some()
+            {
+                return Err(Error::Config(format!("server {name:?} is listed twice")));
+            }
+        }
+        let default = servers.get(&default_server).ok_or_else(|| {
+            Error::Config(format!(
+                "the default server {default_server:?} is not listed"
+            ))
+        })?;
+        let shared_schemas = self
+            .shared_schemas
+            .iter()
+            .map(SqlIdent::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("shared schemas: {e}")))?;
+        if self.pool_connections == 0 || self.bridge_connections == 0 || self.silo_per_tenant == 0 {
+            return Err(Error::Config("pool sizes must be at least 1".into()));
+        }
+        if self.silo_per_tenant > self.silo_budget {
+            return Err(Error::Config(format!(
+                "silo_connections_per_tenant ({}) exceeds silo_budget ({})",
+                self.silo_per_tenant, self.silo_budget
+            )));
+        }
+        let settings = |max_connections, statement_cache| PoolSettings {
+            max_connections,
+            acquire_timeout: self.acquire_timeout,
+            idle_timeout: Some(self.connection_idle),
+            statement_cache,
+        };
+        let pool_model = D::open_pool(default, None, &settings(self.pool_connections, true))?;
+        let bridge_model = D::open_pool(default, None, &settings(self.bridge_connections, false))?;
+        let silos = SiloPools::new(
+            settings(self.silo_per_tenant, true),
+            self.silo_budget,
+            self.silo_idle,
+        );
+        let router = TenantRouter {
+            inner: Arc::new(Inner {
+                servers,
+                default_server,
+                pool_model,
+                bridge_model,
+                shared_schemas,
+                silos,
+            }),
+        };
+        router.warn_about_hazards();
+        Ok(router)
+    }
+}
+
+impl<D: Driver> TenantRouter<D> {
+    /// Logs a warning for each hazard of the application role, in the background,
+    /// when built inside a Tokio runtime.
+    fn warn_about_hazards(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.inner.pool_model.clone();
+        runtime.spawn(async move {
+            match D::hazards(&pool).await {
+                Ok(hazards) => {
+                    for hazard in hazards {
+                        tracing::warn!(%hazard, "tenant isolation hazard");
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "could not check the application role"),
+            }
+        });
+    }
+
+    /// Reopens a silo pool that was closed between lookup and use.
+    pub(crate) async fn reopen(&self, key: &SiloKey) -> Result<D::Pool, Error> {
+        self.inner.silos.forget(key).await;
+        let server = self
+            .inner
+            .servers
+            .get(&key.server)
+            .ok_or_else(|| Error::Config(format!("server {:?} vanished", key.server)))?;
+        self.inner.silos.pool(key, server).await
+    }
+}

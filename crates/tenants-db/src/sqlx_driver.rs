@@ -1,0 +1,169 @@
+//! The router on sqlx: handlers get sqlx's own `Transaction` and `PoolConnection`.
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, Postgres, Transaction};
+use tenants_core::{SqlIdent, Tenant};
+
+use crate::driver::Driver;
+use crate::driver::sealed::Backend;
+use crate::driver::sealed::PoolSettings;
+use crate::router::Target;
+use crate::verify::HAZARDS_SQL;
+use crate::{Error, Hazard, TenantRole, TenantRouter};
+
+/// The sqlx driver for [`TenantRouter`]: `TenantRouter<Sqlx>` hands out
+/// [`sqlx::Transaction`]s and [`sqlx::pool::PoolConnection`]s.
+///
+/// Pools are sqlx `PgPool`s. The bridge-model pool runs without sqlx's prepared
+/// statement cache: the cache is keyed by SQL text, and the same text names
+/// different tables in different tenants' schemas (PostgreSQL would refuse a cached
+/// statement whose result columns changed with the schema).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example(tenant: tenants_core::Tenant) -> Result<(), Box<dyn std::error::Error>> {
+/// use tenants_db::{Sqlx, TenantRouter};
+///
+/// let router = TenantRouter::<Sqlx>::builder()
+///     .server("main", "postgres://app@localhost/app")
+///     .build()?;
+/// let mut tx = router.begin(&tenant).await?;
+/// let todos: Vec<(i64, String)> = sqlx::query_as("SELECT id, title FROM todos")
+///     .fetch_all(&mut *tx)
+///     .await?;
+/// tx.commit().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub enum Sqlx {}
+
+impl Driver for Sqlx {}
+
+impl Backend for Sqlx {
+    type Server = PgConnectOptions;
+    type Pool = PgPool;
+
+    fn parse_server(url: &str) -> Result<PgConnectOptions, Error> {
+        url.parse()
+            .map_err(|e: sqlx::Error| Error::Config(e.to_string()))
+    }
+
+    fn open_pool(
+        server: &PgConnectOptions,
+        database: Option<&str>,
+        settings: &PoolSettings,
+    ) -> Result<PgPool, Error> {
+        let mut options = server.clone();
+        if let Some(database) = database {
+            options = options.database(database);
+        }
+        if !settings.statement_cache {
+            options = options.statement_cache_capacity(0);
+        }
+        Ok(PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            .idle_timeout(settings.idle_timeout)
+            .connect_lazy_with(options))
+    }
+
+    fn size(pool: &PgPool) -> usize {
+        pool.size() as usize
+    }
+
+    fn in_use(pool: &PgPool) -> usize {
+        (pool.size() as usize).saturating_sub(pool.num_idle())
+    }
+
+    async fn close(pool: &PgPool) {
+        pool.close().await;
+    }
+
+    async fn hazards(pool: &PgPool) -> Result<Vec<Hazard>, Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as(HAZARDS_SQL).fetch_all(pool).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(kind, subject)| Hazard::from_row(&kind, subject))
+            .collect())
+    }
+}
+
+impl TenantRouter<Sqlx> {
+    /// Begins a transaction that sees only `tenant`'s data, in one round trip.
+    ///
+    /// Drop it or call `rollback` to undo; `commit` to keep. The tenant's settings
+    /// end with the transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inactive`] for a suspended or deleted tenant,
+    /// [`Error::UnknownServer`] for a silo on a server the router does not know,
+    /// [`Error::BudgetExhausted`] when no silo connection comes free in time, and
+    /// [`Error::Database`] when the database fails.
+    pub async fn begin(&self, tenant: &Tenant) -> Result<Transaction<'static, Postgres>, Error> {
+        self.begin_with_role(tenant, None).await
+    }
+
+    /// Like [`begin`](Self::begin), with the transaction running as the tenant's
+    /// `role` (`SET LOCAL ROLE`), so the database's grants decide what it may do.
+    /// The application role must be a member of the tenant's role.
+    pub async fn begin_as(
+        &self,
+        tenant: &Tenant,
+        role: TenantRole,
+    ) -> Result<Transaction<'static, Postgres>, Error> {
+        self.begin_with_role(tenant, Some(role.role_name(&tenant.id)))
+            .await
+    }
+
+    async fn begin_with_role(
+        &self,
+        tenant: &Tenant,
+        role: Option<SqlIdent>,
+    ) -> Result<Transaction<'static, Postgres>, Error> {
+        let Target { pool, scope, silo } = self.target(tenant).await?;
+        let sql = scope.begin(role.as_ref());
+        match begin_on(pool, sql.clone()).await {
+            Err(Error::Database(sqlx::Error::PoolClosed)) if let Some(key) = silo => {
+                begin_on(self.reopen(&key).await?, sql).await
+            }
+            result => result,
+        }
+    }
+
+    /// A connection scoped to `tenant` for work outside a transaction (each
+    /// statement commits on its own), in one round trip.
+    ///
+    /// The tenant's settings are made for the session; every connection the router
+    /// hands out from a shared pool gets its own tenant's settings first, so what a
+    /// previous user left is replaced before anything else runs.
+    pub async fn acquire(&self, tenant: &Tenant) -> Result<PoolConnection<Postgres>, Error> {
+        let Target { pool, scope, silo } = self.target(tenant).await?;
+        let mut connection = match pool.acquire().await {
+            Err(sqlx::Error::PoolClosed) if let Some(key) = silo => {
+                self.reopen(&key).await?.acquire().await?
+            }
+            result => result?,
+        };
+        connection.execute(AssertSqlSafe(scope.session())).await?;
+        Ok(connection)
+    }
+}
+
+/// Begins a transaction with `sql` on a connection of `pool`.
+///
+/// The begin runs in a task of its own. sqlx gives a connection back to its pool
+/// when a `begin` future is dropped while the server is still answering, without
+/// knowing whether `BEGIN` ran: the connection could then wait in the pool inside a
+/// transaction that still carries this tenant's settings. In its own task the begin
+/// always finishes, and a transaction nobody is waiting for any more is dropped, and
+/// so rolled back, like any other.
+async fn begin_on(pool: PgPool, sql: String) -> Result<Transaction<'static, Postgres>, Error> {
+    tokio::spawn(async move { pool.begin_with(AssertSqlSafe(sql)).await })
+        .await?
+        .map_err(Error::from)
+}

@@ -1,0 +1,111 @@
+//! Isolation hazards of the application's database role, found on a live database.
+
+use std::fmt;
+
+/// Lists the hazards visible to the connected role, as rows of `(kind, subject)`.
+///
+/// Pool tables are the tables with a `tenant_id` column outside the system schemas.
+/// A superuser is reported once, without the table-ownership rows its superuser
+/// status would imply.
+pub const HAZARDS_SQL: &str = r"
+WITH me AS (
+    SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user
+), pool_tables AS (
+    SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relowner,
+           c.relrowsecurity, c.relforcerowsecurity
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p')
+      AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+      AND EXISTS (SELECT 1 FROM pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
+                    AND a.attnum > 0 AND NOT a.attisdropped)
+)
+SELECT 'superuser' AS kind, rolname::text AS subject FROM me WHERE rolsuper
+UNION ALL
+SELECT 'bypassrls', rolname::text FROM me WHERE rolbypassrls AND NOT rolsuper
+UNION ALL
+SELECT 'owner', name FROM pool_tables, me
+WHERE NOT me.rolsuper AND pg_has_role(current_user, relowner, 'MEMBER')
+UNION ALL
+SELECT 'rls-disabled', name FROM pool_tables WHERE NOT relrowsecurity
+UNION ALL
+SELECT 'rls-not-forced', name FROM pool_tables WHERE relrowsecurity AND NOT relforcerowsecurity
+ORDER BY 1, 2";
+
+/// Something that lets the application's role see past tenant isolation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hazard {
+    /// The role is a superuser: row-level security does not apply to it.
+    Superuser {
+        /// The role.
+        role: String,
+    },
+    /// The role has `BYPASSRLS`.
+    BypassRls {
+        /// The role.
+        role: String,
+    },
+    /// The role owns (or is a member of the owner of) a pool table, so it can turn
+    /// the table's row-level security off.
+    OwnsPoolTable {
+        /// The table, schema-qualified.
+        table: String,
+    },
+    /// A pool table does not have row-level security enabled.
+    RlsDisabled {
+        /// The table, schema-qualified.
+        table: String,
+    },
+    /// A pool table has row-level security enabled but not forced, so its owner is
+    /// not filtered.
+    RlsNotForced {
+        /// The table, schema-qualified.
+        table: String,
+    },
+}
+
+impl Hazard {
+    /// Reads one row of [`HAZARDS_SQL`]; `None` for a kind this version does not know.
+    pub fn from_row(kind: &str, subject: String) -> Option<Self> {
+        Some(match kind {
+            "superuser" => Hazard::Superuser { role: subject },
+            "bypassrls" => Hazard::BypassRls { role: subject },
+            "owner" => Hazard::OwnsPoolTable { table: subject },
+            "rls-disabled" => Hazard::RlsDisabled { table: subject },
+            "rls-not-forced" => Hazard::RlsNotForced { table: subject },
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Hazard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hazard::Superuser { role } => write!(
+                f,
+                "role {role} is a superuser, which row-level security never filters: \
+                 connect as an ordinary role"
+            ),
+            Hazard::BypassRls { role } => write!(
+                f,
+                "role {role} has BYPASSRLS: ALTER ROLE {role} NOBYPASSRLS"
+            ),
+            Hazard::OwnsPoolTable { table } => write!(
+                f,
+                "the application role owns pool table {table} and could disable its \
+                 row-level security: give the table to a migration role"
+            ),
+            Hazard::RlsDisabled { table } => write!(
+                f,
+                "pool table {table} has row-level security disabled: \
+                 ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"
+            ),
+            Hazard::RlsNotForced { table } => write!(
+                f,
+                "pool table {table} does not force row-level security on its owner: \
+                 ALTER TABLE {table} FORCE ROW LEVEL SECURITY"
+            ),
+        }
+    }
+}
