@@ -10,8 +10,7 @@ use std::time::Duration;
 use crate::{Error, Hazard};
 
 /// A database driver the [`TenantRouter`](crate::TenantRouter) can hand out
-/// connections of: [`Sqlx`](crate::sqlx::Sqlx) (feature `sqlx`) or
-/// [`Deadpool`](crate::deadpool::Deadpool) (feature `deadpool`).
+/// connections of: `Sqlx` (feature `sqlx`) or `Deadpool` (feature `deadpool`).
 ///
 /// The trait is sealed: the router's guarantees depend on how each driver is adapted.
 pub trait Driver: sealed::Backend {}
@@ -39,6 +38,8 @@ pub(crate) mod sealed {
         type Server: Clone + Send + Sync + 'static;
         /// A connection pool.
         type Pool: Clone + Send + Sync + 'static;
+        /// What the driver keeps per router.
+        type State: Default + Send + Sync + 'static;
 
         /// Parses a server's connection URL.
         fn parse_server(url: &str) -> Result<Self::Server, Error>;
@@ -51,10 +52,11 @@ pub(crate) mod sealed {
             settings: &PoolSettings,
         ) -> Result<Self::Pool, Error>;
 
-        /// Connections open in the pool, idle or checked out.
+        /// Connections open in the pool, idle, checked out or being opened.
         fn size(pool: &Self::Pool) -> usize;
 
-        /// Connections checked out of the pool.
+        /// Connections checked out of the pool or being opened for a caller: a
+        /// pool with none may be closed without disturbing anyone.
         fn in_use(pool: &Self::Pool) -> usize;
 
         /// Closes the pool and every connection in it, waiting for checked-out

@@ -55,7 +55,7 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     /// tokio-postgres reported an error.
     #[cfg(feature = "deadpool")]
-    #[error("database error: {0}")]
+    #[error("database error: {}", postgres_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// deadpool could not hand out a connection.
     #[cfg(feature = "deadpool")]
@@ -86,6 +86,16 @@ pub enum Error {
         /// What failed.
         source: std::io::Error,
     },
+}
+
+/// tokio-postgres displays a server error as "db error"; the server's message and
+/// code are what a reader needs.
+#[cfg(feature = "deadpool")]
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => error.to_string(),
+    }
 }
 
 fn list(hazards: &[crate::Hazard]) -> String {

@@ -65,6 +65,12 @@ impl Scope {
         }
     }
 
+    /// The `search_path` value of a bridge tenant.
+    #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
+    pub(crate) fn search_path(&self) -> Option<&str> {
+        self.search_path.as_deref()
+    }
+
     /// Opens a transaction scoped to the tenant, optionally as `role`.
     pub(crate) fn begin(&self, role: Option<&SqlIdent>) -> String {
         let mut sql = String::with_capacity(160);

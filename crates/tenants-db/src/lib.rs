@@ -97,6 +97,8 @@
 
 #[cfg(feature = "sqlx")]
 mod catalog;
+#[cfg(feature = "deadpool")]
+mod deadpool_driver;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod driver;
 mod error;
@@ -117,6 +119,11 @@ mod verify;
 #[cfg(feature = "sqlx")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 pub use catalog::{CATALOG_CHANNEL, PgCatalog};
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub use deadpool_driver::{Deadpool, TenantTransaction};
+#[cfg(feature = "deadpool")]
+pub use deadpool_postgres;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
 pub use driver::Driver;
@@ -132,4 +139,6 @@ pub use sqlx;
 #[cfg(feature = "sqlx")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 pub use sqlx_driver::Sqlx;
+#[cfg(feature = "deadpool")]
+pub use tokio_postgres;
 pub use verify::{HAZARDS_SQL, Hazard};

@@ -30,16 +30,15 @@ use crate::{Error, Placement};
 ///   budget](RouterBuilder::silo_budget).
 ///
 /// The driver decides the types handed out: sqlx's own `Transaction` and
-/// `PoolConnection` ([`Sqlx`](crate::sqlx::Sqlx), feature `sqlx`) or
-/// deadpool-postgres clients ([`Deadpool`](crate::deadpool::Deadpool), feature
-/// `deadpool`). Cloning is cheap; clones share the pools.
+/// `PoolConnection` (`Sqlx`, feature `sqlx`) or deadpool-postgres clients
+/// (`Deadpool`, feature `deadpool`). Cloning is cheap; clones share the pools.
 ///
 /// # Examples
 ///
 /// ```no_run
 /// # #[cfg(feature = "sqlx")]
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-/// use tenants_db::{TenantRouter, sqlx::Sqlx};
+/// use tenants_db::{Sqlx, TenantRouter};
 ///
 /// let router = TenantRouter::<Sqlx>::builder()
 ///     .server("main", "postgres://app@db.internal/app") // pool and bridge tenants live here
@@ -61,6 +60,7 @@ pub(crate) struct Inner<D: Backend> {
     pub(crate) bridge_model: D::Pool,
     shared_schemas: Vec<SqlIdent>,
     pub(crate) silos: SiloPools<D>,
+    pub(crate) driver_state: D::State,
 }
 
 impl<D: Driver> Clone for TenantRouter<D> {
@@ -90,9 +90,14 @@ pub(crate) struct Target<P> {
     pub(crate) pool: P,
     /// The settings every hand-out applies.
     pub(crate) scope: Scope,
-    /// For a silo, its key, to reopen the pool if it was closed meanwhile.
-    pub(crate) silo: Option<SiloKey>,
+    /// Whether the pool is a silo's, which the budget may close between lookup and
+    /// use: a hand-out that finds it closed looks the tenant up again (up to
+    /// [`SILO_RETRIES`] times).
+    pub(crate) silo: bool,
 }
+
+/// How often a hand-out looks a silo pool up again after finding it closed.
+pub(crate) const SILO_RETRIES: usize = 3;
 
 /// A snapshot of the router's silo pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +105,8 @@ pub(crate) struct Target<P> {
 pub struct RouterStats {
     /// Silo pools open now.
     pub open_silos: usize,
-    /// Connections those pools hold, idle or checked out.
+    /// Connections of all silo pools, idle, checked out, being opened, or closing
+    /// in a pool that was closed for the budget. Never above the budget.
     pub silo_connections: usize,
 }
 
@@ -125,7 +131,7 @@ impl<D: Driver> TenantRouter<D> {
     }
 
     /// Checks the application role on the default server's database and fails with
-    /// [`Error::UnsafeRole`] listing every [`Hazard`] found: a superuser or
+    /// [`Error::UnsafeRole`] listing every [`Hazard`](crate::Hazard) found: a superuser or
     /// `BYPASSRLS` role, pool tables it owns, pool tables whose row-level security is
     /// not both enabled and forced.
     pub async fn verify(&self) -> Result<(), Error> {
@@ -147,12 +153,12 @@ impl<D: Driver> TenantRouter<D> {
             Placement::Pool { tenant } => Target {
                 pool: inner.pool_model.clone(),
                 scope: Scope::tenant(tenant),
-                silo: None,
+                silo: false,
             },
             Placement::Bridge { schema } => Target {
                 pool: inner.bridge_model.clone(),
                 scope: Scope::bridge(tenant.id, &schema, &inner.shared_schemas),
-                silo: None,
+                silo: false,
             },
             Placement::Silo { server, database } => {
                 let name = server.as_deref().unwrap_or(&inner.default_server);
@@ -172,7 +178,7 @@ impl<D: Driver> TenantRouter<D> {
                 Target {
                     pool,
                     scope: Scope::tenant(tenant.id),
-                    silo: Some(key),
+                    silo: true,
                 }
             }
         })
@@ -370,14 +376,33 @@ impl<D: Driver> RouterBuilder<D> {
                 bridge_model,
                 shared_schemas,
                 silos,
+                driver_state: D::State::default(),
             }),
         };
         router.warn_about_hazards();
+        router.sweep_idle_silos();
         Ok(router)
     }
 }
 
 impl<D: Driver> TenantRouter<D> {
+    /// Closes idle silo pools on a timer, for as long as the router lives, when
+    /// built inside a Tokio runtime (otherwise they close as a side effect of use).
+    fn sweep_idle_silos(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = Arc::downgrade(&self.inner);
+        let interval = self.inner.silos.sweep_interval();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(inner) = inner.upgrade() else { return };
+                inner.silos.sweep().await;
+            }
+        });
+    }
+
     /// Logs a warning for each hazard of the application role, in the background,
     /// when built inside a Tokio runtime.
     fn warn_about_hazards(&self) {
@@ -395,16 +420,5 @@ impl<D: Driver> TenantRouter<D> {
                 Err(error) => tracing::debug!(%error, "could not check the application role"),
             }
         });
-    }
-
-    /// Reopens a silo pool that was closed between lookup and use.
-    pub(crate) async fn reopen(&self, key: &SiloKey) -> Result<D::Pool, Error> {
-        self.inner.silos.forget(key).await;
-        let server = self
-            .inner
-            .servers
-            .get(&key.server)
-            .ok_or_else(|| Error::Config(format!("server {:?} vanished", key.server)))?;
-        self.inner.silos.pool(key, server).await
     }
 }

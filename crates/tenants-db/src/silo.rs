@@ -41,9 +41,12 @@ struct Silo<P> {
 /// busy, the caller waits up to the acquire timeout.
 pub(crate) struct SiloPools<D: Backend> {
     pools: moka::future::Cache<SiloKey, Arc<Silo<D::Pool>>>,
+    /// Evicted pools whose connections are still closing; they hold their budget.
+    closing: Closing<D::Pool>,
     budget: Arc<Semaphore>,
     limit: u32,
     settings: PoolSettings,
+    idle: Duration,
     epoch: Instant,
 }
 
@@ -62,23 +65,21 @@ impl<D: Backend> SiloPools<D> {
     /// Pools of `settings.max_connections` each, `budget` connections in all, closed
     /// after `idle` without a hand-out.
     pub(crate) fn new(settings: PoolSettings, budget: u32, idle: Duration) -> Self {
+        let closing = Closing::default();
         let pools = moka::future::Cache::builder()
             .time_to_idle(idle)
-            .async_eviction_listener(|_, silo: Arc<Silo<D::Pool>>, _| {
-                Box::pin(async move {
-                    D::close(&silo.pool).await;
-                    silo.reserved
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .take();
-                })
+            .eviction_listener({
+                let closing = closing.clone();
+                move |_, silo: Arc<Silo<D::Pool>>, _| close_in_background::<D>(silo, &closing)
             })
             .build();
         SiloPools {
             pools,
+            closing,
             budget: Arc::new(Semaphore::new(budget as usize)),
             limit: budget,
             settings,
+            idle,
             epoch: Instant::now(),
         }
     }
@@ -91,16 +92,10 @@ impl<D: Backend> SiloPools<D> {
                 .pools
                 .try_get_with_by_ref(key, self.open(key, server))
                 .await
-                .map_err(Error::Shared)?,
+                .map_err(unshare)?,
         };
         silo.last_used.store(self.now(), Ordering::Relaxed);
         Ok(silo.pool.clone())
-    }
-
-    /// Forgets a pool that turned out to be closed (evicted between lookup and use),
-    /// so the next lookup opens a fresh one.
-    pub(crate) async fn forget(&self, key: &SiloKey) {
-        self.pools.invalidate(key).await;
     }
 
     async fn open(&self, key: &SiloKey, server: &D::Server) -> Result<Arc<Silo<D::Pool>>, Error> {
@@ -132,7 +127,7 @@ impl<D: Backend> SiloPools<D> {
             }
             // Closing gives permits back a moment later; wake on them, or look for
             // a newly idle pool again soon.
-            let wait = left.min(Duration::from_millis(10));
+            let wait = left.min(Duration::from_millis(50));
             if let Ok(Ok(permit)) =
                 tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(share)).await
             {
@@ -155,20 +150,100 @@ impl<D: Backend> SiloPools<D> {
         }
     }
 
-    /// Open silo pools and the connections they hold.
+    /// Open silo pools, and the connections of all silo pools, open or closing.
     pub(crate) fn stats(&self) -> (usize, usize) {
-        self.pools.iter().fold((0, 0), |(pools, conns), (_, silo)| {
-            (pools + 1, conns + D::size(&silo.pool))
-        })
+        let open: Vec<_> = self.pools.iter().map(|(_, silo)| silo).collect();
+        let mut all: Vec<_> = open
+            .iter()
+            .chain(self.closing.lock().iter())
+            .cloned()
+            .collect();
+        // A pool evicted while this looked counts once.
+        all.sort_by_key(Arc::as_ptr);
+        all.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        let connections = all.iter().map(|silo| D::size(&silo.pool)).sum();
+        (open.len(), connections)
     }
 
-    /// Closes every silo pool.
+    /// Closes the pools idle for longer than the idle timeout. The cache does this
+    /// as a side effect of use; a quiet router needs it done on a timer.
+    pub(crate) async fn sweep(&self) {
+        self.pools.run_pending_tasks().await;
+    }
+
+    /// How often [`sweep`](Self::sweep) is worth running.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        (self.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30))
+    }
+
+    /// Closes every silo pool, waiting for their connections to close.
     pub(crate) async fn close(&self) {
+        let open: Vec<_> = self.pools.iter().map(|(_, silo)| silo).collect();
         self.pools.invalidate_all();
         self.pools.run_pending_tasks().await;
+        for silo in open {
+            D::close(&silo.pool).await;
+        }
     }
 
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The error of a pool opening that several callers may have waited for: the
+/// error itself when this caller is its only holder or it is a plain budget
+/// error, else shared.
+fn unshare(error: Arc<Error>) -> Error {
+    match Arc::try_unwrap(error) {
+        Ok(error) => error,
+        Err(shared) => match *shared {
+            Error::BudgetExhausted { budget, waited } => Error::BudgetExhausted { budget, waited },
+            _ => Error::Shared(shared),
+        },
+    }
+}
+
+/// Evicted silo pools still closing.
+struct Closing<P>(Arc<Mutex<Vec<Arc<Silo<P>>>>>);
+
+impl<P> Clone for Closing<P> {
+    fn clone(&self) -> Self {
+        Closing(self.0.clone())
+    }
+}
+
+impl<P> Default for Closing<P> {
+    fn default() -> Self {
+        Closing(Arc::default())
+    }
+}
+
+impl<P> Closing<P> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Silo<P>>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Closes an evicted pool in a task of its own, then gives its budget back. The
+/// caller that evicted it (often a request making room for another tenant) waits
+/// on the budget, with a deadline, never on the closing itself, which lasts until
+/// the pool's checked-out connections come back.
+fn close_in_background<D: Backend>(silo: Arc<Silo<D::Pool>>, closing: &Closing<D::Pool>) {
+    closing.lock().push(silo.clone());
+    let closing = closing.clone();
+    let close = async move {
+        D::close(&silo.pool).await;
+        closing.lock().retain(|other| !Arc::ptr_eq(other, &silo));
+        silo.reserved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(close)),
+        // Outside a runtime the pool cannot be closed gracefully; dropping it
+        // closes its idle connections and gives the budget back.
+        Err(_) => drop(close),
     }
 }

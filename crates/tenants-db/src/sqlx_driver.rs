@@ -8,7 +8,7 @@ use tenants_core::{SqlIdent, Tenant};
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
-use crate::router::Target;
+use crate::router::{SILO_RETRIES, Target};
 use crate::verify::HAZARDS_SQL;
 use crate::{Error, Hazard, TenantRole, TenantRouter};
 
@@ -45,6 +45,7 @@ impl Driver for Sqlx {}
 impl Backend for Sqlx {
     type Server = PgConnectOptions;
     type Pool = PgPool;
+    type State = ();
 
     fn parse_server(url: &str) -> Result<PgConnectOptions, Error> {
         url.parse()
@@ -125,13 +126,15 @@ impl TenantRouter<Sqlx> {
         tenant: &Tenant,
         role: Option<SqlIdent>,
     ) -> Result<Transaction<'static, Postgres>, Error> {
-        let Target { pool, scope, silo } = self.target(tenant).await?;
-        let sql = scope.begin(role.as_ref());
-        match begin_on(pool, sql.clone()).await {
-            Err(Error::Database(sqlx::Error::PoolClosed)) if let Some(key) = silo => {
-                begin_on(self.reopen(&key).await?, sql).await
+        let mut attempt = 0;
+        loop {
+            let Target { pool, scope, silo } = self.target(tenant).await?;
+            match begin_on(pool, scope.begin(role.as_ref())).await {
+                Err(Error::Database(sqlx::Error::PoolClosed)) if silo && attempt < SILO_RETRIES => {
+                    attempt += 1;
+                }
+                result => return result,
             }
-            result => result,
         }
     }
 
@@ -142,15 +145,18 @@ impl TenantRouter<Sqlx> {
     /// hands out from a shared pool gets its own tenant's settings first, so what a
     /// previous user left is replaced before anything else runs.
     pub async fn acquire(&self, tenant: &Tenant) -> Result<PoolConnection<Postgres>, Error> {
-        let Target { pool, scope, silo } = self.target(tenant).await?;
-        let mut connection = match pool.acquire().await {
-            Err(sqlx::Error::PoolClosed) if let Some(key) = silo => {
-                self.reopen(&key).await?.acquire().await?
+        let mut attempt = 0;
+        loop {
+            let Target { pool, scope, silo } = self.target(tenant).await?;
+            match pool.acquire().await {
+                Err(sqlx::Error::PoolClosed) if silo && attempt < SILO_RETRIES => attempt += 1,
+                result => {
+                    let mut connection = result?;
+                    connection.execute(AssertSqlSafe(scope.session())).await?;
+                    return Ok(connection);
+                }
             }
-            result => result?,
-        };
-        connection.execute(AssertSqlSafe(scope.session())).await?;
-        Ok(connection)
+        }
     }
 }
 

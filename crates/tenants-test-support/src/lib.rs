@@ -93,6 +93,12 @@ impl TestServer {
         with_database(&self.admin_url, database)
     }
 
+    /// A URL connecting to `database` as `user` with `password` (test roles get a
+    /// password, so the URL works on trust and password-authenticated servers alike).
+    pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
+        with_user(&self.url_for(database), user, password)
+    }
+
     /// Creates a new, empty database with a unique name and returns its superuser URL.
     pub fn fresh_database(&self) -> String {
         let name = unique_name("test");
@@ -141,6 +147,19 @@ fn with_database(url: &str, database: &str) -> String {
         .map_or(url.len(), |i| authority_start + i);
     let query = url[path_start..].find('?').map(|i| &url[path_start + i..]);
     format!("{}/{database}{}", &url[..path_start], query.unwrap_or(""))
+}
+
+/// Replaces the user and password of a `postgres://` URL.
+fn with_user(url: &str, user: &str, password: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let host_start = url[authority_start..]
+        .find('@')
+        .map_or(authority_start, |i| authority_start + i + 1);
+    format!(
+        "{}{user}:{password}@{}",
+        &url[..authority_start],
+        &url[host_start..]
+    )
 }
 
 fn start() -> Result<TestServer, String> {
@@ -339,6 +358,18 @@ mod tests {
             "postgres://u:p@h:5/x?sslmode=disable"
         );
         assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+    }
+
+    #[test]
+    fn users_are_replaced() {
+        assert_eq!(
+            with_user("postgres://u:p@h:5/db?x=1", "app", "pw"),
+            "postgres://app:pw@h:5/db?x=1"
+        );
+        assert_eq!(
+            with_user("postgres://h:5/db", "app", "pw"),
+            "postgres://app:pw@h:5/db"
+        );
     }
 
     #[test]

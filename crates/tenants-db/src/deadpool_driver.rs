@@ -1,0 +1,307 @@
+//! The router on deadpool-postgres: handlers get deadpool-postgres clients, and so
+//! every tokio-postgres query method.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Client, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures_util::FutureExt;
+use tenants_core::{SqlIdent, Tenant};
+use tokio_postgres::NoTls;
+
+use crate::driver::Driver;
+use crate::driver::sealed::{Backend, PoolSettings};
+use crate::isolation::Scope;
+use crate::router::{SILO_RETRIES, Target};
+use crate::verify::HAZARDS_SQL;
+use crate::{Error, Hazard, TenantRole, TenantRouter};
+
+/// The deadpool-postgres driver for [`TenantRouter`]: `TenantRouter<Deadpool>`
+/// hands out [`TenantTransaction`]s and deadpool-postgres [`Client`]s, both of
+/// which dereference to [`tokio_postgres::Client`], so handlers use tokio-postgres'
+/// own query methods.
+///
+/// Connections are plain TCP (`NoTls`); pools recycle with
+/// [`RecyclingMethod::Fast`]. A bridge-model connection whose previous user was
+/// another tenant gets its deadpool statement cache cleared first: the cache is
+/// keyed by SQL text, and the same text names another schema's tables.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example(tenant: tenants_core::Tenant) -> Result<(), Box<dyn std::error::Error>> {
+/// use tenants_db::{Deadpool, TenantRouter};
+///
+/// let router = TenantRouter::<Deadpool>::builder()
+///     .server("main", "postgres://app@localhost/app")
+///     .build()?;
+/// let tx = router.begin(&tenant).await?;
+/// let rows = tx.query("SELECT id, title FROM todos", &[]).await?;
+/// tx.commit().await?;
+///
+/// // One statement, no transaction: the tenant's settings travel with it.
+/// let client = router.client(&tenant).await?;
+/// let count: i64 = client.query_one("SELECT count(*) FROM todos", &[]).await?.get(0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub enum Deadpool {}
+
+impl Driver for Deadpool {}
+
+/// Per router: which bridge search path each pooled connection last served.
+#[derive(Debug)]
+pub struct BridgePaths(moka::sync::Cache<deadpool_postgres::ObjectId, Arc<str>>);
+
+impl Default for BridgePaths {
+    fn default() -> Self {
+        BridgePaths(moka::sync::Cache::new(10_000))
+    }
+}
+
+impl Backend for Deadpool {
+    type Server = tokio_postgres::Config;
+    type Pool = Pool;
+    type State = BridgePaths;
+
+    fn parse_server(url: &str) -> Result<tokio_postgres::Config, Error> {
+        url.parse()
+            .map_err(|e: tokio_postgres::Error| Error::Config(e.to_string()))
+    }
+
+    fn open_pool(
+        server: &tokio_postgres::Config,
+        database: Option<&str>,
+        settings: &PoolSettings,
+    ) -> Result<Pool, Error> {
+        let mut config = server.clone();
+        if let Some(database) = database {
+            config.dbname(database);
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(settings.max_connections as usize)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.acquire_timeout))
+            .create_timeout(Some(settings.acquire_timeout))
+            .recycle_timeout(Some(settings.acquire_timeout))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
+    fn size(pool: &Pool) -> usize {
+        // A connection being created is not in `size` yet, but its caller is among
+        // the users; no pool holds more than its maximum.
+        let status = pool.status();
+        status
+            .size
+            .max(users(pool))
+            .min(status.max_size.max(status.size))
+    }
+
+    fn in_use(pool: &Pool) -> usize {
+        users(pool)
+    }
+
+    async fn close(pool: &Pool) {
+        pool.close();
+        // Checked-out clients close as they come back, and a connection being
+        // created when the pool closed is handed out first; wait for all of them,
+        // so the silo budget is given back only once their connections are gone.
+        while pool.status().size > 0 || users(pool) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn hazards(pool: &Pool) -> Result<Vec<Hazard>, Error> {
+        let client = pool.get().await?;
+        let rows = client.query(HAZARDS_SQL, &[]).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| Hazard::from_row(row.get(0), row.get(1)))
+            .collect())
+    }
+}
+
+/// Clients checked out of `pool`, plus callers waiting for one, including those
+/// whose connection is being created (deadpool counts a connection in `size` only
+/// once it exists).
+fn users(pool: &Pool) -> usize {
+    let status = pool.status();
+    status.size - status.available + status.waiting
+}
+
+impl TenantRouter<Deadpool> {
+    /// Begins a transaction that sees only `tenant`'s data, in one round trip.
+    ///
+    /// Call [`commit`](TenantTransaction::commit) to keep its work; dropping it (or
+    /// [`rollback`](TenantTransaction::rollback)) undoes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inactive`] for a suspended or deleted tenant,
+    /// [`Error::UnknownServer`] for a silo on a server the router does not know,
+    /// [`Error::BudgetExhausted`] when no silo connection comes free in time,
+    /// [`Error::Pool`] and [`Error::Postgres`] when the database fails.
+    pub async fn begin(&self, tenant: &Tenant) -> Result<TenantTransaction, Error> {
+        self.begin_with_role(tenant, None).await
+    }
+
+    /// Like [`begin`](Self::begin), with the transaction running as the tenant's
+    /// `role` (`SET LOCAL ROLE`), so the database's grants decide what it may do.
+    /// The application role must be a member of the tenant's role.
+    pub async fn begin_as(
+        &self,
+        tenant: &Tenant,
+        role: TenantRole,
+    ) -> Result<TenantTransaction, Error> {
+        self.begin_with_role(tenant, Some(role.role_name(&tenant.id)))
+            .await
+    }
+
+    async fn begin_with_role(
+        &self,
+        tenant: &Tenant,
+        role: Option<SqlIdent>,
+    ) -> Result<TenantTransaction, Error> {
+        let (client, scope) = self.hand_out(tenant).await?;
+        // From here on, dropping the guard (an error, or this future being
+        // cancelled mid-way) rolls back whatever the server got.
+        let transaction = TenantTransaction {
+            client: Some(client),
+        };
+        transaction
+            .batch_execute(&scope.begin(role.as_ref()))
+            .await?;
+        Ok(transaction)
+    }
+
+    /// A client scoped to `tenant` for work outside a transaction (each statement
+    /// commits on its own), with no round trip of its own.
+    ///
+    /// The tenant's settings are made for the session, sent ahead of the caller's
+    /// first statement: tokio-postgres sends a request when its future is first
+    /// polled and the server answers in order, so the settings are in place before
+    /// anything the caller sends. Every client the router hands out from a shared
+    /// pool gets its own tenant's settings first, so what a previous user left is
+    /// replaced before anything else runs. (Setting a custom setting or
+    /// `search_path` cannot fail on a live connection; on a dead one, the caller's
+    /// statements fail too.)
+    pub async fn client(&self, tenant: &Tenant) -> Result<Client, Error> {
+        let (client, scope) = self.hand_out(tenant).await?;
+        if let Some(sent) = client.batch_execute(&scope.session()).now_or_never() {
+            // Answered at once: only a closed connection does that.
+            sent?;
+        }
+        Ok(client)
+    }
+
+    /// A connection for `tenant`, with its statement cache made safe for the
+    /// tenant's schema, and the settings it must carry.
+    async fn hand_out(&self, tenant: &Tenant) -> Result<(Client, Scope), Error> {
+        let mut attempt = 0;
+        let (client, scope) = loop {
+            let Target { pool, scope, silo } = self.target(tenant).await?;
+            match pool.get().await {
+                Err(deadpool_postgres::PoolError::Closed) if silo && attempt < SILO_RETRIES => {
+                    attempt += 1;
+                }
+                result => break (result?, scope),
+            }
+        };
+        if let Some(path) = scope.search_path() {
+            let paths = &self.inner.driver_state.0;
+            let id = Object::id(&client);
+            if paths.get(&id).as_deref() != Some(path) {
+                client.statement_cache.clear();
+                paths.insert(id, path.into());
+            }
+        }
+        Ok((client, scope))
+    }
+}
+
+/// A tenant transaction on a deadpool-postgres client.
+///
+/// It dereferences to the client, so every tokio-postgres query method works on
+/// it (`query`, `execute`, `prepare_cached`, `copy_in`, ...). End it with
+/// [`commit`](Self::commit) or [`rollback`](Self::rollback); dropping it rolls back,
+/// in a background task, before the connection goes back to its pool (a connection
+/// whose rollback fails is closed instead).
+pub struct TenantTransaction {
+    client: Option<Client>,
+}
+
+impl fmt::Debug for TenantTransaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantTransaction").finish_non_exhaustive()
+    }
+}
+
+impl Deref for TenantTransaction {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        match &self.client {
+            Some(client) => client,
+            // Only `commit`, `rollback` and `drop` take the client, and they consume
+            // the transaction.
+            None => unreachable!("a finished transaction is not reachable"),
+        }
+    }
+}
+
+impl TenantTransaction {
+    /// Commits the transaction.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        self.finish("COMMIT").await
+    }
+
+    /// Rolls the transaction back.
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        self.finish("ROLLBACK").await
+    }
+
+    async fn finish(&mut self, statement: &str) -> Result<(), Error> {
+        let Some(client) = self.client.take() else {
+            return Ok(());
+        };
+        match client.batch_execute(statement).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                // The server's transaction state is unknown: never reuse it.
+                drop(Object::take(client));
+                Err(error.into())
+            }
+        }
+    }
+}
+
+impl Drop for TenantTransaction {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(client));
+                    }
+                });
+            }
+            // No runtime to roll back on: close the connection rather than return
+            // it to the pool inside a transaction.
+            Err(_) => drop(Object::take(client)),
+        }
+    }
+}

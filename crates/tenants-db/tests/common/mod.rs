@@ -1,0 +1,502 @@
+//! A multi-tenant database for router tests, and one probe per driver.
+//!
+//! The world: an application role that is neither superuser nor BYPASSRLS nor owner
+//! of anything; a shared database whose `notes` table is a pool table (RLS enabled,
+//! forced, policy on `tenants.tenant_id`); a schema per bridge tenant and a database
+//! per silo tenant, each with its own `notes`; the three tenant roles per tenant.
+//! Every secret written is prefixed with its tenant's id, so a foreign row is
+//! recognisable wherever it shows up.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
+use tenants_db::{RouterBuilder, TenantRole, TenantRouter};
+use tenants_test_support::{TestServer, postgres, unique_name};
+
+pub const PASSWORD: &str = "test-password";
+
+/// The tenants' tables and roles, and an application role to use them.
+pub struct World {
+    pub pg: &'static TestServer,
+    pub database: String,
+    pub app: String,
+    pub pool: Vec<Tenant>,
+    pub bridge: Vec<Tenant>,
+    pub silo: Vec<Tenant>,
+}
+
+impl World {
+    /// `pool`, `bridge` and `silo` tenants of each model.
+    pub fn new(pool: usize, bridge: usize, silo: usize) -> World {
+        let pg = postgres();
+        let tag = unique_name("w").replace('_', "-");
+        let database = unique_name("shared");
+        let app = unique_name("app");
+        let id = |kind: &str, i: usize| -> TenantId { format!("{tag}-{kind}{i}").parse().unwrap() };
+        let ident = |id: &TenantId| SqlIdent::new(id.as_str().replace('-', "_")).unwrap();
+        let pool: Vec<_> = (0..pool)
+            .map(|i| Tenant::new(id("p", i), DataModel::Pool))
+            .collect();
+        let bridge: Vec<_> = (0..bridge)
+            .map(|i| {
+                let id = id("b", i);
+                Tenant::new(id, DataModel::Bridge { schema: ident(&id) })
+            })
+            .collect();
+        let silo: Vec<_> = (0..silo)
+            .map(|i| {
+                let id = id("s", i);
+                Tenant::new(
+                    id,
+                    DataModel::Silo {
+                        database: ident(&id),
+                        server: None,
+                    },
+                )
+            })
+            .collect();
+
+        let admin = pg.admin_url();
+        pg.psql(
+            admin,
+            &format!("CREATE ROLE {app} LOGIN PASSWORD '{PASSWORD}' NOSUPERUSER NOBYPASSRLS"),
+        );
+        pg.psql(admin, &format!("CREATE DATABASE {database}"));
+        let shared = pg.url_for(&database);
+        let mut sql = format!(
+            "CREATE TABLE notes (
+                 id bigserial PRIMARY KEY,
+                 tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id'),
+                 secret text NOT NULL);
+             ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+             CREATE POLICY tenant_rows ON notes
+                 USING (tenant_id = current_setting('tenants.tenant_id', true))
+                 WITH CHECK (tenant_id = current_setting('tenants.tenant_id', true));
+             GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO {app};
+             GRANT USAGE ON SEQUENCE notes_id_seq TO {app};"
+        );
+        for tenant in &pool {
+            sql.push_str(&roles(tenant, &app, "notes", "notes_id_seq"));
+        }
+        for tenant in &bridge {
+            let DataModel::Bridge { schema } = &tenant.model else {
+                unreachable!()
+            };
+            sql.push_str(&format!(
+                "CREATE SCHEMA {schema};
+                 CREATE TABLE {schema}.notes (id bigserial PRIMARY KEY, secret text NOT NULL);
+                 GRANT USAGE ON SCHEMA {schema} TO {app};
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.notes TO {app};
+                 GRANT USAGE ON SEQUENCE {schema}.notes_id_seq TO {app};"
+            ));
+            sql.push_str(&roles(
+                tenant,
+                &app,
+                &format!("{schema}.notes"),
+                &format!("{schema}.notes_id_seq"),
+            ));
+            sql.push_str(&format!(
+                "GRANT USAGE ON SCHEMA {schema} TO {};",
+                TenantRole::ALL
+                    .map(|r| r.role_name(&tenant.id).to_string())
+                    .join(", ")
+            ));
+        }
+        pg.psql(&shared, &sql);
+        for tenant in &silo {
+            let DataModel::Silo { database, .. } = &tenant.model else {
+                unreachable!()
+            };
+            pg.psql(admin, &format!("CREATE DATABASE {database}"));
+            pg.psql(
+                &pg.url_for(database.as_str()),
+                &format!(
+                    "CREATE TABLE notes (id bigserial PRIMARY KEY, secret text NOT NULL);
+                     GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO {app};
+                     GRANT USAGE ON SEQUENCE notes_id_seq TO {app};
+                     {}",
+                    roles(tenant, &app, "notes", "notes_id_seq")
+                ),
+            );
+        }
+        World {
+            pg,
+            database,
+            app,
+            pool,
+            bridge,
+            silo,
+        }
+    }
+
+    /// The application role's URL to the shared database.
+    pub fn app_url(&self) -> String {
+        self.pg.url_as(&self.app, PASSWORD, &self.database)
+    }
+
+    /// A router builder connecting as the application role.
+    pub fn router<D: tenants_db::Driver>(&self) -> RouterBuilder<D> {
+        TenantRouter::<D>::builder().server("main", self.app_url())
+    }
+
+    /// Every tenant, all models.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        self.pool
+            .iter()
+            .chain(&self.bridge)
+            .chain(&self.silo)
+            .cloned()
+            .collect()
+    }
+
+    /// Runs SQL as superuser on the shared database.
+    pub fn admin(&self, sql: &str) -> String {
+        self.pg.psql(&self.pg.url_for(&self.database), sql)
+    }
+}
+
+/// The three roles of a tenant, with exactly their privileges on its table, granted
+/// to the application role.
+fn roles(tenant: &Tenant, app: &str, table: &str, sequence: &str) -> String {
+    TenantRole::ALL
+        .iter()
+        .map(|role| {
+            let name = role.role_name(&tenant.id);
+            format!(
+                "CREATE ROLE {name} NOLOGIN; GRANT {} ON {table} TO {name}; \
+                 GRANT USAGE ON SEQUENCE {sequence} TO {name}; GRANT {name} TO {app};",
+                role.privileges().join(", ")
+            )
+        })
+        .collect()
+}
+
+/// What a tenant transaction sees of its own confinement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub tenant_setting: String,
+    pub search_path: String,
+    pub user: String,
+    /// Whether the transaction had written nothing yet (no transaction id).
+    pub fresh: bool,
+}
+
+/// The operations the tests run, written once per driver.
+pub trait Probe: Clone + Send + Sync + 'static {
+    /// In one tenant transaction: insert `secret`, read every visible secret, then
+    /// commit or roll back.
+    fn write_read(
+        &self,
+        tenant: &Tenant,
+        secret: &str,
+        commit: bool,
+    ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+
+    /// Outside a transaction (the driver's connection form): every visible secret.
+    fn session_read(
+        &self,
+        tenant: &Tenant,
+    ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+
+    /// At the start of a tenant transaction (as `role`, if any): its settings.
+    fn seen(
+        &self,
+        tenant: &Tenant,
+        role: Option<TenantRole>,
+    ) -> impl Future<Output = Result<Seen, String>> + Send;
+
+    /// In a tenant transaction as `role`: runs `sql`, then commits; the SQLSTATE
+    /// on failure.
+    fn run_as(
+        &self,
+        tenant: &Tenant,
+        role: TenantRole,
+        sql: &str,
+    ) -> impl Future<Output = Result<u64, String>> + Send;
+
+    /// In a tenant transaction: `SELECT * FROM notes` through the driver's
+    /// statement cache; the column names.
+    fn columns(&self, tenant: &Tenant) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+
+    /// Begins a tenant transaction, reads its backend pid, lets `kill` terminate
+    /// that backend, then runs one more statement: its error.
+    fn killed_mid_transaction(
+        &self,
+        tenant: &Tenant,
+        kill: impl Fn(i32) + Send,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+}
+
+/// Drops the inner future at its `polls`-th poll, before polling it: run with
+/// `polls` = 0, 1, 2, ... it cuts a future at every await point in turn.
+pub struct CutAfter<F> {
+    inner: Pin<Box<F>>,
+    polls: usize,
+}
+
+impl<F: Future> CutAfter<F> {
+    pub fn new(inner: F, polls: usize) -> Self {
+        CutAfter {
+            inner: Box::pin(inner),
+            polls,
+        }
+    }
+}
+
+impl<F: Future> Future for CutAfter<F> {
+    /// `None` when cut.
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.polls == 0 {
+            return Poll::Ready(None);
+        }
+        self.polls -= 1;
+        self.inner.as_mut().poll(cx).map(Some)
+    }
+}
+
+#[cfg(feature = "sqlx")]
+mod sqlx_probe {
+    use super::*;
+    use sqlx::{Column, Row};
+    use tenants_db::Sqlx;
+
+    fn text(e: impl std::fmt::Display) -> String {
+        e.to_string()
+    }
+
+    fn state(e: impl Into<tenants_db::Error>) -> String {
+        match e.into() {
+            tenants_db::Error::Database(sqlx::Error::Database(db)) => {
+                db.code().map_or_else(|| db.to_string(), |c| c.into_owned())
+            }
+            e => e.to_string(),
+        }
+    }
+
+    impl Probe for TenantRouter<Sqlx> {
+        async fn write_read(
+            &self,
+            tenant: &Tenant,
+            secret: &str,
+            commit: bool,
+        ) -> Result<Vec<String>, String> {
+            let mut tx = self.begin(tenant).await.map_err(text)?;
+            sqlx::query("INSERT INTO notes (secret) VALUES ($1)")
+                .bind(secret)
+                .execute(&mut *tx)
+                .await
+                .map_err(text)?;
+            let seen = sqlx::query_scalar("SELECT secret FROM notes")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(text)?;
+            if commit {
+                tx.commit().await.map_err(text)?;
+            }
+            Ok(seen)
+        }
+
+        async fn session_read(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
+            let mut conn = self.acquire(tenant).await.map_err(text)?;
+            sqlx::query_scalar("SELECT secret FROM notes")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(text)
+        }
+
+        async fn seen(&self, tenant: &Tenant, role: Option<TenantRole>) -> Result<Seen, String> {
+            let mut tx = match role {
+                Some(role) => self.begin_as(tenant, role).await,
+                None => self.begin(tenant).await,
+            }
+            .map_err(text)?;
+            let row = sqlx::query(
+                "SELECT coalesce(current_setting('tenants.tenant_id', true), ''), \
+                 current_setting('search_path'), current_user::text, \
+                 pg_current_xact_id_if_assigned() IS NULL",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(text)?;
+            Ok(Seen {
+                tenant_setting: row.get(0),
+                search_path: row.get(1),
+                user: row.get(2),
+                fresh: row.get(3),
+            })
+        }
+
+        async fn run_as(
+            &self,
+            tenant: &Tenant,
+            role: TenantRole,
+            sql: &str,
+        ) -> Result<u64, String> {
+            let mut tx = self.begin_as(tenant, role).await.map_err(state)?;
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut *tx)
+                .await
+                .map_err(state)?;
+            tx.commit().await.map_err(state)?;
+            Ok(done.rows_affected())
+        }
+
+        async fn columns(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
+            let mut tx = self.begin(tenant).await.map_err(text)?;
+            let rows = sqlx::query("SELECT * FROM notes")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(text)?;
+            let row = rows.first().ok_or("no rows")?;
+            Ok(row.columns().iter().map(|c| c.name().to_owned()).collect())
+        }
+
+        async fn killed_mid_transaction(
+            &self,
+            tenant: &Tenant,
+            kill: impl Fn(i32) + Send,
+        ) -> Result<String, String> {
+            let mut tx = self.begin(tenant).await.map_err(text)?;
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(text)?;
+            kill(pid);
+            match sqlx::query("SELECT 1").execute(&mut *tx).await {
+                Ok(_) => Err("a query on a killed backend succeeded".into()),
+                Err(e) => Ok(e.to_string()),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "deadpool")]
+mod deadpool_probe {
+    use super::*;
+    use tenants_db::Deadpool;
+
+    fn text(e: impl std::fmt::Display) -> String {
+        e.to_string()
+    }
+
+    fn state(e: tenants_db::Error) -> String {
+        match &e {
+            tenants_db::Error::Postgres(pg) => pg
+                .code()
+                .map_or_else(|| e.to_string(), |c| c.code().to_owned()),
+            _ => e.to_string(),
+        }
+    }
+
+    impl Probe for TenantRouter<Deadpool> {
+        async fn write_read(
+            &self,
+            tenant: &Tenant,
+            secret: &str,
+            commit: bool,
+        ) -> Result<Vec<String>, String> {
+            let tx = self.begin(tenant).await.map_err(text)?;
+            let insert = tx
+                .prepare_cached("INSERT INTO notes (secret) VALUES ($1)")
+                .await
+                .map_err(text)?;
+            tx.execute(&insert, &[&secret]).await.map_err(text)?;
+            let seen = tx
+                .query("SELECT secret FROM notes", &[])
+                .await
+                .map_err(text)?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if commit {
+                tx.commit().await.map_err(text)?;
+            }
+            Ok(seen)
+        }
+
+        async fn session_read(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
+            let client = self.client(tenant).await.map_err(text)?;
+            let select = client
+                .prepare_cached("SELECT secret FROM notes")
+                .await
+                .map_err(text)?;
+            Ok(client
+                .query(&select, &[])
+                .await
+                .map_err(text)?
+                .iter()
+                .map(|row| row.get(0))
+                .collect())
+        }
+
+        async fn seen(&self, tenant: &Tenant, role: Option<TenantRole>) -> Result<Seen, String> {
+            let tx = match role {
+                Some(role) => self.begin_as(tenant, role).await,
+                None => self.begin(tenant).await,
+            }
+            .map_err(text)?;
+            let row = tx
+                .query_one(
+                    "SELECT coalesce(current_setting('tenants.tenant_id', true), ''), \
+                     current_setting('search_path'), current_user::text, \
+                     pg_current_xact_id_if_assigned() IS NULL",
+                    &[],
+                )
+                .await
+                .map_err(text)?;
+            Ok(Seen {
+                tenant_setting: row.get(0),
+                search_path: row.get(1),
+                user: row.get(2),
+                fresh: row.get(3),
+            })
+        }
+
+        async fn run_as(
+            &self,
+            tenant: &Tenant,
+            role: TenantRole,
+            sql: &str,
+        ) -> Result<u64, String> {
+            let tx = self.begin_as(tenant, role).await.map_err(state)?;
+            let done = tx.execute(sql, &[]).await.map_err(|e| state(e.into()))?;
+            tx.commit().await.map_err(state)?;
+            Ok(done)
+        }
+
+        async fn columns(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
+            let tx = self.begin(tenant).await.map_err(text)?;
+            let select = tx
+                .prepare_cached("SELECT * FROM notes")
+                .await
+                .map_err(text)?;
+            let rows = tx.query(&select, &[]).await.map_err(text)?;
+            let row = rows.first().ok_or("no rows")?;
+            Ok(row.columns().iter().map(|c| c.name().to_owned()).collect())
+        }
+
+        async fn killed_mid_transaction(
+            &self,
+            tenant: &Tenant,
+            kill: impl Fn(i32) + Send,
+        ) -> Result<String, String> {
+            let tx = self.begin(tenant).await.map_err(text)?;
+            let pid: i32 = tx
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map_err(text)?
+                .get(0);
+            kill(pid);
+            match tx.execute("SELECT 1", &[]).await {
+                Ok(_) => Err("a query on a killed backend succeeded".into()),
+                Err(e) => Ok(e.to_string()),
+            }
+        }
+    }
+}

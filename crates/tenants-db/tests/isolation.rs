@@ -1,0 +1,482 @@
+//! The router's security invariants against a real PostgreSQL, for both drivers and
+//! all three models: no connection leaves the router carrying another tenant's
+//! state (leak hunt, cancellation at every await point, killed backends, statement
+//! caches under bridge), grants decide what a tenant role may do, and the
+//! application role's hazards are reported.
+#![cfg(all(feature = "sqlx", feature = "deadpool"))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{CutAfter, Probe, World};
+use tenants_core::{DataModel, SqlIdent, Tenant, TenantStatus};
+use tenants_db::{Deadpool, Driver, Error, Hazard, Sqlx, TenantRole, TenantRouter};
+
+/// Many tenants of every model, many concurrent workers, pools far smaller than
+/// the workers (connections are reused constantly, silo pools are closed and
+/// reopened within a budget smaller than the silo tenants): every row any worker
+/// sees must be its own tenant's.
+async fn leak_hunt<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(6, 6, 6);
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .pool_connections(2)
+        .bridge_connections(2)
+        .silo_connections_per_tenant(1)
+        .silo_budget(3)
+        .build()
+        .unwrap();
+    let tenants = Arc::new(world.tenants());
+    let mut workers = Vec::new();
+    for worker in 0..24usize {
+        let router = router.clone();
+        let tenants = tenants.clone();
+        workers.push(tokio::spawn(async move {
+            let mut committed: HashMap<String, usize> = HashMap::new();
+            for round in 0..30usize {
+                let tenant = &tenants[(worker * 7 + round * 13) % tenants.len()];
+                let mine = format!("{}:", tenant.id);
+                let seen = match round % 3 {
+                    0 | 1 => {
+                        let commit = round % 3 == 0;
+                        let secret = format!("{mine}{worker}-{round}");
+                        let seen = router.write_read(tenant, &secret, commit).await.unwrap();
+                        assert!(seen.contains(&secret), "{secret} not read back");
+                        if commit {
+                            *committed.entry(tenant.id.to_string()).or_default() += 1;
+                        }
+                        seen
+                    }
+                    _ => router.session_read(tenant).await.unwrap(),
+                };
+                if let Some(foreign) = seen.iter().find(|s| !s.starts_with(&mine)) {
+                    panic!("tenant {} saw {foreign:?}", tenant.id);
+                }
+            }
+            committed
+        }));
+    }
+    let mut committed: HashMap<String, usize> = HashMap::new();
+    for worker in workers {
+        for (tenant, n) in worker.await.unwrap() {
+            *committed.entry(tenant).or_default() += n;
+        }
+    }
+    for tenant in tenants.iter() {
+        let rows = router.session_read(tenant).await.unwrap();
+        assert_eq!(
+            rows.len(),
+            committed.get(tenant.id.as_str()).copied().unwrap_or(0),
+            "tenant {}: exactly its committed rows survive",
+            tenant.id
+        );
+    }
+    let stats = router.stats();
+    assert!(stats.silo_connections <= 3, "{stats:?}");
+    router.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leak_hunt_sqlx() {
+    leak_hunt::<Sqlx>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leak_hunt_deadpool() {
+    leak_hunt::<Deadpool>().await;
+}
+
+/// A tenant transaction cut at every await point in turn, before and after its
+/// settings are in place: on the single pooled connection, the next tenant's
+/// transaction must carry only its own tenant setting, schema and role, in a
+/// transaction of its own.
+async fn cancellation<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(2, 2, 1);
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .pool_connections(1)
+        .bridge_connections(1)
+        .silo_connections_per_tenant(1)
+        .silo_budget(1)
+        .build()
+        .unwrap();
+    let pairs = [
+        (&world.pool[0], &world.pool[1]),
+        (&world.bridge[0], &world.bridge[1]),
+        (&world.silo[0], &world.silo[0]),
+    ];
+    let baseline = |tenant: &Tenant| {
+        let router = router.clone();
+        let tenant = tenant.clone();
+        async move { router.seen(&tenant, None).await.unwrap() }
+    };
+    for (victim, next) in pairs {
+        let expected = baseline(next).await;
+        assert!(expected.fresh);
+        let mut cut = 0;
+        loop {
+            let work = {
+                let router = router.clone();
+                let victim = victim.clone();
+                async move {
+                    // Run as a tenant role too, so a leaked role would show.
+                    router
+                        .seen(&victim, Some(TenantRole::Customer))
+                        .await
+                        .unwrap();
+                    let secret = format!("{}:cut-{cut}", victim.id);
+                    router.write_read(&victim, &secret, true).await.unwrap()
+                }
+            };
+            let finished = CutAfter::new(work, cut).await.is_some();
+            let seen = router.seen(next, None).await.unwrap();
+            assert_eq!(seen, expected, "after a cut at poll {cut} of {}", victim.id);
+            if finished {
+                break;
+            }
+            cut += 1;
+        }
+        assert!(cut >= 2, "the work had several await points ({cut})");
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn cancellation_sqlx() {
+    cancellation::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn cancellation_deadpool() {
+    cancellation::<Deadpool>().await;
+}
+
+/// A backend killed in the middle of a tenant transaction: the caller gets an
+/// error promptly (no hang), and the next transaction on the same one-connection
+/// pool gets a working connection at once.
+async fn killed_backends<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(1, 1, 1);
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .pool_connections(1)
+        .bridge_connections(1)
+        .silo_connections_per_tenant(1)
+        .build()
+        .unwrap();
+    for tenant in world.tenants() {
+        let kill = |pid: i32| {
+            world.admin(&format!("SELECT pg_terminate_backend({pid})"));
+        };
+        let error = tokio::time::timeout(
+            Duration::from_secs(10),
+            router.killed_mid_transaction(&tenant, kill),
+        )
+        .await
+        .expect("a killed backend must not hang the caller")
+        .unwrap();
+        assert!(!error.is_empty());
+        let secret = format!("{}:after-kill", tenant.id);
+        // The one connection of each pool was the killed one: the next transaction
+        // must get a working connection, not the broken one.
+        let seen = tokio::time::timeout(
+            Duration::from_secs(10),
+            router.write_read(&tenant, &secret, true),
+        )
+        .await
+        .expect("no hang after a kill")
+        .unwrap_or_else(|e| panic!("{}: first use after a kill: {e}", tenant.id));
+        assert_eq!(seen, [secret]);
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn killed_backends_sqlx() {
+    killed_backends::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn killed_backends_deadpool() {
+    killed_backends::<Deadpool>().await;
+}
+
+/// Two bridge tenants whose schemas differ (one migrated further) through the same
+/// pooled connection, alternating: each reads its own columns, with no "cached
+/// plan must not change result type" error.
+async fn bridge_statement_cache<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(0, 2, 0);
+    let (old, new) = (&world.bridge[0], &world.bridge[1]);
+    let schema = |t: &Tenant| match &t.model {
+        DataModel::Bridge { schema } => schema.clone(),
+        _ => unreachable!(),
+    };
+    world.admin(&format!(
+        "ALTER TABLE {}.notes ADD COLUMN done boolean NOT NULL DEFAULT false",
+        schema(new)
+    ));
+    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
+    for tenant in [old, new] {
+        router
+            .write_read(tenant, &format!("{}:row", tenant.id), true)
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        assert_eq!(router.columns(old).await.unwrap(), ["id", "secret"]);
+        assert_eq!(router.columns(new).await.unwrap(), ["id", "secret", "done"]);
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn bridge_statement_cache_sqlx() {
+    bridge_statement_cache::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn bridge_statement_cache_deadpool() {
+    bridge_statement_cache::<Deadpool>().await;
+}
+
+/// The tenant roles' grants, not application code, decide: an admin deletes, a
+/// developer inserts but cannot delete, a customer only reads. The role ends with
+/// the transaction.
+async fn roles_are_enforced_by_grants<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(1, 1, 1);
+    let router: TenantRouter<D> = world.router::<D>().build().unwrap();
+    const DENIED: &str = "42501";
+    for tenant in world.tenants() {
+        let insert = format!("INSERT INTO notes (secret) VALUES ('{}:x')", tenant.id);
+        assert_eq!(
+            router.run_as(&tenant, TenantRole::Developer, &insert).await,
+            Ok(1)
+        );
+        assert_eq!(
+            router
+                .run_as(&tenant, TenantRole::Developer, "DELETE FROM notes")
+                .await,
+            Err(DENIED.into()),
+            "{}",
+            tenant.id
+        );
+        assert_eq!(
+            router.run_as(&tenant, TenantRole::Customer, &insert).await,
+            Err(DENIED.into())
+        );
+        assert_eq!(
+            router
+                .run_as(&tenant, TenantRole::Customer, "SELECT * FROM notes")
+                .await,
+            Ok(1)
+        );
+        assert_eq!(
+            router
+                .run_as(&tenant, TenantRole::Admin, "DELETE FROM notes")
+                .await,
+            Ok(1)
+        );
+        let seen = router
+            .seen(&tenant, Some(TenantRole::Customer))
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.user,
+            TenantRole::Customer.role_name(&tenant.id).as_str()
+        );
+        assert_eq!(router.seen(&tenant, None).await.unwrap().user, world.app);
+    }
+    // A role the application may not take is refused, and the connection stays
+    // usable: the refusal happens before the transaction opens.
+    world.admin(&format!(
+        "REVOKE {} FROM {}",
+        TenantRole::Admin.role_name(&world.pool[0].id),
+        world.app
+    ));
+    let router: TenantRouter<D> = world.router::<D>().pool_connections(1).build().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            router
+                .run_as(&world.pool[0], TenantRole::Admin, "SELECT 1")
+                .await,
+            Err(DENIED.into())
+        );
+        assert!(router.seen(&world.pool[0], None).await.unwrap().fresh);
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn roles_are_enforced_by_grants_sqlx() {
+    roles_are_enforced_by_grants::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn roles_are_enforced_by_grants_deadpool() {
+    roles_are_enforced_by_grants::<Deadpool>().await;
+}
+
+/// `verify` lists each hazard of the application role, for both drivers.
+#[tokio::test]
+async fn verify_reports_the_application_roles_hazards() {
+    let world = World::new(1, 0, 0);
+    let sqlx: TenantRouter<Sqlx> = world.router::<Sqlx>().build().unwrap();
+    let deadpool: TenantRouter<Deadpool> = world.router::<Deadpool>().build().unwrap();
+    sqlx.verify().await.unwrap();
+    deadpool.verify().await.unwrap();
+
+    let hazards = |result: Result<(), Error>| match result {
+        Err(Error::UnsafeRole(hazards)) => hazards,
+        other => panic!("expected hazards, got {other:?}"),
+    };
+    world.admin(&format!("ALTER ROLE {} BYPASSRLS", world.app));
+    world.admin("ALTER TABLE notes NO FORCE ROW LEVEL SECURITY");
+    let expected = vec![
+        Hazard::BypassRls {
+            role: world.app.clone(),
+        },
+        Hazard::RlsNotForced {
+            table: "public.notes".into(),
+        },
+    ];
+    assert_eq!(hazards(sqlx.verify().await), expected);
+    assert_eq!(hazards(deadpool.verify().await), expected);
+
+    world.admin(&format!(
+        "ALTER ROLE {app} NOBYPASSRLS; ALTER TABLE notes FORCE ROW LEVEL SECURITY; \
+         ALTER TABLE notes DISABLE ROW LEVEL SECURITY; ALTER TABLE notes OWNER TO {app}",
+        app = world.app
+    ));
+    let found = hazards(sqlx.verify().await);
+    assert!(found.contains(&Hazard::OwnsPoolTable {
+        table: "public.notes".into()
+    }));
+    assert!(found.contains(&Hazard::RlsDisabled {
+        table: "public.notes".into()
+    }));
+
+    world.admin(&format!("ALTER ROLE {} SUPERUSER", world.app));
+    assert!(
+        hazards(deadpool.verify().await).contains(&Hazard::Superuser {
+            role: world.app.clone()
+        })
+    );
+    world.admin(&format!("ALTER ROLE {} NOSUPERUSER", world.app));
+    sqlx.close().await;
+    deadpool.close().await;
+}
+
+/// Built inside a runtime, the router checks its role at once and logs a warning.
+#[tokio::test]
+async fn the_router_warns_at_start_about_a_superuser() {
+    let pg = tenants_test_support::postgres();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let lines = lines.clone();
+        move || Capture(lines.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let router: TenantRouter<Sqlx> = TenantRouter::builder()
+        .server("main", pg.admin_url())
+        .build()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let logged = String::from_utf8_lossy(&lines.lock().unwrap()).into_owned();
+        if logged.contains("WARN") && logged.contains("superuser") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warning: {logged:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    router.close().await;
+}
+
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Suspended and deleted tenants, and silos on unknown servers, are refused before
+/// any connection is taken; unsafe schema and database names cannot even be loaded.
+#[tokio::test]
+async fn refusals_come_before_any_sql() {
+    let router: TenantRouter<Sqlx> = TenantRouter::builder()
+        // Nothing listens here: any attempt to connect would fail differently.
+        .server("main", "postgres://app@127.0.0.1:9/app")
+        .build()
+        .unwrap();
+    let acme = Tenant::new("acme".parse().unwrap(), DataModel::Pool);
+    for status in [TenantStatus::Suspended, TenantStatus::Deleted] {
+        let err = router
+            .begin(&acme.clone().with_status(status))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Inactive { .. }), "{err}");
+    }
+    let elsewhere = Tenant::new(
+        "acme".parse().unwrap(),
+        DataModel::Silo {
+            database: SqlIdent::new("acme").unwrap(),
+            server: Some("moon".into()),
+        },
+    );
+    let err = router.begin(&elsewhere).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownServer { .. }), "{err}");
+    assert!(err.to_string().contains("moon"));
+
+    for (key, name) in [
+        ("schema", "acme\"; DROP TABLE notes; --"),
+        ("database", "Acme"),
+        ("schema", "pg_catalog"),
+    ] {
+        let record = serde_json::json!({
+            "id": "acme",
+            "model": if key == "schema" { "bridge" } else { "silo" },
+            key: name,
+        });
+        let err = serde_json::from_value::<Tenant>(record).unwrap_err();
+        assert!(
+            err.to_string().contains("not a safe SQL identifier"),
+            "{err}"
+        );
+    }
+    let err = TenantRouter::<Sqlx>::builder()
+        .server("main", "postgres://app@127.0.0.1:9/app")
+        .shared_schemas(["public", "x y"])
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
