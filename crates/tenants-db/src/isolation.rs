@@ -5,23 +5,24 @@
 //! no round trip of its own (it rides on the `BEGIN` every transaction sends anyway):
 //!
 //! ```sql
-//! SELECT set_config('role', 'tenant_acme_customer', true);    -- only with a role
+//! SET LOCAL ROLE "tenant_acme_customer";               -- only with a role
 //! BEGIN;
-//! SELECT set_config('tenants.tenant_id', 'acme', true),        -- every model
-//!        set_config('search_path', '"acme", "public"', true); -- bridge only
+//! SET LOCAL tenants.tenant_id = 'acme';                -- every model
+//! SET LOCAL search_path = "acme", "public"             -- bridge only
 //! ```
 //!
-//! Every setting is transaction-local (`is_local = true`): `COMMIT` and `ROLLBACK`
-//! remove it, so a connection goes back to its pool carrying nothing. The role is set
-//! before `BEGIN` on purpose: PostgreSQL folds statements that precede `BEGIN` in one
-//! message into the transaction, but if one of them fails no transaction is opened,
-//! so a refused role can never leave an aborted transaction on a pooled connection.
-//! What follows `BEGIN` cannot fail.
+//! Every setting is transaction-local: `COMMIT` and `ROLLBACK` remove it, so a
+//! connection goes back to its pool carrying nothing. The role is set before `BEGIN`
+//! on purpose: PostgreSQL folds statements that precede `BEGIN` in one message into
+//! the transaction, but if one of them fails no transaction is opened, so a refused
+//! role can never leave an aborted transaction on a pooled connection. What follows
+//! `BEGIN` cannot fail. `SET` rather than `SELECT set_config(..)`: a utility
+//! statement costs the server no planning and returns no row.
 //!
-//! The simple-query protocol has no parameters, so the values are literals. They
-//! only ever come from validated types, never from request text: a [`TenantId`]
-//! (`a-z`, `0-9`, `-`) and [`SqlIdent`]s (`a-z`, `0-9`, `_`, quoted with `"`), and
-//! [`literal`] quotes them anyway.
+//! The simple-query protocol has no parameters, so the values are literals and
+//! identifiers. They only ever come from validated types, never from request text:
+//! a [`TenantId`] (`a-z`, `0-9`, `-`) and [`SqlIdent`]s (`a-z`, `0-9`, `_`), and
+//! [`literal`] and [`SqlIdent::quoted`] quote them anyway.
 
 // Without a PostgreSQL driver only the setting's name is used.
 #![cfg_attr(not(any(feature = "sqlx", feature = "deadpool")), allow(dead_code))]
@@ -65,7 +66,7 @@ impl Scope {
         }
     }
 
-    /// The `search_path` value of a bridge tenant.
+    /// The `search_path` of a bridge tenant, as a list of quoted identifiers.
     #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) fn search_path(&self) -> Option<&str> {
         self.search_path.as_deref()
@@ -73,14 +74,14 @@ impl Scope {
 
     /// Opens a transaction scoped to the tenant, optionally as `role`.
     pub(crate) fn begin(&self, role: Option<&SqlIdent>) -> String {
-        let mut sql = String::with_capacity(160);
+        let mut sql = String::with_capacity(128);
         if let Some(role) = role {
-            sql.push_str("SELECT set_config('role', ");
-            sql.push_str(&literal(role.as_str()));
-            sql.push_str(", true); ");
+            sql.push_str("SET LOCAL ROLE ");
+            sql.push_str(&role.quoted());
+            sql.push_str("; ");
         }
         sql.push_str("BEGIN; ");
-        self.push_settings(&mut sql, true);
+        self.push_settings(&mut sql, "SET LOCAL ");
         sql
     }
 
@@ -88,26 +89,21 @@ impl Scope {
     /// hand-out from a shared pool runs one of these first, so a session value left
     /// by the previous user is replaced before anything else reaches the server.
     pub(crate) fn session(&self) -> String {
-        let mut sql = String::with_capacity(120);
-        self.push_settings(&mut sql, false);
+        let mut sql = String::with_capacity(96);
+        self.push_settings(&mut sql, "SET ");
         sql
     }
 
-    fn push_settings(&self, sql: &mut String, local: bool) {
-        let local = if local { "true" } else { "false" };
-        sql.push_str("SELECT set_config('");
+    fn push_settings(&self, sql: &mut String, set: &str) {
+        sql.push_str(set);
         sql.push_str(TENANT_SETTING);
-        sql.push_str("', ");
+        sql.push_str(" = ");
         sql.push_str(&literal(self.tenant.as_str()));
-        sql.push_str(", ");
-        sql.push_str(local);
-        sql.push(')');
         if let Some(path) = &self.search_path {
-            sql.push_str(", set_config('search_path', ");
-            sql.push_str(&literal(path));
-            sql.push_str(", ");
-            sql.push_str(local);
-            sql.push(')');
+            sql.push_str("; ");
+            sql.push_str(set);
+            sql.push_str("search_path = ");
+            sql.push_str(path);
         }
     }
 }
@@ -137,12 +133,9 @@ mod tests {
         let scope = Scope::tenant("acme".parse().unwrap());
         assert_eq!(
             scope.begin(None),
-            "BEGIN; SELECT set_config('tenants.tenant_id', 'acme', true)"
+            "BEGIN; SET LOCAL tenants.tenant_id = 'acme'"
         );
-        assert_eq!(
-            scope.session(),
-            "SELECT set_config('tenants.tenant_id', 'acme', false)"
-        );
+        assert_eq!(scope.session(), "SET tenants.tenant_id = 'acme'");
     }
 
     #[test]
@@ -154,9 +147,12 @@ mod tests {
         );
         assert_eq!(
             scope.begin(Some(&ident("tenant_acme_customer"))),
-            "SELECT set_config('role', 'tenant_acme_customer', true); BEGIN; \
-             SELECT set_config('tenants.tenant_id', 'acme', true), \
-             set_config('search_path', '\"acme\", \"public\"', true)"
+            "SET LOCAL ROLE \"tenant_acme_customer\"; BEGIN; \
+             SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\", \"public\""
+        );
+        assert_eq!(
+            scope.session(),
+            "SET tenants.tenant_id = 'acme'; SET search_path = \"acme\", \"public\""
         );
     }
 

@@ -1,5 +1,9 @@
 //! The router on sqlx: handlers get sqlx's own `Transaction` and `PoolConnection`.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Postgres, Transaction};
@@ -162,14 +166,49 @@ impl TenantRouter<Sqlx> {
 
 /// Begins a transaction with `sql` on a connection of `pool`.
 ///
-/// The begin runs in a task of its own. sqlx gives a connection back to its pool
-/// when a `begin` future is dropped while the server is still answering, without
-/// knowing whether `BEGIN` ran: the connection could then wait in the pool inside a
-/// transaction that still carries this tenant's settings. In its own task the begin
-/// always finishes, and a transaction nobody is waiting for any more is dropped, and
-/// so rolled back, like any other.
+/// sqlx gives a connection back to its pool when a `begin` future is dropped while
+/// the server is still answering, without knowing whether `BEGIN` ran: the
+/// connection could then wait in the pool inside a transaction that still carries
+/// this tenant's settings. So a begin the caller stops waiting for is finished in a
+/// task of its own, and the transaction nobody wants is then dropped, and so rolled
+/// back, like any other.
 async fn begin_on(pool: PgPool, sql: String) -> Result<Transaction<'static, Postgres>, Error> {
-    tokio::spawn(async move { pool.begin_with(AssertSqlSafe(sql)).await })
-        .await?
-        .map_err(Error::from)
+    let begin = async move { pool.begin_with(AssertSqlSafe(sql)).await };
+    Ok(FinishOnDrop(Some(Box::pin(begin))).await?)
+}
+
+/// Polls the inner future; if dropped before it finished, finishes it in a task
+/// of its own (and drops its output there).
+struct FinishOnDrop<F: Future + Send + 'static>(Option<Pin<Box<F>>>)
+where
+    F::Output: Send;
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // Polled after completion: there is nothing left to give.
+        let Some(future) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        let output = ready!(future.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        if let Some(future) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { drop(future.await) });
+        }
+    }
 }

@@ -95,14 +95,15 @@ async fn leak_hunt_deadpool() {
 /// A tenant transaction cut at every await point in turn, before and after its
 /// settings are in place: on the single pooled connection, the next tenant's
 /// transaction must carry only its own tenant setting, schema and role, in a
-/// transaction of its own.
+/// transaction of its own. The server's answers come through a slow proxy, so each
+/// await on the server is really pending when the cut comes.
 async fn cancellation<D: Driver>()
 where
     TenantRouter<D>: Probe,
 {
     let world = World::new(2, 2, 1);
-    let router: TenantRouter<D> = world
-        .router::<D>()
+    let router: TenantRouter<D> = TenantRouter::<D>::builder()
+        .server("main", world.slow_app_url().await)
         .pool_connections(1)
         .bridge_connections(1)
         .silo_connections_per_tenant(1)

@@ -78,12 +78,12 @@ impl TestServer {
         &self.admin_url
     }
 
-    /// The server's host.
+    /// The server's host (for a `TENANTS_TEST_DATABASE_URL` server, as its URL says).
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// The server's port.
+    /// The server's port (for a `TENANTS_TEST_DATABASE_URL` server, as its URL says).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -149,6 +149,21 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{}/{database}{}", &url[..path_start], query.unwrap_or(""))
 }
 
+/// The host and port of a `postgres://user@host:port/db` URL (port 5432 when
+/// absent).
+fn address(url: &str) -> (String, u16) {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let rest = &rest[rest.find('@').map_or(0, |i| i + 1)..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+            (host.to_owned(), port.parse().unwrap_or(5432))
+        }
+        _ => (authority.to_owned(), 5432),
+    }
+}
+
 /// Replaces the user and password of a `postgres://` URL.
 fn with_user(url: &str, user: &str, password: &str) -> String {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
@@ -169,9 +184,10 @@ fn start() -> Result<TestServer, String> {
             .filter(|p| p.exists())
             .or_else(|| which("psql"))
             .ok_or("psql is needed to prepare test databases and was not found")?;
+        let (host, port) = address(&url);
         let server = TestServer {
-            host: String::new(),
-            port: 0,
+            host,
+            port,
             admin_url: url,
             psql,
         };
@@ -358,6 +374,15 @@ mod tests {
             "postgres://u:p@h:5/x?sslmode=disable"
         );
         assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+    }
+
+    #[test]
+    fn addresses_are_read() {
+        assert_eq!(
+            address("postgres://u:p@db.test:6543/x?y=1"),
+            ("db.test".into(), 6543)
+        );
+        assert_eq!(address("postgres://db.test/x"), ("db.test".into(), 5432));
     }
 
     #[test]

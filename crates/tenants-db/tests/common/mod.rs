@@ -143,6 +143,17 @@ impl World {
         TenantRouter::<D>::builder().server("main", self.app_url())
     }
 
+    /// The application role's URL to the shared database through a proxy that
+    /// holds back every answer of the server for a moment: a future waiting for
+    /// the server is then always caught waiting.
+    pub async fn slow_app_url(&self) -> String {
+        let port = slow_proxy(self.pg.host(), self.pg.port()).await;
+        format!(
+            "postgres://{}:{PASSWORD}@127.0.0.1:{port}/{}",
+            self.app, self.database
+        )
+    }
+
     /// Every tenant, all models.
     pub fn tenants(&self) -> Vec<Tenant> {
         self.pool
@@ -157,6 +168,38 @@ impl World {
     pub fn admin(&self, sql: &str) -> String {
         self.pg.psql(&self.pg.url_for(&self.database), sql)
     }
+}
+
+/// Listens on a loopback port and forwards each connection to `host:port`,
+/// delaying everything the server sends by a few milliseconds.
+async fn slow_proxy(host: &str, port: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap().port();
+    let server = format!("{host}:{port}");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = tokio::net::TcpStream::connect(&server).await.unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = upstream.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(n) = server_read.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+                    if client_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    local
 }
 
 /// The three roles of a tenant, with exactly their privileges on its table, granted
