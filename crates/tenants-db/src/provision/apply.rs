@@ -11,7 +11,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use tenants_core::{DataModel, SqlIdent, TenantId};
 
 use super::engine::{Provisioner, diff_grants, is_tenant_role};
-use super::file::{Password, TenantSpec};
+use super::file::{Password, TableName, TenantSpec};
 use super::live::{self, POLICY, quote_ident};
 use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
 use crate::isolation::literal;
@@ -330,8 +330,11 @@ impl Provisioner {
                 .await
             }
             Work::Migrate(target) => self.run_migrations(target).await,
-            Work::SyncGrants(tenant) => self.sync_grants(*tenant).await,
-            Work::SecurePoolTables(tables) => self.secure_pool_tables(tables).await,
+            Work::SyncGrants(spec) => self.sync_grants(spec).await,
+            Work::SecurePoolTables(tables) => {
+                let mut conn = self.shared_pool()?.acquire().await?;
+                secure_tables(&mut conn, tables, false).await
+            }
             Work::Register(tenant, origin) => {
                 let pool = self.shared_pool()?;
                 PgCatalog::new(pool.clone()).put(tenant).await?;
@@ -478,11 +481,8 @@ impl Provisioner {
         .await
     }
 
-    async fn sync_grants(&self, tenant: TenantId) -> Result<(), Error> {
-        let spec = match self.file.tenant(&tenant) {
-            Some(spec) => spec.clone(),
-            None => self.runtime_spec(tenant).await?,
-        };
+    async fn sync_grants(&self, spec: &TenantSpec) -> Result<(), Error> {
+        let tenant = spec.tenant.id;
         let roles: Vec<(TenantRole, SqlIdent)> = TenantRole::ALL
             .iter()
             .map(|r| (*r, r.role_name(&tenant)))
@@ -537,6 +537,20 @@ impl Provisioner {
                     sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
+                // The tenant's copies of the pool tables carry the same policy, so a
+                // tenant moved between models keeps working.
+                let copies: Vec<TableName> = self
+                    .file
+                    .shared
+                    .pool_tables
+                    .iter()
+                    .map(|t| TableName {
+                        schema: schema.clone(),
+                        table: t.table.clone(),
+                    })
+                    .collect();
+                let mut conn = pool.acquire().await?;
+                secure_tables(&mut conn, &copies, true).await?;
             }
             DataModel::Silo { database, .. } => {
                 let options = self.database(&spec.server, database)?;
@@ -550,63 +564,10 @@ impl Provisioner {
                         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
-                    Ok(())
+                    secure_tables(conn, &self.file.shared.pool_tables, true).await
                 })
                 .await?;
             }
-        }
-        Ok(())
-    }
-
-    /// The spec of a tenant provisioned at runtime, from its catalog record.
-    async fn runtime_spec(&self, tenant: TenantId) -> Result<TenantSpec, Error> {
-        let record: Option<sqlx::types::Json<tenants_core::Tenant>> =
-            sqlx::query_scalar("SELECT record FROM tenants.tenants WHERE id = $1")
-                .bind(tenant.as_str())
-                .fetch_optional(self.shared_pool()?)
-                .await?;
-        let record = record.ok_or_else(|| {
-            Error::Config(format!(
-                "tenant {tenant} is neither in the file nor in the catalog"
-            ))
-        })?;
-        self.check_runtime(&TenantSpec::new(record.0))
-    }
-
-    async fn secure_pool_tables(&self, tables: &[super::file::TableName]) -> Result<(), Error> {
-        let pool = self.shared_pool()?;
-        let state = live::pool_tables(pool, tables).await?;
-        for (table, live) in tables.iter().zip(state) {
-            if !live.exists {
-                return Err(Error::Config(format!(
-                    "pool table {table} does not exist: create it in the shared migrations"
-                )));
-            }
-            let t = table.quoted();
-            let check = format!("tenant_id = current_setting('{TENANT_SETTING}', true)");
-            let mut statements = Vec::new();
-            if !live.tenant_column {
-                statements.push(format!(
-                    "ALTER TABLE {t} ADD COLUMN tenant_id text \
-                     DEFAULT current_setting('{TENANT_SETTING}', true)"
-                ));
-            }
-            if !live.rls {
-                statements.push(format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"));
-            }
-            if !live.forced {
-                statements.push(format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"));
-            }
-            if !live.policy {
-                statements.push(format!(
-                    "CREATE POLICY {POLICY} ON {t} USING ({check}) WITH CHECK ({check})"
-                ));
-            }
-            let mut tx = pool.begin().await?;
-            for sql in statements {
-                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
         }
         Ok(())
     }
@@ -691,6 +652,60 @@ impl Provisioner {
         }
         Ok(())
     }
+}
+
+/// Gives `tables` a `tenant_id` column (when missing), row-level security enabled
+/// and forced, and the tenant isolation policy. Missing tables are an error, or
+/// skipped with `missing_ok` (a tenant's copy of a pool table its migrations do
+/// not create).
+async fn secure_tables(
+    conn: &mut sqlx::PgConnection,
+    tables: &[TableName],
+    missing_ok: bool,
+) -> Result<(), Error> {
+    let state = live::pool_tables(&mut *conn, tables).await?;
+    let mut tx = conn.begin().await?;
+    for (table, live) in tables.iter().zip(state) {
+        if !live.exists {
+            if missing_ok {
+                continue;
+            }
+            return Err(Error::Config(format!(
+                "pool table {table} does not exist: create it in the shared migrations"
+            )));
+        }
+        let t = table.quoted();
+        let check = format!("tenant_id = current_setting('{TENANT_SETTING}', true)");
+        let mut statements = Vec::new();
+        if !live.tenant_column {
+            statements.push(format!(
+                "ALTER TABLE {t} ADD COLUMN tenant_id text \
+                 DEFAULT current_setting('{TENANT_SETTING}', true)"
+            ));
+        }
+        if live.tenant_column && !live.tenant_default {
+            statements.push(format!(
+                "ALTER TABLE {t} ALTER COLUMN tenant_id \
+                 SET DEFAULT current_setting('{TENANT_SETTING}', true)"
+            ));
+        }
+        if !live.rls {
+            statements.push(format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"));
+        }
+        if !live.forced {
+            statements.push(format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"));
+        }
+        if !live.policy {
+            statements.push(format!(
+                "CREATE POLICY {POLICY} ON {t} USING ({check}) WITH CHECK ({check})"
+            ));
+        }
+        for sql in statements {
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Where the provisioning engine records each tenant: who declared it (`file` or

@@ -449,6 +449,8 @@ impl Provisioner {
                 } else {
                     if !state.tenant_column {
                         missing.push("add column tenant_id".into());
+                    } else if !state.tenant_default {
+                        missing.push("default tenant_id to the tenant setting".into());
                     }
                     if !state.rls {
                         missing.push("enable row-level security".into());
@@ -660,15 +662,24 @@ impl Provisioner {
             );
         }
         let diff = tenant_grant_diff(spec, grant_rows);
-        if new_storage || !pending.is_empty() || !diff.is_empty() {
+        let new_roles = roles.iter().any(|(_, n)| !server_live.has_role(n));
+        let shared_pending = spec.tenant.model == DataModel::Pool
+            && !self.file.shared.pool_tables.is_empty()
+            && !self.pending(live.shared_applied.as_ref()).is_empty();
+        if new_storage || new_roles || shared_pending || !pending.is_empty() || !diff.is_empty() {
             let detail = if diff.is_empty() {
                 "after migrations".to_owned()
             } else {
                 diff.summary()
             };
             changes.push(
-                Change::new(scope, Action::Update, "table grants", Work::SyncGrants(id))
-                    .detail(detail),
+                Change::new(
+                    scope,
+                    Action::Update,
+                    "table grants",
+                    Work::SyncGrants(Box::new(spec.clone())),
+                )
+                .detail(detail),
             );
         }
 

@@ -186,6 +186,8 @@ pub(crate) struct PoolTableLive {
     pub(crate) rls: bool,
     pub(crate) forced: bool,
     pub(crate) tenant_column: bool,
+    /// `tenant_id` has a default (rows then get the tenant of the transaction).
+    pub(crate) tenant_default: bool,
     pub(crate) policy: bool,
 }
 
@@ -200,11 +202,15 @@ where
     E: sqlx::PgExecutor<'c>,
 {
     let names: Vec<String> = tables.iter().map(TableName::quoted).collect();
-    let found: Vec<(String, bool, bool, bool, bool, bool)> = sqlx::query_as(
+    type Row = (String, bool, bool, bool, bool, bool, bool);
+    let found: Vec<Row> = sqlx::query_as(
         "SELECT x, c.oid IS NOT NULL, coalesce(c.relrowsecurity, false), \
                 coalesce(c.relforcerowsecurity, false), \
                 EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
                         AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped), \
+                EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_attrdef d \
+                        ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                        WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'), \
                 EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2) \
          FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) \
          LEFT JOIN pg_class c ON c.oid = to_regclass(x) ORDER BY i",
@@ -216,11 +222,12 @@ where
     Ok(found
         .into_iter()
         .map(
-            |(_, exists, rls, forced, tenant_column, policy)| PoolTableLive {
+            |(_, exists, rls, forced, tenant_column, tenant_default, policy)| PoolTableLive {
                 exists,
                 rls,
                 forced,
                 tenant_column,
+                tenant_default,
                 policy,
             },
         )

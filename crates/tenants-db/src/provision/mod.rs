@@ -33,7 +33,7 @@
 //!   privileges beyond those, and other tenants' roles' privileges, are revoked;
 //! - **pool**: nothing of its own; the shared migrations run once in the shared
 //!   database, and each `[shared] pool_tables` table gets a `tenant_id` column
-//!   (when missing), row-level security enabled and forced, and the policy
+//!   (when missing) defaulting to the transaction's tenant, row-level security enabled and forced, and the policy
 //!   `tenant_isolation`: `USING (tenant_id = current_setting('tenants.tenant_id',
 //!   true)) WITH CHECK (...)`;
 //! - **bridge**: a schema in the shared database, migrated in place (its own

@@ -4,7 +4,7 @@ use std::fmt;
 
 use tenants_core::{SqlIdent, Tenant, TenantId};
 
-use super::file::{Password, TableName};
+use super::file::{Password, TableName, TenantSpec};
 
 /// What a change does to its object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,9 +109,9 @@ pub(crate) enum Work {
     },
     /// Runs pending migrations.
     Migrate(MigrateTarget),
-    /// Makes a tenant's table grants exactly those of its roles (recomputed when
-    /// applied, after migrations).
-    SyncGrants(TenantId),
+    /// Makes a tenant's table grants exactly those of its roles, and secures its
+    /// copies of the pool tables (recomputed when applied, after migrations).
+    SyncGrants(Box<TenantSpec>),
     /// Gives the pool tables their `tenant_id` column and row-level security
     /// (recomputed when applied, after the shared migrations).
     SecurePoolTables(Vec<TableName>),
