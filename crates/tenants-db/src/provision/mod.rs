@@ -56,6 +56,7 @@ mod apply;
 mod doctor;
 mod engine;
 mod file;
+mod list;
 mod live;
 mod plan;
 mod template;
@@ -67,5 +68,6 @@ pub use file::{
     DEFAULT_TEMPLATE, Format, Password, ServerSpec, SharedSpec, TableName, TenantSpec, TenantsFile,
     UrlSource, UserSpec,
 };
+pub use list::{TenantListing, TenantState};
 pub use plan::{Action, Change, Plan, Scope};
 pub use template::uid_hash;
