@@ -1063,3 +1063,435 @@ fn tenant_spec(
         origin: source.origin.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HEAD: &str = "[servers.main]\nurl = \"postgres://localhost/app\"\n";
+
+    fn toml_err(body: &str) -> String {
+        let text = format!("{HEAD}{body}");
+        TenantsFile::parse(&text, Format::Toml, "t.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_issue_file_loads_verbatim() {
+        let text = r#"
+[servers.main]
+url_env = "DATABASE_URL"          # admin connection string, read from the environment
+
+[shared]
+migrations = "migrations"         # sqlx-style migrations applied to every tenant
+pool_tables = ["todos"]           # tables of the pool model that get tenant_id + RLS
+
+[tenants.building-shop]
+name = "Building Shop Inc."
+model = "silo"                    # pool | bridge | silo
+database = "building_shop"        # the customer's chosen name
+plan = "professional"
+  [[tenants.building-shop.users]]
+  name = "building_admin"
+  role = "admin"                  # admin: select/insert/update/delete
+  password_env = "BUILDING_ADMIN_PASSWORD"
+  [[tenants.building-shop.users]]
+  name = "building_dev"
+  role = "developer"              # select/insert/update, no delete
+  password_env = "BUILDING_DEV_PASSWORD"
+  [[tenants.building-shop.users]]
+  name = "building_customer"
+  role = "customer"               # select only
+  password_env = "BUILDING_CUSTOMER_PASSWORD"
+
+[tenants.hardware-store]
+name = "Hardware Store"
+model = "bridge"
+schema = "hardware_store"
+
+[tenants.tenant-a]
+name = "Tenant A"
+model = "pool"
+"#;
+        let file = TenantsFile::parse(text, Format::Toml, "tenants.toml").unwrap();
+        assert_eq!(file.default_server, "main");
+        assert!(matches!(&file.servers["main"].url, UrlSource::Env(v) if v == "DATABASE_URL"));
+        assert_eq!(file.shared.pool_tables[0].to_string(), "public.todos");
+        let ids: Vec<_> = file.tenants.iter().map(|t| t.tenant.id.as_str()).collect();
+        assert_eq!(ids, ["building-shop", "hardware-store", "tenant-a"]);
+        let shop = &file.tenants[0];
+        assert_eq!(shop.tenant.plan.as_deref(), Some("professional"));
+        assert_eq!(shop.users.len(), 3);
+        assert_eq!(shop.users[1].role, TenantRole::Developer);
+        assert!(
+            matches!(&shop.users[2].password, Password::Env(v) if v == "BUILDING_CUSTOMER_PASSWORD")
+        );
+        assert!(matches!(
+            &shop.tenant.model,
+            DataModel::Silo { database, server: None } if database.as_str() == "building_shop"
+        ));
+    }
+
+    #[test]
+    fn json_and_yaml_describe_the_same_file() {
+        let json = r#"{"servers": {"main": {"url": "postgres://h/db"}},
+            "tenants": {"a": {"model": "bridge", "schema": "a_{id}"}}}"#;
+        let yaml = "servers:\n  main:\n    url: postgres://h/db\ntenants:\n  a:\n    model: bridge\n    schema: a_{id}\n";
+        for (text, format) in [(json, Format::Json), (yaml, Format::Yaml)] {
+            let file = TenantsFile::parse(text, format, "t").unwrap();
+            assert!(matches!(
+                &file.tenants[0].tenant.model,
+                DataModel::Bridge { schema } if schema.as_str() == "a_a"
+            ));
+        }
+    }
+
+    #[test]
+    fn templates_expand_with_the_uid_hash() {
+        let mut body = String::new();
+        for (id, uid) in [
+            ("tenant-a", "4783eb5d-956e-4b58-a214-790fe7ef61ba"),
+            ("tenant-b", "a79a8c37-9d0b-4b1d-a051-ba339eea6f21"),
+            ("tenant-c", "a869f326-7d83-4d1f-8af1-aef8fb11e57f"),
+        ] {
+            body.push_str(&format!(
+                "[tenants.{id}]\nuid = \"{uid}\"\nmodel = \"silo\"\ndatabase = \"tenant_{{hash}}\"\n\
+                 [[tenants.{id}.users]]\nname = \"{{id}}_admin\"\nrole = \"admin\"\npassword_env = \"P\"\n"
+            ));
+        }
+        let file = TenantsFile::parse(&format!("{HEAD}{body}"), Format::Toml, "t.toml").unwrap();
+        let databases: Vec<String> = file
+            .tenants
+            .iter()
+            .map(|t| match &t.tenant.model {
+                DataModel::Silo { database, .. } => database.to_string(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            databases,
+            ["tenant_af5042", "tenant_f09faf", "tenant_430e00"]
+        );
+        assert_eq!(file.tenants[1].users[0].name.as_str(), "tenant_b_admin");
+    }
+
+    #[test]
+    fn every_error_names_the_file_line_and_reason() {
+        // (body after the 2-line head, expected "t.toml:LINE:COL: ..." prefix, reason)
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[tenants.a]\nmodel = \"pool\"\ncolour = 1\n",
+                "t.toml:5:1:",
+                "unknown field `colour`",
+            ),
+            (
+                "[tenant.a]\nmodel = \"pool\"\n",
+                "t.toml:3:",
+                "unknown field `tenant`",
+            ),
+            (
+                "[tenants.a]\nmodel = \"lake\"\n",
+                "t.toml:4:9:",
+                "unknown variant `lake`",
+            ),
+            (
+                "[tenants.\"Bad_Id\"]\nmodel = \"pool\"\n",
+                "t.toml:3:",
+                "invalid tenant id",
+            ),
+            (
+                "[tenants.Acme]\nmodel = \"pool\"\n",
+                "t.toml:3:10:",
+                "write \"acme\"",
+            ),
+            (
+                "[tenants.a]\nmodel = \"bridge\"\nschema = \"Bad-Name\"\n",
+                "t.toml:5:10:",
+                "'B' may not appear",
+            ),
+            (
+                "[tenants.a]\nmodel = \"bridge\"\nschema = \"x_{nope}\"\n",
+                "t.toml:5:10:",
+                "unknown placeholder {nope}",
+            ),
+            (
+                "[tenants.a]\nmodel = \"silo\"\ndatabase = \"{hash}_x\"\n",
+                "t.toml:5:1:",
+                "has no uid",
+            ),
+            (
+                "[tenants.a]\nmodel = \"silo\"\ndatabase = \"pg_x\"\n",
+                "t.toml:5:1:",
+                "reserved by PostgreSQL",
+            ),
+            (
+                "[tenants.a]\nuid = \"not a uid!\"\nmodel = \"pool\"\n",
+                "t.toml:4:7:",
+                "invalid uid",
+            ),
+            (
+                "[tenants.a]\nmodel = \"silo\"\ndatabase = \"d\"\n[tenants.b]\nmodel = \"silo\"\ndatabase = \"d\"\n",
+                "t.toml:8:1:",
+                "database \"d\" is declared twice",
+            ),
+            (
+                "[tenants.a]\nmodel = \"bridge\"\nschema = \"s\"\n[tenants.b]\nmodel = \"bridge\"\nschema = \"s\"\n",
+                "t.toml:8:1:",
+                "schema \"s\" is declared twice",
+            ),
+            (
+                "[tenants.a]\nmodel = \"bridge\"\nschema = \"public\"\n",
+                "t.toml:5:1:",
+                "schema \"public\" is already declared",
+            ),
+            (
+                "[tenants.a]\nmodel = \"silo\"\n[[tenants.a.users]]\nname = \"u\"\nrole = \"admin\"\npassword_env = \"P\"\n\
+                 [[tenants.a.users]]\nname = \"u\"\nrole = \"customer\"\npassword_env = \"P\"\n",
+                "t.toml:10:1:",
+                "role \"u\" is declared twice",
+            ),
+            (
+                "[tenants.a]\nmodel = \"silo\"\n[[tenants.a.users]]\nname = \"u\"\nrole = \"owner\"\npassword_env = \"P\"\n",
+                "t.toml:7:8:",
+                "unknown role \"owner\"",
+            ),
+            (
+                "[tenants.a]\nmodel = \"silo\"\n[[tenants.a.users]]\nname = \"u\"\nrole = \"admin\"\npassword = \"hunter2\"\n",
+                "t.toml:8:1:",
+                "unknown field `password`",
+            ),
+            (
+                "[tenants.a]\nmodel = \"pool\"\n[[tenants.a.users]]\nname = \"u\"\nrole = \"admin\"\npassword_env = \"P\"\n",
+                "t.toml:5:13:",
+                "pool tenants cannot have login users",
+            ),
+            (
+                "[tenants.a]\nmodel = \"bridge\"\ndatabase = \"d\"\n",
+                "t.toml:5:1:",
+                "a bridge tenant has no database",
+            ),
+            (
+                "[tenants.a]\nmodel = \"silo\"\nserver = \"eu\"\n",
+                "t.toml:5:1:",
+                "unknown server \"eu\"",
+            ),
+            (
+                "[shared]\npool_tables = [\"a.b.c\"]\n",
+                "t.toml:4:",
+                "pool table \"a.b.c\"",
+            ),
+            (
+                "[shared]\nserver = \"eu\"\n",
+                "t.toml:4:1:",
+                "unknown server \"eu\"",
+            ),
+            (
+                "[tenants.a]\nmodel = \n",
+                "t.toml:4:",
+                "string values must be quoted",
+            ),
+        ];
+        for (body, location, reason) in cases {
+            let err = toml_err(body);
+            assert!(
+                err.starts_with(location),
+                "{body:?}: expected {location} in {err}"
+            );
+            assert!(
+                err.contains(reason),
+                "{body:?}: expected {reason:?} in {err}"
+            );
+        }
+        let both = TenantsFile::parse(
+            "[servers.main]\nurl = \"x\"\nurl_env = \"Y\"\n",
+            Format::Toml,
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(
+            both.to_string()
+                .starts_with("t.toml:2:1: give url or url_env"),
+            "{both}"
+        );
+        let none = TenantsFile::parse("[servers.main]\n", Format::Toml, "t.toml").unwrap_err();
+        assert!(none.to_string().contains("needs url_env"), "{none}");
+        let no_server =
+            TenantsFile::parse("[tenants.a]\nmodel = \"pool\"\n", Format::Toml, "t.toml")
+                .unwrap_err();
+        assert!(
+            no_server.to_string().contains("no servers declared"),
+            "{no_server}"
+        );
+    }
+
+    #[test]
+    fn json_and_yaml_errors_carry_lines_too() {
+        let json = "{\"servers\": {\"main\": {\"url\": \"x\"}},\n \"tenants\": {\"a\": {\"model\": \"pool\",\n \"colour\": 1}}}";
+        let err = TenantsFile::parse(json, Format::Json, "t.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("t.json:3:") && err.contains("unknown field `colour`"),
+            "{err}"
+        );
+        let yaml = "servers:\n  main:\n    url: x\ntenants:\n  a:\n    model: bridge\n    schema: s\n  b:\n    model: bridge\n    schema: s\n";
+        let err = TenantsFile::parse(yaml, Format::Yaml, "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("t.yaml:10:") && err.contains("declared twice"),
+            "{err}"
+        );
+    }
+
+    fn fleet(files: &[(&str, &str)]) -> Result<TenantsFile, Error> {
+        let root = std::env::temp_dir().join(format!(
+            "tenants-fleet-{}-{}",
+            std::process::id(),
+            files.iter().map(|(p, _)| p.len()).sum::<usize>() * 1000 + files.len() + rand_suffix()
+        ));
+        for (path, text) in files {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let loaded = TenantsFile::load(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        loaded
+    }
+
+    fn rand_suffix() -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    const ROOT: &str =
+        "[servers.main]\nurl = \"postgres://h/db\"\n[shared]\nmigrations = \"migrations\"\n";
+
+    #[test]
+    fn a_directory_merges_root_and_team_files() {
+        let file = fleet(&[
+            ("shared.toml", ROOT),
+            (
+                "acme/tenants.toml",
+                "[tenants.acme]\nmodel = \"bridge\"\n[tenants.acme-eu]\nmodel = \"silo\"\n",
+            ),
+            (
+                "globex/globex.yaml",
+                "tenants:\n  globex:\n    model: pool\n",
+            ),
+            ("notes/.hidden.toml", "not toml"),
+        ])
+        .unwrap();
+        let ids: Vec<_> = file.tenants.iter().map(|t| t.tenant.id.as_str()).collect();
+        assert_eq!(ids, ["acme", "acme-eu", "globex"]);
+        assert!(file.tenants[0].origin.ends_with("acme/tenants.toml"));
+        // Relative to the file that declares [shared]: the directory's root.
+        let migrations = file.shared.migrations.unwrap();
+        let root = migrations.parent().unwrap().file_name().unwrap();
+        assert!(
+            root.to_string_lossy().starts_with("tenants-fleet-"),
+            "{migrations:?}"
+        );
+    }
+
+    #[test]
+    fn a_team_file_may_only_describe_its_own_tenants() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "acme/t.toml",
+                "[tenants.globex]\nmodel = \"pool\"\n",
+                "may only declare tenant \"acme\" or tenants named \"acme-...\", not \"globex\"",
+            ),
+            (
+                "acme/t.toml",
+                "[tenants.acmex]\nmodel = \"pool\"\n",
+                "not \"acmex\"",
+            ),
+            (
+                "acme/t.toml",
+                "[servers.other]\nurl = \"x\"\n",
+                "may not declare servers",
+            ),
+            (
+                "acme/t.toml",
+                "[shared]\npool_tables = [\"x\"]\n",
+                "may not declare [shared]",
+            ),
+            (
+                "acme/t.toml",
+                "[tenants.acme]\nmodel = \"silo\"\ndatabase = \"globex\"\n",
+                "database \"globex\" is already declared in",
+            ),
+            (
+                "acme/t.toml",
+                "[tenants.acme]\nmodel = \"bridge\"\n[[tenants.acme.users]]\nname = \"tenant_globex_admin\"\nrole = \"admin\"\npassword_env = \"P\"\n",
+                "role \"tenant_globex_admin\" is already declared in",
+            ),
+        ];
+        for (path, text, reason) in cases {
+            let err = fleet(&[
+                ("root.toml", ROOT),
+                ("globex/g.toml", "[tenants.globex]\nmodel = \"silo\"\n"),
+                (path, text),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(reason),
+                "{text:?}: expected {reason:?} in {err}"
+            );
+            // The error names the file of the second declaration, and the first.
+            assert!(err.contains("acme/t.toml"), "{err}");
+        }
+        let twice = fleet(&[
+            ("root.toml", ROOT),
+            ("a.toml", "[tenants.x]\nmodel = \"pool\"\n"),
+            ("b.toml", "[tenants.x]\nmodel = \"pool\"\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            twice.contains("b.toml:1:10: tenant \"x\" is already declared in"),
+            "{twice}"
+        );
+        let shared_twice = fleet(&[("root.toml", ROOT), ("more.toml", "[shared]\n")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shared_twice.contains("[shared] is already declared"),
+            "{shared_twice}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics_the_parser(text in any::<String>()) {
+            for format in [Format::Toml, Format::Json, Format::Yaml] {
+                let _ = TenantsFile::parse(&text, format, "fuzz");
+            }
+        }
+
+        #[test]
+        fn mutated_files_never_panic_the_parser(
+            cut in 0usize..400,
+            insert in "[\\[\\]{}=\".a-z_\n -]{0,12}",
+        ) {
+            let base = format!(
+                "{HEAD}[shared]\npool_tables = [\"todos\"]\n[tenants.a-b]\nuid = \"u-1\"\nmodel = \"silo\"\n\
+                 database = \"db_{{hash}}\"\n[[tenants.a-b.users]]\nname = \"{{id}}_x\"\nrole = \"admin\"\npassword_env = \"P\"\n"
+            );
+            let mut at = cut.min(base.len());
+            while !base.is_char_boundary(at) {
+                at -= 1;
+            }
+            let text = format!("{}{insert}{}", &base[..at], &base[at..]);
+            for format in [Format::Toml, Format::Json, Format::Yaml] {
+                let _ = TenantsFile::parse(&text, format, "fuzz");
+            }
+        }
+    }
+}

@@ -108,7 +108,15 @@ mod tests {
         );
         assert_eq!(expand("plain").unwrap(), "plain");
         // A hash may start with a digit, which no identifier may.
-        assert!(expand("{hash}").unwrap_err().contains("must start with"));
+        let digit_first = Names {
+            id: &id,
+            uid: Some("a869f326-7d83-4d1f-8af1-aef8fb11e57f"),
+        };
+        assert!(
+            super::expand("{hash}", digit_first)
+                .unwrap_err()
+                .contains("must start with")
+        );
         let no_uid = Names { id: &id, uid: None };
         assert!(
             super::expand("{hash}_x", no_uid)
