@@ -801,7 +801,7 @@ fn build(sources: &[Source]) -> Result<TenantsFile, Error> {
         }
     }
     tenants.sort_by_key(|t| t.tenant.id);
-    if !tenants.is_empty() && servers.is_empty() {
+    if servers.is_empty() {
         return Err(sources[0].error(
             None,
             None,
