@@ -51,10 +51,16 @@ async fn measure(model: &str, count: usize, parallel: usize) {
 
     let started = Instant::now();
     let file = TenantsFile::load(&path).unwrap();
-    let provisioner = Provisioner::connect(file).await.unwrap().parallelism(parallel);
+    let provisioner = Provisioner::connect(file)
+        .await
+        .unwrap()
+        .parallelism(parallel);
     let plan = provisioner.plan().await.unwrap();
     let planned = started.elapsed();
-    let report = provisioner.apply(&plan, &ApplyOptions::new()).await.unwrap();
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new())
+        .await
+        .unwrap();
     let applied = started.elapsed();
     assert!(report.is_success(), "{report}");
     let again = Instant::now();
@@ -63,10 +69,7 @@ async fn measure(model: &str, count: usize, parallel: usize) {
     println!(
         "{count} {model} tenants (5 tables each, parallelism {parallel}): plan {:.2?}, \
          plan + apply (provision + migrate) {:.2?}, {} changes; second plan {:.2?}",
-        planned,
-        applied,
-        report.applied,
-        replanned
+        planned, applied, report.applied, replanned
     );
     provisioner.close().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -358,24 +358,21 @@ impl Provisioner {
         match &on.database {
             None => {
                 let pool = self.pool(&on.server)?;
-                for sql in statements {
-                    sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
-                        .execute(pool)
-                        .await?;
-                }
-                Ok(())
-            }
-            Some(database) => {
-                let options = self.database(&on.server, database)?;
-                live::with_connection(&options, async |conn| {
+                // CREATE and DROP DATABASE refuse to share a round trip.
+                if statements.iter().any(|sql| sql.contains(" DATABASE ")) {
                     for sql in statements {
                         sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
-                            .execute(&mut *conn)
+                            .execute(pool)
                             .await?;
                     }
                     Ok(())
-                })
-                .await
+                } else {
+                    batch(pool, statements).await
+                }
+            }
+            Some(database) => {
+                let options = self.database(&on.server, database)?;
+                live::with_connection(&options, async |conn| batch(conn, statements).await).await
             }
         }
     }
@@ -518,9 +515,7 @@ impl Provisioner {
                         schema.quoted()
                     ));
                 }
-                for sql in statements {
-                    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-                }
+                batch(&mut *tx, &statements).await?;
                 tx.commit().await?;
             }
             DataModel::Bridge { schema } => {
@@ -533,9 +528,7 @@ impl Provisioner {
                     "GRANT USAGE ON SCHEMA {} TO {role_list}",
                     schema.quoted()
                 ));
-                for sql in statements {
-                    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-                }
+                batch(&mut *tx, &statements).await?;
                 tx.commit().await?;
                 // The tenant's copies of the pool tables carry the same policy, so a
                 // tenant moved between models keeps working.
@@ -560,9 +553,7 @@ impl Provisioner {
                     let foreign = |g: &str| is_tenant_role(g) && !own(g);
                     let mut statements = diff_grants(&rows, &roles, foreign).statements();
                     statements.push(format!("GRANT USAGE ON SCHEMA public TO {role_list}"));
-                    for sql in statements {
-                        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-                    }
+                    batch(&mut *tx, &statements).await?;
                     tx.commit().await?;
                     secure_tables(conn, &self.file.shared.pool_tables, true).await
                 })
@@ -700,11 +691,20 @@ async fn secure_tables(
                 "CREATE POLICY {POLICY} ON {t} USING ({check}) WITH CHECK ({check})"
             ));
         }
-        for sql in statements {
-            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-        }
+        batch(&mut *tx, &statements).await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Runs `statements` in one round trip (an implicit transaction of its own, or
+/// part of the caller's).
+async fn batch<'c, E: sqlx::PgExecutor<'c>>(db: E, statements: &[String]) -> Result<(), Error> {
+    if !statements.is_empty() {
+        sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
+            .execute(db)
+            .await?;
+    }
     Ok(())
 }
 
