@@ -305,7 +305,7 @@ async fn apply_creates_exactly_the_declared_objects_and_converges() {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(
-        s.shared(&format!("SELECT tenant_id FROM todos WHERE title = 'mine'")),
+        s.shared("SELECT tenant_id FROM todos WHERE title = 'mine'"),
         format!("pool-{t}"),
         "the tenant_id default comes from the tenant setting"
     );

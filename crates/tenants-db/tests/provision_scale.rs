@@ -10,7 +10,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use tenants_db::provision::{ApplyOptions, Format, Provisioner, TenantsFile};
+use tenants_db::provision::{ApplyOptions, Provisioner, TenantsFile};
 use tenants_test_support::{postgres, unique_name};
 
 const SCHEMA: &str = "

@@ -58,8 +58,12 @@ pub(crate) struct Live {
     pub(crate) bridge_grants: HashMap<String, Vec<GrantRow>>,
     pub(crate) pool: Vec<PoolTableLive>,
     pub(crate) pool_grants: Vec<GrantRow>,
-    pub(crate) silos: HashMap<(String, String), (Option<BTreeSet<i64>>, Vec<GrantRow>)>,
+    /// `(server, database)` → applied migrations and grants of each silo database.
+    pub(crate) silos: HashMap<(String, String), SiloLive>,
 }
+
+/// A silo database's applied migrations (`None`: no migrations table) and grants.
+pub(crate) type SiloLive = (Option<BTreeSet<i64>>, Vec<GrantRow>);
 
 impl Provisioner {
     /// Prepares to provision `file`'s tenants: reads each server's URL (from the

@@ -542,7 +542,7 @@ fn toml_offset(text: &str, path: &[Seg<'_>]) -> Option<usize> {
                 value = Some(v.get_ref());
             }
             (Seg::Index(i), Some(DeValue::Array(items))) => {
-                let item = items.iter().nth(*i)?;
+                let item = items.get(*i)?;
                 span = item.span();
                 value = Some(item.get_ref());
             }

@@ -50,6 +50,14 @@ impl fmt::Display for TenantState {
     }
 }
 
+/// A row of `tenants.provisioned`: id, origin, last error, catalog record.
+type ProvisionedRow = (
+    String,
+    String,
+    Option<String>,
+    Option<sqlx::types::Json<Tenant>>,
+);
+
 fn location(tenant: &Tenant, server: &str) -> String {
     match &tenant.model {
         DataModel::Pool => "shared database".into(),
@@ -66,12 +74,7 @@ impl Provisioner {
             sqlx::query_scalar("SELECT to_regclass('tenants.provisioned') IS NOT NULL")
                 .fetch_one(self.shared_pool()?)
                 .await?;
-        let rows: Vec<(
-            String,
-            String,
-            Option<String>,
-            Option<sqlx::types::Json<Tenant>>,
-        )> = if installed {
+        let rows: Vec<ProvisionedRow> = if installed {
             sqlx::query_as(
                 "SELECT p.id, p.origin, p.error, t.record FROM tenants.provisioned p \
                      LEFT JOIN tenants.tenants t ON t.id = p.id",
