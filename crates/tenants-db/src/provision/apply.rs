@@ -197,7 +197,7 @@ impl Provisioner {
         let skip: Vec<Scope> = plan
             .changes
             .iter()
-            .filter(|c| c.creates_storage())
+            .filter(|c| c.storage)
             .map(|c| c.scope)
             .collect();
         let changes = plan
@@ -306,7 +306,8 @@ impl Provisioner {
     async fn execute(&self, change: &Change) -> Result<(), Error> {
         tracing::debug!(scope = ?change.scope, object = %change.object, "applying");
         match &change.work {
-            Work::Sql(on, statements) => self.run_sql(on, statements).await,
+            Work::Sql(on, statements) => self.run_sql(on, statements, true).await,
+            Work::SqlEach(on, statements) => self.run_sql(on, statements, false).await,
             Work::InstallCatalog => {
                 let pool = self.shared_pool()?;
                 PgCatalog::new(pool.clone()).install().await?;
@@ -354,25 +355,22 @@ impl Provisioner {
         }
     }
 
-    async fn run_sql(&self, on: &On, statements: &[String]) -> Result<(), Error> {
-        match &on.database {
-            None => {
-                let pool = self.pool(&on.server)?;
-                // CREATE and DROP DATABASE refuse to share a round trip.
-                if statements.iter().any(|sql| sql.contains(" DATABASE ")) {
-                    for sql in statements {
-                        sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
-                            .execute(pool)
-                            .await?;
-                    }
-                    Ok(())
-                } else {
-                    batch(pool, statements).await
-                }
+    async fn run_sql(&self, on: &On, statements: &[String], batched: bool) -> Result<(), Error> {
+        let run = async |conn: &mut sqlx::PgConnection| {
+            if batched {
+                return batch(conn, statements).await;
             }
+            for sql in statements {
+                sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        };
+        match &on.database {
+            None => run(&mut *self.pool(&on.server)?.acquire().await?).await,
             Some(database) => {
-                let options = self.database(&on.server, database)?;
-                live::with_connection(&options, async |conn| batch(conn, statements).await).await
+                live::with_connection(&self.database(&on.server, database)?, run).await
             }
         }
     }
@@ -717,12 +715,3 @@ CREATE TABLE IF NOT EXISTS tenants.provisioned (
     error      text,
     updated_at timestamptz NOT NULL DEFAULT now()
 )";
-
-impl Change {
-    /// `true` for the change creating a tenant's schema or database.
-    pub(crate) fn creates_storage(&self) -> bool {
-        matches!(self.scope, Scope::Tenant(_))
-            && self.action == super::plan::Action::Create
-            && (self.object.starts_with("schema ") || self.object.starts_with("database "))
-    }
-}

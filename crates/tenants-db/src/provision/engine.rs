@@ -495,7 +495,7 @@ impl Provisioner {
                             scope,
                             Action::Create,
                             format!("database {template}"),
-                            Work::Sql(
+                            Work::SqlEach(
                                 On {
                                     server: name.clone(),
                                     database: None,
@@ -602,7 +602,8 @@ impl Provisioner {
                                 ],
                             ),
                         )
-                        .detail("bridge model, in the shared database"),
+                        .detail("bridge model, in the shared database")
+                        .storage(),
                     );
                 }
                 let applied = live.bridge_applied.get(schema.as_str());
@@ -631,7 +632,7 @@ impl Provisioner {
                             scope,
                             Action::Create,
                             format!("database {database}"),
-                            Work::Sql(
+                            Work::SqlEach(
                                 on_server.clone(),
                                 vec![
                                     create,
@@ -645,7 +646,8 @@ impl Provisioner {
                         .detail(match &self.migrator {
                             Some(_) => format!("silo model, copied from template {template}"),
                             None => "silo model".to_owned(),
-                        }),
+                        })
+                        .storage(),
                     );
                 }
                 let state = live.silos.get(&(server.to_owned(), database.to_string()));

@@ -89,7 +89,7 @@ impl Format {
 ///     model = "silo"
 ///     database = "tenant_{hash}"
 /// "#, Format::Toml, "tenants.toml")?;
-/// let tenant = &file.tenants()[0].tenant;
+/// let tenant = &file.tenants[0].tenant;
 /// assert_eq!(tenant.id, "tenant-a");
 /// assert!(matches!(&tenant.model,
 ///     tenants_core::DataModel::Silo { database, .. } if database.as_str() == "tenant_af5042"));

@@ -4,7 +4,7 @@
 //! signs up.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), tenants_db::Error> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use tenants_db::provision::{ApplyOptions, Provisioner, TenantSpec, TenantsFile};
 //! use tenants_core::{DataModel, SqlIdent, Tenant};
 //!

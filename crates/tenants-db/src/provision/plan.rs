@@ -53,6 +53,8 @@ pub struct Change {
     /// More about the change, when there is more to say.
     pub detail: Option<String>,
     pub(crate) work: Work,
+    /// Creates a tenant's schema or database.
+    pub(crate) storage: bool,
 }
 
 impl Change {
@@ -63,7 +65,14 @@ impl Change {
             object: object.into(),
             detail: None,
             work,
+            storage: false,
         }
+    }
+
+    /// Marks the change as creating a tenant's schema or database.
+    pub(crate) fn storage(mut self) -> Self {
+        self.storage = true;
+        self
     }
 
     pub(crate) fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -93,9 +102,11 @@ pub(crate) struct On {
 /// What executing a change means.
 #[derive(Debug, Clone)]
 pub(crate) enum Work {
-    /// Statements run one by one (some, like `CREATE DATABASE`, refuse a
-    /// transaction).
+    /// Statements run in one round trip, as one transaction.
     Sql(On, Vec<String>),
+    /// Statements run one by one, for those that refuse a transaction
+    /// (`CREATE DATABASE`).
+    SqlEach(On, Vec<String>),
     /// Creates the catalog table and the provisioning state table.
     InstallCatalog,
     /// Creates a login role, setting its password (as a SCRAM verifier) when one is
