@@ -35,7 +35,10 @@ async fn records_round_trip() {
         .with_plan("professional");
     catalog.put(&acme).await.unwrap();
     catalog.put(&tenant("globex")).await.unwrap();
-    assert_eq!(*catalog.get("acme".parse().unwrap()).await.unwrap().unwrap(), acme);
+    assert_eq!(
+        *catalog.get("acme".parse().unwrap()).await.unwrap().unwrap(),
+        acme
+    );
     assert_eq!(
         catalog
             .get_by_domain("shop.acme.example")
@@ -45,8 +48,20 @@ async fn records_round_trip() {
             .id,
         "acme"
     );
-    assert!(catalog.get("initech".parse().unwrap()).await.unwrap().is_none());
-    assert!(catalog.get_by_domain("nobody.example").await.unwrap().is_none());
+    assert!(
+        catalog
+            .get("initech".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        catalog
+            .get_by_domain("nobody.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let ids: Vec<_> = catalog
         .list()
         .await
@@ -121,10 +136,12 @@ async fn a_failing_store_is_unavailable_not_unknown() {
 
     // A record that no longer reads as a tenant is not "no such tenant" either.
     let (_, catalog) = fresh_catalog().await;
-    sqlx::query("INSERT INTO tenants.tenants (id, record) VALUES ('acme', '{\"model\": \"lake\"}')")
-        .execute(catalog.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO tenants.tenants (id, record) VALUES ('acme', '{\"model\": \"lake\"}')",
+    )
+    .execute(catalog.pool())
+    .await
+    .unwrap();
     let err = catalog.get("acme".parse().unwrap()).await.unwrap_err();
     assert!(matches!(err, Error::CatalogUnavailable(_)), "{err}");
 }

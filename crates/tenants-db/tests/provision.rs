@@ -597,3 +597,82 @@ async fn missing_environment_variables_are_named_before_anything_runs() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silo_tenants_live_on_the_server_they_name() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let eu_url = s.pg.fresh_database();
+    let text = format!(
+        r#"
+[servers.main]
+url = "{main}"
+template = "template_main_{t}"
+[servers.eu]
+url = "{eu_url}"
+app_role = "app_eu_{t}"
+template = "template_eu_{t}"
+
+[shared]
+server = "main"
+migrations = "migrations"
+
+[tenants.far-{t}]
+model = "silo"
+server = "eu"
+database = "far_{t}"
+"#,
+        main = s.url
+    );
+    let provisioner = Provisioner::connect(s.load(&text)).await.unwrap();
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains(&format!("+ database template_eu_{t}")),
+        "{plan}"
+    );
+    assert!(
+        !plan.to_string().contains(&format!("template_main_{t}")),
+        "{plan}"
+    );
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert!(provisioner.plan().await.unwrap().is_empty());
+    // The record names its server, so the router finds it; the catalog is on main.
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT record->>'server' FROM tenants.tenants WHERE id = 'far-{t}'"
+        )),
+        "eu"
+    );
+    assert_eq!(
+        s.sql(&format!("far_{t}"), "SELECT count(*) FROM widgets"),
+        "0"
+    );
+
+    let plan = provisioner
+        .destroy_plan(format!("far-{t}").parse().unwrap())
+        .await
+        .unwrap();
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new().allow_destroy(true))
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant_far_{t}_%'"
+        )),
+        "0"
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = 'far_{t}'"
+        )),
+        "0"
+    );
+    provisioner.close().await;
+}

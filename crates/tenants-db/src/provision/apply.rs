@@ -615,15 +615,11 @@ impl Provisioner {
                 .map(|r| quote_ident(r))
                 .collect::<Vec<_>>()
                 .join(", ");
-            // Grants in the shared database (pool tables, catalog) go first.
+            // Their grants go first: on the tenant's server's admin database, which
+            // for the default server is the shared one (pool tables, catalog).
             sqlx::raw_sql(AssertSqlSafe(format!("DROP OWNED BY {list}")))
-                .execute(shared)
+                .execute(server)
                 .await?;
-            if doomed.server != self.file.default_server {
-                sqlx::raw_sql(AssertSqlSafe(format!("DROP OWNED BY {list}")))
-                    .execute(server)
-                    .await?;
-            }
             sqlx::raw_sql(AssertSqlSafe(format!("DROP ROLE IF EXISTS {list}")))
                 .execute(server)
                 .await?;
