@@ -1127,3 +1127,67 @@ pub(crate) fn diff_grants(
 fn is_keyword(privilege: &str) -> bool {
     !privilege.is_empty() && privilege.bytes().all(|b| b.is_ascii_uppercase())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(relation: &str, kind: &str, grantee: Option<&str>, privilege: Option<&str>) -> GrantRow {
+        GrantRow {
+            schema: "s".into(),
+            relation: relation.into(),
+            kind: kind.into(),
+            grantee: grantee.map(Into::into),
+            privilege: privilege.map(Into::into),
+        }
+    }
+
+    fn roles(id: &str) -> Vec<(TenantRole, SqlIdent)> {
+        let id: TenantId = id.parse().unwrap();
+        TenantRole::ALL
+            .iter()
+            .map(|r| (*r, r.role_name(&id)))
+            .collect()
+    }
+
+    #[test]
+    fn grants_become_exactly_those_of_each_role() {
+        let mut rows = vec![
+            row("orders", "r", None, None),
+            row("orders_id_seq", "S", None, None),
+            // The customer may read but was also given DELETE; another tenant's
+            // role holds SELECT.
+            row("orders", "r", Some("tenant_a_customer"), Some("SELECT")),
+            row("orders", "r", Some("tenant_a_customer"), Some("DELETE")),
+            row("orders", "r", Some("tenant_b_admin"), Some("SELECT")),
+        ];
+        for p in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+            rows.push(row("orders", "r", Some("tenant_a_admin"), Some(p)));
+        }
+        let roles = roles("a");
+        let foreign = |g: &str| is_tenant_role(g) && !g.starts_with("tenant_a_");
+        let diff = diff_grants(&rows, &roles, foreign);
+        let mut statements = diff.statements();
+        statements.sort();
+        assert_eq!(
+            statements,
+            [
+                "GRANT SELECT, INSERT, UPDATE ON TABLE \"s\".\"orders\" TO \"tenant_a_developer\"",
+                "GRANT USAGE ON SEQUENCE \"s\".\"orders_id_seq\" TO \"tenant_a_admin\"",
+                "GRANT USAGE ON SEQUENCE \"s\".\"orders_id_seq\" TO \"tenant_a_developer\"",
+                "REVOKE DELETE ON TABLE \"s\".\"orders\" FROM \"tenant_a_customer\"",
+                "REVOKE SELECT ON TABLE \"s\".\"orders\" FROM \"tenant_b_admin\"",
+            ]
+        );
+        assert!(diff.summary().contains("2 to revoke"), "{}", diff.summary());
+        // In the pool, every tenant's roles share the tables: nobody is foreign.
+        assert_eq!(diff_grants(&rows, &roles, |_| false).revokes.len(), 1);
+    }
+
+    #[test]
+    fn tenant_role_names_are_recognised() {
+        assert!(is_tenant_role("tenant_a_b_developer"));
+        assert!(!is_tenant_role("tenant_a_owner"));
+        assert!(!is_tenant_role("app"));
+    }
+}
