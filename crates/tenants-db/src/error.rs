@@ -78,6 +78,40 @@ pub enum Error {
     /// waited for the same open).
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
+    /// A tenants file is invalid: unknown keys, bad ids or names, duplicates, or a
+    /// team file declaring what it does not own.
+    #[cfg(feature = "sqlx")]
+    #[error("{origin}{}: {message}", position(*.line, *.column))]
+    TenantsFile {
+        /// The file (or `<inline toml>`).
+        origin: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// Environment variables the tenants file names are not set; nothing was changed.
+    #[error("environment variables not set (nothing was changed): {}", .0.join(", "))]
+    MissingEnv(Vec<String>),
+    /// The plan drops tenants that are no longer declared, and dropping was not
+    /// allowed.
+    #[error(
+        "the plan drops tenant(s) {} with their data; nothing was changed: \
+         pass --allow-destroy (ApplyOptions::allow_destroy) to drop them",
+        ids(.0)
+    )]
+    DestroyRefused(Vec<TenantId>),
+    /// Reading the migrations directory failed.
+    #[cfg(feature = "sqlx")]
+    #[error("migrations {path}: {source}")]
+    Migrations {
+        /// The directory.
+        path: String,
+        /// What failed.
+        source: sqlx::migrate::MigrateError,
+    },
     /// Creating a tenant's storage failed (a directory, a file).
     #[error("storage for tenant {tenant}: {source}")]
     Storage {
@@ -104,4 +138,21 @@ fn list(hazards: &[crate::Hazard]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(feature = "sqlx")]
+fn position(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(":{line}:{column}"),
+        (Some(line), None) => format!(":{line}"),
+        _ => String::new(),
+    }
+}
+
+fn ids(tenants: &[TenantId]) -> String {
+    tenants
+        .iter()
+        .map(TenantId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

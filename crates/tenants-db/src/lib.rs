@@ -13,6 +13,9 @@
 //!   invalidates every instance's cache through `LISTEN`/`NOTIFY`.
 //! - [`TenantRole`] names the per-tenant admin / developer / customer roles, whose
 //!   grants the database enforces.
+//! - [`provision`] (feature `sqlx`) declares tenants as code: a tenants file, a plan
+//!   of the difference with the live servers, apply, migrations of every tenant,
+//!   and runtime onboarding.
 //!
 //! # Isolation
 //!
@@ -90,7 +93,7 @@
 //!
 //! | feature | what it enables | default |
 //! |---|---|---|
-//! | `sqlx` | [`TenantRouter`]`<`[`Sqlx`]`>`: PostgreSQL routing handing out sqlx types; [`PgCatalog`] | no |
+//! | `sqlx` | [`TenantRouter`]`<`[`Sqlx`]`>`: PostgreSQL routing handing out sqlx types; [`PgCatalog`]; [`provision`] | no |
 //! | `deadpool` | [`TenantRouter`]`<`[`Deadpool`]`>`: PostgreSQL routing handing out deadpool-postgres clients | no |
 //! | `sqlite` | [`sqlite::SqliteSilo`]: one SQLite file per silo tenant, through sqlx | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -104,6 +107,9 @@ mod driver;
 mod error;
 mod isolation;
 mod placement;
+#[cfg(feature = "sqlx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
+pub mod provision;
 mod role;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod router;

@@ -1,0 +1,331 @@
+//! The `tenants` binary against a real PostgreSQL: exit codes, output, and what each
+//! command leaves behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tenants_test_support::{TestServer, postgres, unique_name};
+
+fn tag() -> String {
+    unique_name("c").replace('_', "x")
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn tenants(dir: &Path, args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_tenants"))
+        .args(args)
+        .current_dir(dir)
+        .env("SHOP_ADMIN_PASSWORD", "admin-secret")
+        .env("SHOP_DEV_PASSWORD", "dev-secret")
+        .output()
+        .unwrap();
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    };
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    run
+}
+
+struct Setup {
+    pg: &'static TestServer,
+    url: String,
+    tag: String,
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let pg = postgres();
+        let url = pg.fresh_database();
+        let tag = tag();
+        let dir = std::env::temp_dir().join(format!("tenants-cli-{tag}"));
+        std::fs::create_dir_all(dir.join("migrations")).unwrap();
+        std::fs::write(
+            dir.join("migrations/0001_orders.sql"),
+            "CREATE TABLE orders (id serial PRIMARY KEY, tenant_id text, item text);",
+        )
+        .unwrap();
+        let setup = Setup { pg, url, tag, dir };
+        setup.write("");
+        setup
+    }
+
+    fn write(&self, extra: &str) {
+        let t = &self.tag;
+        let text = format!(
+            r#"[servers.main]
+url = "{url}"
+app_role = "app_{t}"
+template = "template_{t}"
+
+[shared]
+migrations = "migrations"
+pool_tables = ["orders"]
+
+[tenants.shop-{t}]
+name = "Shop"
+model = "silo"
+database = "shop_{t}"
+  [[tenants.shop-{t}.users]]
+  name = "admin_{t}"
+  role = "admin"
+  password_env = "SHOP_ADMIN_PASSWORD"
+  [[tenants.shop-{t}.users]]
+  name = "dev_{t}"
+  role = "developer"
+  password_env = "SHOP_DEV_PASSWORD"
+
+[tenants.store-{t}]
+name = "Store"
+model = "bridge"
+schema = "store_{t}"
+{extra}"#,
+            url = self.url
+        );
+        std::fs::write(self.dir.join("tenants.toml"), text).unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        tenants(&self.dir, args)
+    }
+
+    fn shared(&self, sql: &str) -> String {
+        self.pg.psql(&self.url, sql)
+    }
+}
+
+#[test]
+fn plan_apply_plan_converges_with_terraform_exit_codes() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let plan = s.run(&["plan", "-f", "tenants.toml"]);
+    assert_eq!(plan.code, 2, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains(&format!("+ database shop_{t}")),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains(&format!("+ user dev_{t}")),
+        "{}",
+        plan.stdout
+    );
+
+    let apply = s.run(&["apply", "-f", "tenants.toml"]);
+    assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
+    assert!(
+        apply.stdout.contains("2 tenant(s) done"),
+        "{}",
+        apply.stdout
+    );
+
+    let again = s.run(&["plan", "-f", "tenants.toml"]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(again.stdout.contains("No changes"), "{}", again.stdout);
+    let apply = s.run(&["apply", "-f", "tenants.toml"]);
+    assert_eq!(apply.code, 0);
+    assert!(apply.stdout.contains("No changes"), "{}", apply.stdout);
+
+    // Editing the file: a new tenant and a renamed one.
+    s.write(&format!("\n[tenants.more-{t}]\nmodel = \"pool\"\n"));
+    let text = std::fs::read_to_string(s.dir.join("tenants.toml"))
+        .unwrap()
+        .replace("name = \"Store\"", "name = \"Store Ltd\"");
+    std::fs::write(s.dir.join("tenants.toml"), text).unwrap();
+    let plan = s.run(&["plan", "-f", "tenants.toml"]);
+    assert_eq!(plan.code, 2, "{}{}", plan.stdout, plan.stderr);
+    let expected = format!("tenant more-{t}\n  + role tenant_more_{t}_admin");
+    assert!(plan.stdout.contains(&expected), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains(&format!(
+            "tenant store-{t}\n  ~ catalog entry (changed: name)"
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        !plan.stdout.contains(&format!("tenant shop-{t}")),
+        "{}",
+        plan.stdout
+    );
+
+    let list = s.run(&["list", "-f", "tenants.toml"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(
+        list.stdout.contains(&format!("shop-{t}")) && list.stdout.contains("ready"),
+        "{}",
+        list.stdout
+    );
+    assert!(list.stdout.contains("change(s) pending"), "{}", list.stdout);
+}
+
+#[test]
+fn destroy_needs_the_matching_confirmation_and_apply_needs_allow_destroy() {
+    let s = Setup::new();
+    let t = &s.tag;
+    assert_eq!(s.run(&["apply", "-f", "tenants.toml"]).code, 0);
+    let store = format!("store-{t}");
+    let exists = || {
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'store_{t}'"
+        ))
+    };
+
+    let shown = s.run(&["destroy", "-f", "tenants.toml", &store]);
+    assert_eq!(shown.code, 2, "{}{}", shown.stdout, shown.stderr);
+    assert!(
+        shown.stdout.contains(&format!("- schema store_{t}")),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown.stdout.contains("Nothing was dropped"),
+        "{}",
+        shown.stdout
+    );
+    assert_eq!(exists(), "1");
+
+    let wrong = s.run(&[
+        "destroy",
+        "-f",
+        "tenants.toml",
+        &store,
+        "--confirm",
+        "other",
+    ]);
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains("does not match"), "{}", wrong.stderr);
+    assert_eq!(exists(), "1");
+
+    // Removed from the file: plan shows the drop, apply refuses it.
+    s.write("");
+    let text = std::fs::read_to_string(s.dir.join("tenants.toml")).unwrap();
+    let cut = text.find(&format!("[tenants.store-{t}]")).unwrap();
+    std::fs::write(s.dir.join("tenants.toml"), &text[..cut]).unwrap();
+    let plan = s.run(&["plan", "-f", "tenants.toml"]);
+    assert_eq!(plan.code, 2);
+    assert!(
+        plan.stdout
+            .contains(&format!("- schema store_{t} (and all its data)")),
+        "{}",
+        plan.stdout
+    );
+    let refused = s.run(&["apply", "-f", "tenants.toml"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("--allow-destroy"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(exists(), "1");
+
+    let confirmed = s.run(&["destroy", "-f", "tenants.toml", &store, "--confirm", &store]);
+    assert_eq!(
+        confirmed.code, 0,
+        "{}{}",
+        confirmed.stdout, confirmed.stderr
+    );
+    assert_eq!(exists(), "0");
+    assert_eq!(s.run(&["plan", "-f", "tenants.toml"]).code, 0);
+}
+
+#[test]
+fn doctor_exits_non_zero_on_hazards() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let before = s.run(&["doctor", "-f", "tenants.toml"]);
+    assert_eq!(before.code, 2, "{}", before.stdout);
+    assert!(
+        before.stdout.contains("missing in the database"),
+        "{}",
+        before.stdout
+    );
+    assert_eq!(s.run(&["apply", "-f", "tenants.toml"]).code, 0);
+    let clean = s.run(&["doctor", "-f", "tenants.toml"]);
+    assert_eq!(clean.code, 0, "{}", clean.stdout);
+
+    s.shared("ALTER TABLE orders DISABLE ROW LEVEL SECURITY");
+    s.shared(&format!("ALTER ROLE app_{t} BYPASSRLS"));
+    let found = s.run(&["doctor", "-f", "tenants.toml"]);
+    assert_eq!(found.code, 2, "{}", found.stdout);
+    assert!(
+        found
+            .stdout
+            .contains("public.orders has row-level security disabled"),
+        "{}",
+        found.stdout
+    );
+    assert!(
+        found
+            .stdout
+            .contains(&format!("role app_{t} has BYPASSRLS")),
+        "{}",
+        found.stdout
+    );
+    s.shared(&format!("ALTER ROLE app_{t} NOBYPASSRLS"));
+}
+
+#[test]
+fn errors_are_one_clean_message_with_exit_code_one() {
+    let dir = std::env::temp_dir().join(format!("tenants-cli-errors-{}", tag()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[servers.main]\nurl_env = \"X\"\n\n[tenants.a]\nmodel = \"pool\"\nstatus = \"active\"\ncolour = 1\n",
+    )
+    .unwrap();
+    let bad = tenants(&dir, &["plan", "-f", "bad.toml"]);
+    assert_eq!(bad.code, 1);
+    assert_eq!(
+        bad.stderr.trim(),
+        "error: bad.toml:7:1: unknown field `colour`, expected one of `uid`, `name`, `model`, \
+         `schema`, `database`, `server`, `plan`, `status`, `parent`, `domains`, `options`, `users`"
+    );
+
+    std::fs::write(
+        dir.join("env.toml"),
+        "[servers.main]\nurl_env = \"TENANTS_CLI_TEST_UNSET\"\n",
+    )
+    .unwrap();
+    let missing = tenants(&dir, &["apply", "-f", "env.toml"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing
+            .stderr
+            .contains("TENANTS_CLI_TEST_UNSET (URL of server main)"),
+        "{}",
+        missing.stderr
+    );
+    assert!(
+        missing.stderr.contains("nothing was changed"),
+        "{}",
+        missing.stderr
+    );
+
+    let absent = tenants(&dir, &["plan", "-f", "nope.toml"]);
+    assert_eq!(absent.code, 1);
+    assert!(
+        absent.stderr.starts_with("error: nope.toml: cannot read"),
+        "{}",
+        absent.stderr
+    );
+
+    let usage = tenants(&dir, &["plan"]);
+    assert_eq!(
+        usage.code, 1,
+        "usage errors are errors, never 'changes pending'"
+    );
+    assert!(usage.stderr.contains("--file"), "{}", usage.stderr);
+    assert_eq!(tenants(&dir, &["--help"]).code, 0);
+}

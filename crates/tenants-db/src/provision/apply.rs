@@ -1,0 +1,713 @@
+//! Executing a [`Plan`]: shared changes first, then every tenant, a few at a time,
+//! each tenant's failure kept to itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Connection};
+use tenants_core::{DataModel, SqlIdent, TenantId};
+
+use super::engine::{Provisioner, diff_grants, is_tenant_role};
+use super::file::{Password, TableName, TenantSpec};
+use super::live::{self, POLICY, quote_ident};
+use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
+use crate::isolation::literal;
+use crate::{Error, PgCatalog, TENANT_SETTING, TenantRole};
+
+/// How [`Provisioner::apply`] runs.
+#[derive(Clone, Default)]
+pub struct ApplyOptions {
+    allow_destroy: bool,
+    progress: Option<Arc<dyn Fn(Progress) + Send + Sync>>,
+}
+
+impl fmt::Debug for ApplyOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApplyOptions")
+            .field("allow_destroy", &self.allow_destroy)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl ApplyOptions {
+    /// Defaults: refuse to drop tenants, report no progress.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets the plan drop tenants and their data (default: refused with
+    /// [`Error::DestroyRefused`] before anything runs).
+    pub fn allow_destroy(mut self, allow: bool) -> Self {
+        self.allow_destroy = allow;
+        self
+    }
+
+    /// Calls `report` as tenants start and finish, for a progress bar.
+    pub fn on_progress(mut self, report: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(report));
+        self
+    }
+
+    fn report(&self, progress: Progress) {
+        if let Some(report) = &self.progress {
+            report(progress);
+        }
+    }
+}
+
+/// Progress of an [`apply`](Provisioner::apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// The shared changes are done; this many tenants have changes to apply.
+    Tenants(usize),
+    /// A tenant is done, well or not.
+    TenantDone {
+        /// The tenant.
+        tenant: TenantId,
+        /// `false` when it failed.
+        ok: bool,
+    },
+}
+
+/// What an apply did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Report {
+    /// Changes made.
+    pub applied: usize,
+    /// Tenants whose changes all succeeded.
+    pub succeeded: Vec<TenantId>,
+    /// Tenants that failed, with the error that stopped each; their other changes
+    /// were not attempted, and other tenants went on.
+    pub failures: Vec<(TenantId, Error)>,
+}
+
+impl Report {
+    /// `true` when no tenant failed.
+    pub fn is_success(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} change(s) applied, {} tenant(s) done",
+            self.applied,
+            self.succeeded.len()
+        )?;
+        if !self.failures.is_empty() {
+            write!(f, ", {} failed:", self.failures.len())?;
+            for (tenant, error) in &self.failures {
+                write!(f, "\n  {tenant}: {error}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Provisioner {
+    /// Executes `plan`: the shared changes in order (any failure stops the apply),
+    /// then each tenant's changes in order, [`parallelism`](Self::parallelism)
+    /// tenants at a time. A tenant that fails stops there, its error is recorded
+    /// (in the [`Report`] and in `tenants.provisioned`), and the others go on;
+    /// running apply again resumes where each tenant stopped.
+    ///
+    /// # Errors
+    ///
+    /// Before anything runs: [`Error::DestroyRefused`] when the plan drops tenants
+    /// and `options` does not allow it, [`Error::MissingEnv`] when a password
+    /// variable is not set. Later: the error of a failed shared change.
+    pub async fn apply(&self, plan: &Plan, options: &ApplyOptions) -> Result<Report, Error> {
+        let destroyed = plan.destroyed_tenants();
+        if !destroyed.is_empty() && !options.allow_destroy {
+            return Err(Error::DestroyRefused(destroyed));
+        }
+        let missing: Vec<String> = plan
+            .changes
+            .iter()
+            .filter_map(|c| match &c.work {
+                Work::CreateLogin {
+                    password: Some(password),
+                    name,
+                    ..
+                } => password
+                    .resolve()
+                    .err()
+                    .map(|var| format!("{var} (password of {name})")),
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingEnv(missing));
+        }
+
+        let mut report = Report::default();
+        for change in plan.changes_of(Scope::Shared) {
+            self.execute(change).await?;
+            report.applied += 1;
+        }
+        let mut tenants: BTreeMap<TenantId, Vec<&Change>> = BTreeMap::new();
+        for change in &plan.changes {
+            if let Scope::Tenant(id) = change.scope {
+                tenants.entry(id).or_default().push(change);
+            }
+        }
+        options.report(Progress::Tenants(tenants.len()));
+        let mut done = futures_util::stream::iter(tenants)
+            .map(|(id, changes)| async move {
+                let mut applied = 0;
+                for change in changes {
+                    if let Err(error) = self.execute(change).await {
+                        self.record_failure(id, &error).await;
+                        return (id, applied, Err(error));
+                    }
+                    applied += 1;
+                }
+                (id, applied, Ok(()))
+            })
+            .buffer_unordered(self.parallel);
+        while let Some((id, applied, result)) = done.next().await {
+            report.applied += applied;
+            options.report(Progress::TenantDone {
+                tenant: id,
+                ok: result.is_ok(),
+            });
+            match result {
+                Ok(()) => report.succeeded.push(id),
+                Err(error) => report.failures.push((id, error)),
+            }
+        }
+        report.failures.sort_by_key(|(id, _)| *id);
+        report.succeeded.sort();
+        Ok(report)
+    }
+
+    /// Runs the pending migrations of the shared database, the templates and every
+    /// provisioned tenant, then brings their table grants and pool-table security
+    /// up to date. Tenants not provisioned yet are left to [`apply`](Self::apply).
+    pub async fn migrate(&self, options: &ApplyOptions) -> Result<Report, Error> {
+        let plan = self.plan().await?;
+        let skip: Vec<Scope> = plan
+            .changes
+            .iter()
+            .filter(|c| c.storage)
+            .map(|c| c.scope)
+            .collect();
+        let changes = plan
+            .changes
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    c.work,
+                    Work::Migrate(_) | Work::SyncGrants(_) | Work::SecurePoolTables(_)
+                ) && !skip.contains(&c.scope)
+            })
+            .collect();
+        self.apply(&Plan { changes }, options).await
+    }
+
+    /// Creates or updates one tenant now, idempotently: its roles, its schema or
+    /// database (migrated), its grants and users, and its catalog entry. This is
+    /// runtime onboarding: call it when a tenant signs up. The tenant is recorded
+    /// as declared at runtime, so `plan` never proposes to drop it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a tenant the file's servers cannot hold, and any error
+    /// of the changes (the tenant is left as far as it got; calling again resumes).
+    pub async fn provision(&self, spec: &TenantSpec) -> Result<(), Error> {
+        let spec = self.check_runtime(spec)?;
+        let live = self.read_live(&[&spec]).await?;
+        let origin = match self.file.tenant(&spec.tenant.id) {
+            Some(_) => Origin::File,
+            None => Origin::Runtime,
+        };
+        let mut plan = Plan::default();
+        self.plan_shared(&live, &[&spec], &mut plan.changes);
+        self.plan_tenant(&spec, &live, origin, &mut plan.changes)?;
+        let report = self.apply(&plan, &ApplyOptions::new()).await?;
+        match report.failures.into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    fn check_runtime(&self, spec: &TenantSpec) -> Result<TenantSpec, Error> {
+        let mut spec = spec.clone();
+        let id = spec.tenant.id;
+        if spec.server.is_empty() {
+            spec.server = self.file.default_server.clone();
+        }
+        let Some(server) = self.file.servers.get(&spec.server) else {
+            return Err(Error::Config(format!(
+                "tenant {id}: unknown server {:?}",
+                spec.server
+            )));
+        };
+        match &spec.tenant.model {
+            DataModel::Pool | DataModel::Bridge { .. }
+                if spec.server != self.file.default_server =>
+            {
+                return Err(Error::Config(format!(
+                    "tenant {id}: pool and bridge tenants live on server {:?}",
+                    self.file.default_server
+                )));
+            }
+            DataModel::Pool if !spec.users.is_empty() => {
+                return Err(Error::Config(format!(
+                    "tenant {id}: pool tenants cannot have login users"
+                )));
+            }
+            DataModel::Bridge { schema }
+                if ["public", "tenants"].contains(&schema.as_str())
+                    || self.file.shared.schemas.contains(schema) =>
+            {
+                return Err(Error::Config(format!(
+                    "tenant {id}: schema {schema} is shared"
+                )));
+            }
+            DataModel::Silo { database, .. } if *database == server.template => {
+                return Err(Error::Config(format!(
+                    "tenant {id}: database {database} is the template"
+                )));
+            }
+            _ => {}
+        }
+        Ok(spec)
+    }
+
+    async fn record_failure(&self, tenant: TenantId, error: &Error) {
+        let Ok(pool) = self.shared_pool() else { return };
+        let origin = match self.file.tenant(&tenant) {
+            Some(_) => Origin::File,
+            None => Origin::Runtime,
+        };
+        let recorded = sqlx::query(
+            "INSERT INTO tenants.provisioned (id, origin, error) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET error = EXCLUDED.error, updated_at = now()",
+        )
+        .bind(tenant.as_str())
+        .bind(origin.as_str())
+        .bind(error.to_string())
+        .execute(pool)
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(%tenant, error = %e, "could not record the tenant's failure");
+        }
+    }
+
+    async fn execute(&self, change: &Change) -> Result<(), Error> {
+        tracing::debug!(scope = ?change.scope, object = %change.object, "applying");
+        match &change.work {
+            Work::Sql(on, statements) => self.run_sql(on, statements, true).await,
+            Work::SqlEach(on, statements) => self.run_sql(on, statements, false).await,
+            Work::InstallCatalog => {
+                let pool = self.shared_pool()?;
+                PgCatalog::new(pool.clone()).install().await?;
+                sqlx::raw_sql(PROVISIONED_SQL).execute(pool).await?;
+                Ok(())
+            }
+            Work::CreateLogin {
+                server,
+                name,
+                member_of,
+                password,
+                search_path,
+            } => {
+                self.create_login(
+                    server,
+                    name,
+                    member_of.as_ref(),
+                    password.as_ref(),
+                    search_path.as_deref(),
+                )
+                .await
+            }
+            Work::Migrate(target) => self.run_migrations(target).await,
+            Work::SyncGrants(spec) => self.sync_grants(spec).await,
+            Work::SecurePoolTables(tables) => {
+                let mut conn = self.shared_pool()?.acquire().await?;
+                secure_tables(&mut conn, tables, false).await
+            }
+            Work::Register(tenant, origin) => {
+                let pool = self.shared_pool()?;
+                PgCatalog::new(pool.clone()).put(tenant).await?;
+                sqlx::query(
+                    "INSERT INTO tenants.provisioned (id, origin) VALUES ($1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET origin = EXCLUDED.origin, error = NULL, \
+                     updated_at = now()",
+                )
+                .bind(tenant.id.as_str())
+                .bind(origin.as_str())
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+            Work::Destroy(doomed) => self.destroy(doomed).await,
+            Work::Note => Ok(()),
+        }
+    }
+
+    async fn run_sql(&self, on: &On, statements: &[String], batched: bool) -> Result<(), Error> {
+        let run = async |conn: &mut sqlx::PgConnection| {
+            if batched {
+                return batch(conn, statements).await;
+            }
+            for sql in statements {
+                sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        };
+        match &on.database {
+            None => run(&mut *self.pool(&on.server)?.acquire().await?).await,
+            Some(database) => {
+                live::with_connection(&self.database(&on.server, database)?, run).await
+            }
+        }
+    }
+
+    async fn create_login(
+        &self,
+        server: &str,
+        name: &SqlIdent,
+        member_of: Option<&SqlIdent>,
+        password: Option<&Password>,
+        search_path: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut sql = format!("CREATE ROLE {} LOGIN", name.quoted());
+        if let Some(password) = password {
+            let password = password
+                .resolve()
+                .map_err(|var| Error::MissingEnv(vec![var]))?;
+            // The server stores only this salted verifier; the password itself
+            // never reaches it, nor any log.
+            let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+            sql.push_str(" PASSWORD ");
+            sql.push_str(&literal(&verifier));
+        }
+        if let Some(group) = member_of {
+            sql.push_str(" IN ROLE ");
+            sql.push_str(&group.quoted());
+        }
+        let pool = self.pool(server)?;
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
+        if let Some(path) = search_path {
+            let sql = format!("ALTER ROLE {} SET search_path TO {path}", name.quoted());
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Connection options for a migration target, and the lock key that keeps two
+    /// runs off the same target.
+    fn migration_connection(
+        &self,
+        target: &MigrateTarget,
+    ) -> Result<(PgConnectOptions, String), Error> {
+        let shared = &self.file.default_server;
+        Ok(match target {
+            MigrateTarget::Shared => (
+                self.servers
+                    .get(shared)
+                    .cloned()
+                    .ok_or_else(|| Error::Config(format!("unknown server {shared:?}")))?,
+                "shared".into(),
+            ),
+            MigrateTarget::Template { server, database } => (
+                self.database(server, database)?,
+                format!("template {server}"),
+            ),
+            MigrateTarget::Schema { tenant, schema } => {
+                let mut path = vec![schema.quoted()];
+                path.extend(self.file.shared.schemas.iter().map(SqlIdent::quoted));
+                let options = self
+                    .servers
+                    .get(shared)
+                    .cloned()
+                    .ok_or_else(|| Error::Config(format!("unknown server {shared:?}")))?
+                    .options([("search_path", path.join(","))]);
+                (options, format!("tenant {tenant}"))
+            }
+            MigrateTarget::Database {
+                tenant,
+                server,
+                database,
+            } => (self.database(server, database)?, format!("tenant {tenant}")),
+        })
+    }
+
+    async fn run_migrations(&self, target: &MigrateTarget) -> Result<(), Error> {
+        let Some(migrator) = &self.migrator else {
+            return Ok(());
+        };
+        let (options, key) = self.migration_connection(target)?;
+        let tenant = match target {
+            MigrateTarget::Schema { tenant, .. } | MigrateTarget::Database { tenant, .. } => {
+                Some(*tenant)
+            }
+            _ => None,
+        };
+        live::with_connection(&options, async |conn| {
+            // Released when the connection closes, whatever happens.
+            sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+                .bind(format!("tenants.migrate {key}"))
+                .execute(&mut *conn)
+                .await?;
+            migrator
+                .run(&mut *conn)
+                .await
+                .map_err(|source| match tenant {
+                    Some(tenant) => Error::Migrate { tenant, source },
+                    None => Error::Migrations {
+                        path: key.clone(),
+                        source,
+                    },
+                })
+        })
+        .await
+    }
+
+    async fn sync_grants(&self, spec: &TenantSpec) -> Result<(), Error> {
+        let tenant = spec.tenant.id;
+        let roles: Vec<(TenantRole, SqlIdent)> = TenantRole::ALL
+            .iter()
+            .map(|r| (*r, r.role_name(&tenant)))
+            .collect();
+        let own = |grantee: &str| roles.iter().any(|(_, n)| n.as_str() == grantee);
+        let role_list = roles
+            .iter()
+            .map(|(_, n)| n.quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match &spec.tenant.model {
+            DataModel::Pool => {
+                let pool = self.shared_pool()?;
+                let mut tx = pool.begin().await?;
+                // Concurrent grants on one table collide; pool tenants take turns.
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('tenants.pool-grants', 0))",
+                )
+                .execute(&mut *tx)
+                .await?;
+                let rows = live::grants_on_tables(&mut *tx, &self.file.shared.pool_tables).await?;
+                let mut statements = diff_grants(&rows, &roles, |_| false).statements();
+                let schemas: std::collections::BTreeSet<&SqlIdent> = self
+                    .file
+                    .shared
+                    .pool_tables
+                    .iter()
+                    .map(|t| &t.schema)
+                    .collect();
+                for schema in schemas {
+                    statements.push(format!(
+                        "GRANT USAGE ON SCHEMA {} TO {role_list}",
+                        schema.quoted()
+                    ));
+                }
+                batch(&mut *tx, &statements).await?;
+                tx.commit().await?;
+            }
+            DataModel::Bridge { schema } => {
+                let pool = self.shared_pool()?;
+                let mut tx = pool.begin().await?;
+                let rows = live::grants_in_schemas(&mut *tx, &[schema.to_string()]).await?;
+                let foreign = |g: &str| is_tenant_role(g) && !own(g);
+                let mut statements = diff_grants(&rows, &roles, foreign).statements();
+                statements.push(format!(
+                    "GRANT USAGE ON SCHEMA {} TO {role_list}",
+                    schema.quoted()
+                ));
+                batch(&mut *tx, &statements).await?;
+                tx.commit().await?;
+                // The tenant's copies of the pool tables carry the same policy, so a
+                // tenant moved between models keeps working.
+                let copies: Vec<TableName> = self
+                    .file
+                    .shared
+                    .pool_tables
+                    .iter()
+                    .map(|t| TableName {
+                        schema: schema.clone(),
+                        table: t.table.clone(),
+                    })
+                    .collect();
+                let mut conn = pool.acquire().await?;
+                secure_tables(&mut conn, &copies, true).await?;
+            }
+            DataModel::Silo { database, .. } => {
+                let options = self.database(&spec.server, database)?;
+                live::with_connection(&options, async |conn| {
+                    let mut tx = conn.begin().await?;
+                    let rows = live::grants_in_schemas(&mut *tx, &["public".into()]).await?;
+                    let foreign = |g: &str| is_tenant_role(g) && !own(g);
+                    let mut statements = diff_grants(&rows, &roles, foreign).statements();
+                    statements.push(format!("GRANT USAGE ON SCHEMA public TO {role_list}"));
+                    batch(&mut *tx, &statements).await?;
+                    tx.commit().await?;
+                    secure_tables(conn, &self.file.shared.pool_tables, true).await
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, doomed: &Doomed) -> Result<(), Error> {
+        let id = doomed.tenant;
+        let shared = self.shared_pool()?;
+        let server = self.pool(&doomed.server)?;
+        match doomed.record.as_ref().map(|t| &t.model) {
+            Some(DataModel::Silo { database, .. }) => {
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", database.quoted());
+                sqlx::raw_sql(AssertSqlSafe(sql)).execute(server).await?;
+            }
+            Some(DataModel::Bridge { schema }) => {
+                let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted());
+                sqlx::raw_sql(AssertSqlSafe(sql)).execute(shared).await?;
+            }
+            Some(DataModel::Pool) => {
+                let state = live::pool_tables(shared, &doomed.pool_tables).await?;
+                let mut tx = shared.begin().await?;
+                sqlx::query("SELECT set_config($1, $2, true)")
+                    .bind(TENANT_SETTING)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                for (table, live) in doomed.pool_tables.iter().zip(state) {
+                    if live.exists && live.tenant_column {
+                        let sql = format!("DELETE FROM {} WHERE tenant_id = $1", table.quoted());
+                        sqlx::query(AssertSqlSafe(sql))
+                            .bind(id.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+            }
+            None => {}
+        }
+        for user in &doomed.users {
+            let sql = format!("DROP ROLE IF EXISTS {}", user.quoted());
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(server).await?;
+        }
+        let existing: Vec<String> =
+            sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)")
+                .bind(
+                    TenantRole::ALL
+                        .iter()
+                        .map(|r| r.role_name(&id).to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_all(server)
+                .await?;
+        if !existing.is_empty() {
+            let list = existing
+                .iter()
+                .map(|r| quote_ident(r))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Their grants go first: on the tenant's server's admin database, which
+            // for the default server is the shared one (pool tables, catalog).
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP OWNED BY {list}")))
+                .execute(server)
+                .await?;
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP ROLE IF EXISTS {list}")))
+                .execute(server)
+                .await?;
+        }
+        let installed: bool =
+            sqlx::query_scalar("SELECT to_regclass('tenants.provisioned') IS NOT NULL")
+                .fetch_one(shared)
+                .await?;
+        if installed {
+            PgCatalog::new(shared.clone()).remove(id).await?;
+            sqlx::query("DELETE FROM tenants.provisioned WHERE id = $1")
+                .bind(id.as_str())
+                .execute(shared)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Gives `tables` a `tenant_id` column (when missing), row-level security enabled
+/// and forced, and the tenant isolation policy. Missing tables are an error, or
+/// skipped with `missing_ok` (a tenant's copy of a pool table its migrations do
+/// not create).
+async fn secure_tables(
+    conn: &mut sqlx::PgConnection,
+    tables: &[TableName],
+    missing_ok: bool,
+) -> Result<(), Error> {
+    let state = live::pool_tables(&mut *conn, tables).await?;
+    let mut tx = conn.begin().await?;
+    for (table, live) in tables.iter().zip(state) {
+        if !live.exists {
+            if missing_ok {
+                continue;
+            }
+            return Err(Error::Config(format!(
+                "pool table {table} does not exist: create it in the shared migrations"
+            )));
+        }
+        let t = table.quoted();
+        let check = format!("tenant_id = current_setting('{TENANT_SETTING}', true)");
+        let mut statements = Vec::new();
+        if !live.tenant_column {
+            statements.push(format!(
+                "ALTER TABLE {t} ADD COLUMN tenant_id text \
+                 DEFAULT current_setting('{TENANT_SETTING}', true)"
+            ));
+        }
+        if live.tenant_column && !live.tenant_default {
+            statements.push(format!(
+                "ALTER TABLE {t} ALTER COLUMN tenant_id \
+                 SET DEFAULT current_setting('{TENANT_SETTING}', true)"
+            ));
+        }
+        if !live.rls {
+            statements.push(format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"));
+        }
+        if !live.forced {
+            statements.push(format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"));
+        }
+        if !live.policy {
+            statements.push(format!(
+                "CREATE POLICY {POLICY} ON {t} USING ({check}) WITH CHECK ({check})"
+            ));
+        }
+        batch(&mut *tx, &statements).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs `statements` in one round trip (an implicit transaction of its own, or
+/// part of the caller's).
+async fn batch<'c, E: sqlx::PgExecutor<'c>>(db: E, statements: &[String]) -> Result<(), Error> {
+    if !statements.is_empty() {
+        sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
+            .execute(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Where the provisioning engine records each tenant: who declared it (`file` or
+/// `runtime`) and the error of its last failed apply.
+const PROVISIONED_SQL: &str = "
+CREATE TABLE IF NOT EXISTS tenants.provisioned (
+    id         text PRIMARY KEY,
+    origin     text NOT NULL CHECK (origin IN ('file', 'runtime')),
+    error      text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)";

@@ -1,0 +1,267 @@
+//! `doctor`: isolation hazards of the live servers, checked against the tenants file.
+
+use std::fmt;
+
+use sqlx::Acquire;
+use tenants_core::{DataModel, TenantId};
+
+use super::engine::{Provisioner, tenant_grant_diff, tenant_grant_rows};
+use super::file::TenantSpec;
+use crate::{Error, HAZARDS_SQL, Hazard, TenantRole};
+
+/// Something `doctor` found that weakens tenant isolation or shows drift between
+/// the file and the servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Finding {
+    /// A hazard of the application role or of a pool table ([`Hazard`]).
+    Hazard(Hazard),
+    /// The application role named in the file does not exist.
+    AppRoleMissing {
+        /// The role.
+        role: String,
+    },
+    /// A declared pool table is missing, or lacks its `tenant_id` column or its
+    /// policy.
+    PoolTable {
+        /// The table.
+        table: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A tenant of the file is missing from the database (not applied yet, or
+    /// dropped by hand).
+    NotProvisioned {
+        /// The tenant.
+        tenant: TenantId,
+        /// What is missing.
+        missing: String,
+    },
+    /// A tenant of the catalog is not in the file (and was not provisioned at
+    /// runtime).
+    NotDeclared {
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// A role holds privileges beyond its kind, or another tenant's.
+    ExtraGrant {
+        /// The tenant whose relations are concerned.
+        tenant: TenantId,
+        /// Role, privileges and relation.
+        grant: String,
+    },
+    /// A tenant's group role or login user has an attribute it must not have.
+    RoleAttribute {
+        /// The role.
+        role: String,
+        /// The attribute: `LOGIN`, `SUPERUSER`, `BYPASSRLS`, `CREATEDB or CREATEROLE`.
+        attribute: &'static str,
+    },
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::Hazard(hazard) => hazard.fmt(f),
+            Finding::AppRoleMissing { role } => {
+                write!(f, "application role {role} does not exist: run apply")
+            }
+            Finding::PoolTable { table, problem } => write!(f, "pool table {table} {problem}"),
+            Finding::NotProvisioned { tenant, missing } => write!(
+                f,
+                "tenant {tenant} is in the file but missing in the database ({missing}): run apply"
+            ),
+            Finding::NotDeclared { tenant } => write!(
+                f,
+                "tenant {tenant} is in the database but not in the file: declare it, or destroy it"
+            ),
+            Finding::ExtraGrant { tenant, grant } => write!(
+                f,
+                "tenant {tenant}: grant beyond the role: {grant}: run apply to revoke it"
+            ),
+            Finding::RoleAttribute { role, attribute } => {
+                write!(
+                    f,
+                    "role {role} has {attribute}, which a tenant role must not have"
+                )
+            }
+        }
+    }
+}
+
+impl Provisioner {
+    /// Checks the live servers for isolation hazards: pool tables without
+    /// row-level security enabled and forced (or without their policy), an
+    /// application role that is a superuser, has `BYPASSRLS` or owns a pool table,
+    /// tenants of the file missing in the database and tenants of the database
+    /// missing in the file (tenants provisioned at runtime excepted), and roles
+    /// holding grants beyond their kind. An empty list means nothing was found.
+    pub async fn doctor(&self) -> Result<Vec<Finding>, Error> {
+        let specs: Vec<&TenantSpec> = self.file.tenants.iter().collect();
+        let live = self.read_live(&specs).await?;
+        let mut findings = Vec::new();
+
+        // The application roles, and the pool tables as the application role sees them.
+        let shared = self.shared_pool()?;
+        let default = &self.file.default_server;
+        for (name, server) in &self.file.servers {
+            let Some(app) = &server.app_role else {
+                continue;
+            };
+            match live.servers[name].roles.get(app.as_str()) {
+                None => findings.push(Finding::AppRoleMissing {
+                    role: app.to_string(),
+                }),
+                Some(role) => {
+                    if role.superuser {
+                        findings.push(Finding::Hazard(Hazard::Superuser {
+                            role: app.to_string(),
+                        }));
+                    }
+                    if role.bypassrls {
+                        findings.push(Finding::Hazard(Hazard::BypassRls {
+                            role: app.to_string(),
+                        }));
+                    }
+                }
+            }
+        }
+        let app = self
+            .app_role(default)
+            .filter(|app| live.servers[default].has_role(app));
+        let mut conn = shared.acquire().await?;
+        let mut tx = conn.begin().await?;
+        if let Some(app) = app {
+            sqlx::query("SELECT set_config('role', $1, true)")
+                .bind(app.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(HAZARDS_SQL).fetch_all(&mut *tx).await?;
+        tx.rollback().await?;
+        for (kind, subject) in rows {
+            // Superuser and BYPASSRLS were checked above, for every server.
+            let table_hazard = matches!(kind.as_str(), "rls-disabled" | "rls-not-forced")
+                || (kind == "owner" && app.is_some());
+            if table_hazard && let Some(hazard) = Hazard::from_row(&kind, subject) {
+                findings.push(Finding::Hazard(hazard));
+            }
+        }
+        for (table, state) in self.file.shared.pool_tables.iter().zip(&live.pool) {
+            let problem = if !state.exists {
+                "does not exist"
+            } else if !state.tenant_column {
+                "has no tenant_id column, so row-level security cannot filter it"
+            } else if !state.policy {
+                "has no tenant_isolation policy"
+            } else {
+                continue;
+            };
+            findings.push(Finding::PoolTable {
+                table: table.to_string(),
+                problem: problem.into(),
+            });
+        }
+
+        // Drift between the file and the database.
+        for spec in &specs {
+            let id = spec.tenant.id;
+            let server = &live.servers[&spec.server];
+            let mut missing = Vec::new();
+            if !live.records.contains_key(id.as_str()) {
+                missing.push("catalog entry".to_owned());
+            }
+            match &spec.tenant.model {
+                DataModel::Bridge { schema } if !live.schemas.contains(schema.as_str()) => {
+                    missing.push(format!("schema {schema}"));
+                }
+                DataModel::Silo { database, .. }
+                    if !server.databases.contains(database.as_str()) =>
+                {
+                    missing.push(format!("database {database}"));
+                }
+                _ => {}
+            }
+            for role in TenantRole::ALL {
+                let name = role.role_name(&id);
+                match server.roles.get(name.as_str()) {
+                    None => missing.push(format!("role {name}")),
+                    Some(live_role) => {
+                        for (has, attribute) in [
+                            (live_role.login, "LOGIN"),
+                            (live_role.superuser, "SUPERUSER"),
+                            (live_role.bypassrls, "BYPASSRLS"),
+                            (live_role.creates, "CREATEDB or CREATEROLE"),
+                        ] {
+                            if has {
+                                findings.push(Finding::RoleAttribute {
+                                    role: name.to_string(),
+                                    attribute,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            for user in &spec.users {
+                match server.roles.get(user.name.as_str()) {
+                    None => missing.push(format!("user {}", user.name)),
+                    Some(live_role) => {
+                        for (has, attribute) in [
+                            (live_role.superuser, "SUPERUSER"),
+                            (live_role.bypassrls, "BYPASSRLS"),
+                            (live_role.creates, "CREATEDB or CREATEROLE"),
+                        ] {
+                            if has {
+                                findings.push(Finding::RoleAttribute {
+                                    role: user.name.to_string(),
+                                    attribute,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                findings.push(Finding::NotProvisioned {
+                    tenant: id,
+                    missing: missing.join(", "),
+                });
+            }
+            let rows = tenant_grant_rows(spec, &live);
+            for (_, grant) in tenant_grant_diff(spec, rows).revokes {
+                findings.push(Finding::ExtraGrant { tenant: id, grant });
+            }
+            let users: Vec<&str> = self
+                .file
+                .tenants
+                .iter()
+                .flat_map(|t| t.users.iter().map(|u| u.name.as_str()))
+                .collect();
+            for row in rows {
+                if let (Some(grantee), Some(privilege)) = (&row.grantee, &row.privilege)
+                    && users.contains(&grantee.as_str())
+                {
+                    findings.push(Finding::ExtraGrant {
+                        tenant: id,
+                        grant: format!(
+                            "user {grantee} holds {privilege} on {}.{} directly, not through its role",
+                            row.schema, row.relation
+                        ),
+                    });
+                }
+            }
+        }
+        for id in live.records.keys() {
+            let declared = self.file.tenants.iter().any(|t| t.tenant.id == id.as_str());
+            let runtime = live.provisioned.get(id).is_some_and(|o| o == "runtime");
+            if !declared
+                && !runtime
+                && let Ok(tenant) = id.parse()
+            {
+                findings.push(Finding::NotDeclared { tenant });
+            }
+        }
+        Ok(findings)
+    }
+}

@@ -1,0 +1,1193 @@
+//! [`Provisioner`]: compares a tenants file with the live servers and plans the
+//! difference.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
+
+use super::file::{Password, TenantSpec, TenantsFile, UrlSource};
+use super::live::{self, GrantRow, PoolTableLive, ServerLive, quote_ident};
+use super::plan::{Action, Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
+use crate::{Error, TenantRole};
+
+/// Plans and applies tenants files against live PostgreSQL servers, and onboards
+/// tenants at runtime.
+///
+/// It connects as each server's admin (the file's `url_env`), which must be allowed
+/// to create roles and databases. See the [module docs](super) for an example.
+pub struct Provisioner {
+    pub(crate) file: TenantsFile,
+    pub(crate) servers: HashMap<String, PgConnectOptions>,
+    pub(crate) pools: HashMap<String, PgPool>,
+    pub(crate) migrator: Option<Arc<Migrator>>,
+    pub(crate) parallel: usize,
+}
+
+impl fmt::Debug for Provisioner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provisioner")
+            .field("servers", &self.servers.keys().collect::<BTreeSet<_>>())
+            .field("tenants", &self.file.tenants.len())
+            .field(
+                "migrations",
+                &self.migrator.as_ref().map(|m| m.iter().count()),
+            )
+            .field("parallel", &self.parallel)
+            .finish()
+    }
+}
+
+/// What the servers hold now, as far as the plan needs it.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub(crate) servers: HashMap<String, ServerLive>,
+    pub(crate) schemas: HashSet<String>,
+    pub(crate) catalog: bool,
+    pub(crate) records: BTreeMap<String, serde_json::Value>,
+    pub(crate) provisioned: BTreeMap<String, String>,
+    pub(crate) app_reads_catalog: bool,
+    pub(crate) shared_applied: Option<BTreeSet<i64>>,
+    pub(crate) templates: HashMap<String, Option<BTreeSet<i64>>>,
+    pub(crate) bridge_applied: HashMap<String, BTreeSet<i64>>,
+    pub(crate) bridge_grants: HashMap<String, Vec<GrantRow>>,
+    pub(crate) pool: Vec<PoolTableLive>,
+    pub(crate) pool_grants: Vec<GrantRow>,
+    /// `(server, database)` → applied migrations and grants of each silo database.
+    pub(crate) silos: HashMap<(String, String), SiloLive>,
+}
+
+/// A silo database's applied migrations (`None`: no migrations table) and grants.
+pub(crate) type SiloLive = (Option<BTreeSet<i64>>, Vec<GrantRow>);
+
+impl Provisioner {
+    /// Prepares to provision `file`'s tenants: reads each server's URL (from the
+    /// environment for `url_env`) and the migrations. Connections open on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingEnv`] naming every unset variable, [`Error::Config`] for a
+    /// URL that does not parse, [`Error::Migrations`] for an unreadable migrations
+    /// directory.
+    pub async fn connect(file: TenantsFile) -> Result<Self, Error> {
+        let mut missing = Vec::new();
+        let mut servers = HashMap::new();
+        for (name, server) in &file.servers {
+            let url = match &server.url {
+                UrlSource::Inline(url) => url.clone(),
+                UrlSource::Env(var) => match std::env::var(var) {
+                    Ok(url) => url,
+                    Err(_) => {
+                        missing.push(format!("{var} (URL of server {name})"));
+                        continue;
+                    }
+                },
+            };
+            let options: PgConnectOptions = url
+                .parse()
+                .map_err(|e| Error::Config(format!("server {name:?}: invalid URL: {e}")))?;
+            servers.insert(name.clone(), options.application_name("tenants"));
+        }
+        if !missing.is_empty() {
+            return Err(Error::MissingEnv(missing));
+        }
+        let migrator = match &file.shared.migrations {
+            Some(dir) => {
+                let mut migrator =
+                    Migrator::new(dir.as_path())
+                        .await
+                        .map_err(|source| Error::Migrations {
+                            path: dir.display().to_string(),
+                            source,
+                        })?;
+                // Each tenant takes its own lock; sqlx's lock is one per database and
+                // would run the bridge schemas of a database one at a time.
+                migrator.set_locking(false);
+                Some(Arc::new(migrator))
+            }
+            None => None,
+        };
+        let mut provisioner = Provisioner {
+            file,
+            servers,
+            pools: HashMap::new(),
+            migrator,
+            parallel: 8,
+        };
+        provisioner.open_pools();
+        Ok(provisioner)
+    }
+
+    /// How many tenants are worked on at once (default 8). Each holds up to two
+    /// connections; keep it well below the servers' `max_connections`.
+    pub fn parallelism(mut self, tenants: usize) -> Self {
+        self.parallel = tenants.max(1);
+        self.open_pools();
+        self
+    }
+
+    fn open_pools(&mut self) {
+        self.pools = self
+            .servers
+            .iter()
+            .map(|(name, options)| {
+                let pool = PgPoolOptions::new()
+                    .max_connections(self.parallel as u32 + 2)
+                    .min_connections(0)
+                    .connect_lazy_with(options.clone());
+                (name.clone(), pool)
+            })
+            .collect();
+    }
+
+    /// The tenants file being provisioned.
+    pub fn file(&self) -> &TenantsFile {
+        &self.file
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        for pool in self.pools.values() {
+            pool.close().await;
+        }
+    }
+
+    pub(crate) fn pool(&self, server: &str) -> Result<&PgPool, Error> {
+        self.pools
+            .get(server)
+            .ok_or_else(|| Error::Config(format!("unknown server {server:?}")))
+    }
+
+    pub(crate) fn shared_pool(&self) -> Result<&PgPool, Error> {
+        self.pool(&self.file.default_server)
+    }
+
+    /// Connection options for one database of a server.
+    pub(crate) fn database(
+        &self,
+        server: &str,
+        database: &SqlIdent,
+    ) -> Result<PgConnectOptions, Error> {
+        let options = self
+            .servers
+            .get(server)
+            .ok_or_else(|| Error::Config(format!("unknown server {server:?}")))?;
+        Ok(options.clone().database(database.as_str()))
+    }
+
+    /// Compares the file with the servers: what [`apply`](Self::apply) would do.
+    /// Tenants registered by the file (not at runtime) that the file no longer
+    /// declares are planned as drops.
+    pub async fn plan(&self) -> Result<Plan, Error> {
+        let specs: Vec<&TenantSpec> = self.file.tenants.iter().collect();
+        let live = self.read_live(&specs).await?;
+        let mut plan = Plan::default();
+        self.plan_shared(&live, &specs, &mut plan.changes);
+        for spec in &specs {
+            self.plan_tenant(spec, &live, Origin::File, &mut plan.changes)?;
+        }
+        let removed: Vec<TenantId> = live
+            .provisioned
+            .iter()
+            .filter(|(id, origin)| {
+                *origin == Origin::File.as_str()
+                    && !self.file.tenants.iter().any(|t| t.tenant.id == id.as_str())
+            })
+            .filter_map(|(id, _)| id.parse().ok())
+            .collect();
+        for id in removed {
+            self.plan_destroy(id, &live, &mut plan.changes);
+        }
+        Ok(plan)
+    }
+
+    /// What destroying `tenant` would drop: its database, schema or pool rows, its
+    /// roles and users, and its catalog entry.
+    pub async fn destroy_plan(&self, tenant: TenantId) -> Result<Plan, Error> {
+        let live = self.read_live(&[]).await?;
+        let mut plan = Plan::default();
+        self.plan_destroy(tenant, &live, &mut plan.changes);
+        Ok(plan)
+    }
+
+    pub(crate) async fn read_live(&self, specs: &[&TenantSpec]) -> Result<Live, Error> {
+        let mut live = Live::default();
+        for (name, pool) in &self.pools {
+            live.servers
+                .insert(name.clone(), ServerLive::read(pool).await?);
+        }
+        let shared = self.shared_pool()?;
+        let schemas: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace")
+            .fetch_all(shared)
+            .await?;
+        live.schemas = schemas.into_iter().collect();
+        let installed: (bool, bool) = sqlx::query_as(
+            "SELECT to_regclass('tenants.tenants') IS NOT NULL, \
+                    to_regclass('tenants.provisioned') IS NOT NULL",
+        )
+        .fetch_one(shared)
+        .await?;
+        live.catalog = installed.0 && installed.1;
+        if live.catalog {
+            let records: Vec<(String, sqlx::types::Json<serde_json::Value>)> =
+                sqlx::query_as("SELECT id, record FROM tenants.tenants")
+                    .fetch_all(shared)
+                    .await?;
+            live.records = records.into_iter().map(|(id, r)| (id, r.0)).collect();
+            let provisioned: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, origin FROM tenants.provisioned")
+                    .fetch_all(shared)
+                    .await?;
+            live.provisioned = provisioned.into_iter().collect();
+            if let Some(app) = self.app_role(&self.file.default_server)
+                && live.servers[&self.file.default_server].has_role(app)
+            {
+                live.app_reads_catalog = sqlx::query_scalar(
+                    "SELECT has_schema_privilege($1, 'tenants', 'USAGE') \
+                     AND has_table_privilege($1, 'tenants.tenants', 'SELECT')",
+                )
+                .bind(app.as_str())
+                .fetch_one(shared)
+                .await?;
+            }
+        }
+        let pool_tables = &self.file.shared.pool_tables;
+        if !pool_tables.is_empty() {
+            live.pool = live::pool_tables(shared, pool_tables).await?;
+            live.pool_grants = live::grants_on_tables(shared, pool_tables).await?;
+            if self.migrator.is_some() {
+                let mut conn = shared.acquire().await?;
+                live.shared_applied = live::applied(&mut conn).await?;
+            }
+        }
+        // Bridge schemas that exist.
+        let bridge: Vec<SqlIdent> = specs
+            .iter()
+            .filter_map(|s| match &s.tenant.model {
+                DataModel::Bridge { schema } if live.schemas.contains(schema.as_str()) => {
+                    Some(schema.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if !bridge.is_empty() {
+            live.bridge_applied = live::applied_in_schemas(shared, &bridge).await?;
+            let names: Vec<String> = bridge.iter().map(ToString::to_string).collect();
+            for row in live::grants_in_schemas(shared, &names).await? {
+                live.bridge_grants
+                    .entry(row.schema.clone())
+                    .or_default()
+                    .push(row);
+            }
+        }
+        // Templates of servers with silo tenants.
+        if self.migrator.is_some() {
+            for (name, server) in &self.file.servers {
+                let exists = live.servers[name]
+                    .databases
+                    .contains(server.template.as_str());
+                let applied = if exists {
+                    let options = self.database(name, &server.template)?;
+                    live::with_connection(&options, async |conn| live::applied(conn).await)
+                        .await?
+                        .or(Some(BTreeSet::new()))
+                } else {
+                    None
+                };
+                live.templates.insert(name.clone(), applied);
+            }
+        }
+        // Silo databases that exist, a few at a time.
+        let silos: Vec<(String, SqlIdent)> = specs
+            .iter()
+            .filter_map(|s| match &s.tenant.model {
+                DataModel::Silo { database, .. }
+                    if live.servers[&s.server]
+                        .databases
+                        .contains(database.as_str()) =>
+                {
+                    Some((s.server.clone(), database.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let read = futures_util::stream::iter(silos)
+            .map(|(server, database)| async move {
+                let options = self.database(&server, &database)?;
+                let state = live::with_connection(&options, async |conn| {
+                    let applied = live::applied(conn).await?;
+                    let grants = live::grants_in_schemas(&mut *conn, &["public".into()]).await?;
+                    Ok((applied, grants))
+                })
+                .await?;
+                Ok::<_, Error>(((server, database.to_string()), state))
+            })
+            .buffer_unordered(self.parallel)
+            .try_collect::<Vec<_>>()
+            .await?;
+        live.silos = read.into_iter().collect();
+        Ok(live)
+    }
+
+    pub(crate) fn app_role(&self, server: &str) -> Option<&SqlIdent> {
+        self.file.servers.get(server)?.app_role.as_ref()
+    }
+
+    /// Migration versions not in `applied` (all of them when `None`).
+    pub(crate) fn pending(&self, applied: Option<&BTreeSet<i64>>) -> Vec<i64> {
+        let Some(migrator) = &self.migrator else {
+            return Vec::new();
+        };
+        migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .filter(|v| applied.is_none_or(|a| !a.contains(v)))
+            .collect()
+    }
+
+    pub(crate) fn plan_shared(
+        &self,
+        live: &Live,
+        specs: &[&TenantSpec],
+        changes: &mut Vec<Change>,
+    ) {
+        let shared = On {
+            server: self.file.default_server.clone(),
+            database: None,
+        };
+        let scope = Scope::Shared;
+        if !live.catalog {
+            changes.push(
+                Change::new(
+                    scope,
+                    Action::Create,
+                    "catalog tenants.tenants",
+                    Work::InstallCatalog,
+                )
+                .detail("where applications read tenant records"),
+            );
+        }
+        for (name, server) in &self.file.servers {
+            let Some(app) = &server.app_role else {
+                continue;
+            };
+            if !live.servers[name].has_role(app) {
+                changes.push(
+                    Change::new(
+                        scope,
+                        Action::Create,
+                        format!("role {app}"),
+                        Work::CreateLogin {
+                            server: name.clone(),
+                            name: app.clone(),
+                            member_of: None,
+                            password: server.app_password_env.clone().map(Password::Env),
+                            search_path: None,
+                        },
+                    )
+                    .detail(format!("application login role on server {name}")),
+                );
+            }
+        }
+        if let Some(app) = self.app_role(&self.file.default_server)
+            && !live.app_reads_catalog
+        {
+            let app = app.quoted();
+            changes.push(Change::new(
+                scope,
+                Action::Update,
+                format!("grants of {} on the catalog", app.trim_matches('"')),
+                Work::Sql(
+                    shared.clone(),
+                    vec![
+                        format!("GRANT USAGE ON SCHEMA tenants TO {app}"),
+                        format!("GRANT SELECT ON tenants.tenants TO {app}"),
+                    ],
+                ),
+            ));
+        }
+        for schema in &self.file.shared.schemas {
+            if !live.schemas.contains(schema.as_str()) {
+                let q = schema.quoted();
+                changes.push(
+                    Change::new(
+                        scope,
+                        Action::Create,
+                        format!("schema {schema}"),
+                        Work::Sql(
+                            shared.clone(),
+                            vec![
+                                format!("CREATE SCHEMA IF NOT EXISTS {q}"),
+                                format!("GRANT USAGE ON SCHEMA {q} TO PUBLIC"),
+                            ],
+                        ),
+                    )
+                    .detail("shared by every tenant"),
+                );
+            }
+        }
+        let pool_tables = &self.file.shared.pool_tables;
+        if !pool_tables.is_empty() {
+            let pending = self.pending(live.shared_applied.as_ref());
+            if !pending.is_empty() {
+                changes.push(
+                    Change::new(
+                        scope,
+                        Action::Update,
+                        "migrations of the shared database",
+                        Work::Migrate(MigrateTarget::Shared),
+                    )
+                    .detail(pending_detail(&pending)),
+                );
+            }
+            for (table, state) in pool_tables.iter().zip(&live.pool) {
+                let mut missing = Vec::new();
+                if !state.exists {
+                    missing.push("table missing: expected from the migrations".to_owned());
+                } else {
+                    if !state.tenant_column {
+                        missing.push("add column tenant_id".into());
+                    } else if !state.tenant_default {
+                        missing.push("default tenant_id to the tenant setting".into());
+                    }
+                    if !state.rls {
+                        missing.push("enable row-level security".into());
+                    }
+                    if !state.forced {
+                        missing.push("force row-level security".into());
+                    }
+                    if !state.policy {
+                        missing.push(format!("create policy {}", live::POLICY));
+                    }
+                }
+                if !missing.is_empty() {
+                    changes.push(
+                        Change::new(
+                            scope,
+                            Action::Update,
+                            format!("pool table {table}"),
+                            Work::SecurePoolTables(vec![table.clone()]),
+                        )
+                        .detail(missing.join(", ")),
+                    );
+                }
+            }
+        }
+        if self.migrator.is_some() {
+            for (name, server) in &self.file.servers {
+                let has_silos = specs
+                    .iter()
+                    .any(|s| s.server == *name && matches!(s.tenant.model, DataModel::Silo { .. }));
+                let template = &server.template;
+                let state = live.templates.get(name).cloned().flatten();
+                if !has_silos && state.is_none() {
+                    continue;
+                }
+                if state.is_none() {
+                    changes.push(
+                        Change::new(
+                            scope,
+                            Action::Create,
+                            format!("database {template}"),
+                            Work::SqlEach(
+                                On {
+                                    server: name.clone(),
+                                    database: None,
+                                },
+                                vec![
+                                    format!("CREATE DATABASE {}", template.quoted()),
+                                    format!(
+                                        "REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC",
+                                        template.quoted()
+                                    ),
+                                ],
+                            ),
+                        )
+                        .detail(format!("template of the silo databases on server {name}")),
+                    );
+                }
+                let pending = self.pending(state.as_ref());
+                if !pending.is_empty() {
+                    changes.push(
+                        Change::new(
+                            scope,
+                            Action::Update,
+                            format!("migrations of template {template}"),
+                            Work::Migrate(MigrateTarget::Template {
+                                server: name.clone(),
+                                database: template.clone(),
+                            }),
+                        )
+                        .detail(pending_detail(&pending)),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn plan_tenant(
+        &self,
+        spec: &TenantSpec,
+        live: &Live,
+        origin: Origin,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), Error> {
+        let id = spec.tenant.id;
+        let scope = Scope::Tenant(id);
+        let server = if spec.server.is_empty() {
+            self.file.default_server.as_str()
+        } else {
+            spec.server.as_str()
+        };
+        let server_live = live
+            .servers
+            .get(server)
+            .ok_or_else(|| Error::Config(format!("tenant {id}: unknown server {server:?}")))?;
+        let on_server = On {
+            server: server.to_owned(),
+            database: None,
+        };
+        let shared = On {
+            server: self.file.default_server.clone(),
+            database: None,
+        };
+        let roles: Vec<(TenantRole, SqlIdent)> = TenantRole::ALL
+            .iter()
+            .map(|r| (*r, r.role_name(&id)))
+            .collect();
+        let role_list = roles
+            .iter()
+            .map(|(_, n)| n.quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (role, name) in &roles {
+            if !server_live.has_role(name) {
+                changes.push(
+                    Change::new(
+                        scope,
+                        Action::Create,
+                        format!("role {name}"),
+                        Work::Sql(
+                            on_server.clone(),
+                            vec![format!("CREATE ROLE {} NOLOGIN", name.quoted())],
+                        ),
+                    )
+                    .detail(format!("{role}: {}", role.privileges().join(", "))),
+                );
+            }
+        }
+
+        let (new_storage, pending, grant_rows) = match &spec.tenant.model {
+            DataModel::Pool => (false, Vec::new(), live.pool_grants.as_slice()),
+            DataModel::Bridge { schema } => {
+                let exists = live.schemas.contains(schema.as_str());
+                if !exists {
+                    let q = schema.quoted();
+                    changes.push(
+                        Change::new(
+                            scope,
+                            Action::Create,
+                            format!("schema {schema}"),
+                            Work::Sql(
+                                shared.clone(),
+                                vec![
+                                    format!("CREATE SCHEMA {q}"),
+                                    format!("GRANT USAGE ON SCHEMA {q} TO {role_list}"),
+                                ],
+                            ),
+                        )
+                        .detail("bridge model, in the shared database")
+                        .storage(),
+                    );
+                }
+                let applied = live.bridge_applied.get(schema.as_str());
+                let pending = if exists {
+                    self.pending(applied.or(Some(&BTreeSet::new())))
+                } else {
+                    self.pending(None)
+                };
+                let rows = live
+                    .bridge_grants
+                    .get(schema.as_str())
+                    .map_or(&[][..], Vec::as_slice);
+                (!exists, pending, rows)
+            }
+            DataModel::Silo { database, .. } => {
+                let exists = server_live.databases.contains(database.as_str());
+                let template = &self.file.servers[server].template;
+                if !exists {
+                    let q = database.quoted();
+                    let create = match &self.migrator {
+                        Some(_) => format!("CREATE DATABASE {q} TEMPLATE {}", template.quoted()),
+                        None => format!("CREATE DATABASE {q}"),
+                    };
+                    changes.push(
+                        Change::new(
+                            scope,
+                            Action::Create,
+                            format!("database {database}"),
+                            Work::SqlEach(
+                                on_server.clone(),
+                                vec![
+                                    create,
+                                    format!(
+                                        "REVOKE CONNECT, TEMPORARY ON DATABASE {q} FROM PUBLIC"
+                                    ),
+                                    format!("GRANT CONNECT ON DATABASE {q} TO {role_list}"),
+                                ],
+                            ),
+                        )
+                        .detail(match &self.migrator {
+                            Some(_) => format!("silo model, copied from template {template}"),
+                            None => "silo model".to_owned(),
+                        })
+                        .storage(),
+                    );
+                }
+                let state = live.silos.get(&(server.to_owned(), database.to_string()));
+                let pending = match state {
+                    Some((applied, _)) => self.pending(applied.as_ref().or(Some(&BTreeSet::new()))),
+                    None => Vec::new(),
+                };
+                let rows = state.map_or(&[][..], |(_, rows)| rows.as_slice());
+                (!exists, pending, rows)
+            }
+        };
+        if let Some(target) = migrate_target(spec, server)
+            && !pending.is_empty()
+        {
+            changes.push(
+                Change::new(scope, Action::Update, "migrations", Work::Migrate(target))
+                    .detail(pending_detail(&pending)),
+            );
+        }
+        let diff = tenant_grant_diff(spec, grant_rows);
+        let new_roles = roles.iter().any(|(_, n)| !server_live.has_role(n));
+        let shared_pending = spec.tenant.model == DataModel::Pool
+            && !self.file.shared.pool_tables.is_empty()
+            && !self.pending(live.shared_applied.as_ref()).is_empty();
+        if new_storage || new_roles || shared_pending || !pending.is_empty() || !diff.is_empty() {
+            let detail = if diff.is_empty() {
+                "after migrations".to_owned()
+            } else {
+                diff.summary()
+            };
+            changes.push(
+                Change::new(
+                    scope,
+                    Action::Update,
+                    "table grants",
+                    Work::SyncGrants(Box::new(spec.clone())),
+                )
+                .detail(detail),
+            );
+        }
+
+        let search_path = match &spec.tenant.model {
+            DataModel::Bridge { schema } => Some(schema.quoted()),
+            _ => None,
+        };
+        let app = self.app_role(server);
+        let mut declared = HashSet::new();
+        for user in &spec.users {
+            declared.insert(user.name.as_str());
+            let group = user.role.role_name(&id);
+            if !server_live.has_role(&user.name) {
+                changes.push(
+                    Change::new(
+                        scope,
+                        Action::Create,
+                        format!("user {}", user.name),
+                        Work::CreateLogin {
+                            server: server.to_owned(),
+                            name: user.name.clone(),
+                            member_of: Some(group),
+                            password: Some(user.password.clone()),
+                            search_path: search_path.clone(),
+                        },
+                    )
+                    .detail(format!("login, {}", user.role)),
+                );
+                continue;
+            }
+            let mut sql = Vec::new();
+            for (_, other) in roles.iter().filter(|(_, n)| *n != group) {
+                if server_live.is_member(&user.name, other) {
+                    sql.push(format!(
+                        "REVOKE {} FROM {}",
+                        other.quoted(),
+                        user.name.quoted()
+                    ));
+                }
+            }
+            if !server_live.is_member(&user.name, &group) {
+                sql.push(format!(
+                    "GRANT {} TO {}",
+                    group.quoted(),
+                    user.name.quoted()
+                ));
+            }
+            if !sql.is_empty() {
+                changes.push(
+                    Change::new(
+                        scope,
+                        Action::Update,
+                        format!("user {}", user.name),
+                        Work::Sql(on_server.clone(), sql),
+                    )
+                    .detail(format!("role {}", user.role)),
+                );
+            }
+        }
+        let mut stale: BTreeSet<&String> = BTreeSet::new();
+        for (_, name) in &roles {
+            for member in server_live.members.get(name.as_str()).into_iter().flatten() {
+                let login = server_live.roles.get(member).is_some_and(|r| r.login);
+                let is_app = app.is_some_and(|a| a.as_str() == member);
+                if login && !is_app && !declared.contains(member.as_str()) {
+                    stale.insert(member);
+                }
+            }
+        }
+        for user in stale {
+            changes.push(
+                Change::new(
+                    scope,
+                    Action::Drop,
+                    format!("user {user}"),
+                    Work::Sql(
+                        on_server.clone(),
+                        vec![format!("DROP ROLE IF EXISTS {}", quote_ident(user))],
+                    ),
+                )
+                .detail("no longer declared"),
+            );
+        }
+        if let Some(app) = app
+            && roles.iter().any(|(_, n)| !server_live.is_member(app, n))
+        {
+            changes.push(
+                Change::new(
+                    scope,
+                    Action::Create,
+                    format!("membership of {app} in the tenant roles"),
+                    Work::Sql(
+                        on_server.clone(),
+                        vec![format!("GRANT {role_list} TO {}", app.quoted())],
+                    ),
+                )
+                .detail("so the application may SET ROLE to them"),
+            );
+        }
+
+        let record = serde_json::to_value(&spec.tenant)
+            .map_err(|e| Error::Config(format!("tenant {id}: {e}")))?;
+        let registered = live.records.get(id.as_str());
+        let origin_now = live.provisioned.get(id.as_str());
+        let register = Work::Register(Box::new(spec.tenant.clone()), origin);
+        match registered {
+            None => changes.push(Change::new(
+                scope,
+                Action::Create,
+                "catalog entry",
+                register,
+            )),
+            Some(old) if *old != record => changes.push(
+                Change::new(scope, Action::Update, "catalog entry", register)
+                    .detail(changed_keys(old, &record)),
+            ),
+            Some(_) if origin_now.map(String::as_str) != Some(origin.as_str()) => {
+                changes.push(
+                    Change::new(scope, Action::Update, "catalog entry", register)
+                        .detail(format!("declared by the {}", origin.as_str())),
+                );
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    pub(crate) fn plan_destroy(&self, id: TenantId, live: &Live, changes: &mut Vec<Change>) {
+        let scope = Scope::Tenant(id);
+        let record: Option<Tenant> =
+            self.file.tenant(&id).map(|s| s.tenant.clone()).or_else(|| {
+                live.records
+                    .get(id.as_str())
+                    .and_then(|r| serde_json::from_value(r.clone()).ok())
+            });
+        let server = match record.as_ref().map(|t| &t.model) {
+            Some(DataModel::Silo {
+                server: Some(server),
+                ..
+            }) => server.clone(),
+            _ => self
+                .file
+                .tenant(&id)
+                .map_or_else(|| self.file.default_server.clone(), |s| s.server.clone()),
+        };
+        let Some(server_live) = live.servers.get(&server) else {
+            return;
+        };
+        let app = self.app_role(&server);
+        let roles: Vec<SqlIdent> = TenantRole::ALL.iter().map(|r| r.role_name(&id)).collect();
+        let mut users = BTreeSet::new();
+        for role in &roles {
+            for member in server_live.members.get(role.as_str()).into_iter().flatten() {
+                let login = server_live
+                    .roles
+                    .get(member)
+                    .is_some_and(|r| r.login && !r.superuser);
+                if login && app.is_none_or(|a| a.as_str() != member) {
+                    users.insert(member.clone());
+                }
+            }
+        }
+        let mut lines: Vec<(String, Option<String>)> = Vec::new();
+        match record.as_ref().map(|t| &t.model) {
+            Some(DataModel::Silo { database, .. })
+                if server_live.databases.contains(database.as_str()) =>
+            {
+                lines.push((
+                    format!("database {database}"),
+                    Some("and all its data".into()),
+                ));
+            }
+            Some(DataModel::Bridge { schema }) if live.schemas.contains(schema.as_str()) => {
+                lines.push((format!("schema {schema}"), Some("and all its data".into())));
+            }
+            Some(DataModel::Pool) if !self.file.shared.pool_tables.is_empty() => {
+                let tables: Vec<_> = self
+                    .file
+                    .shared
+                    .pool_tables
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                lines.push((format!("rows of tenant {id}"), Some(tables.join(", "))));
+            }
+            _ => {}
+        }
+        for user in &users {
+            lines.push((format!("user {user}"), None));
+        }
+        for role in roles.iter().filter(|r| server_live.has_role(r)) {
+            lines.push((format!("role {role}"), None));
+        }
+        if live.records.contains_key(id.as_str()) || live.provisioned.contains_key(id.as_str()) {
+            lines.push(("catalog entry".into(), None));
+        }
+        if lines.is_empty() {
+            return;
+        }
+        let doomed = Doomed {
+            tenant: id,
+            record,
+            server,
+            users: users
+                .into_iter()
+                .filter_map(|u| SqlIdent::new(u).ok())
+                .collect(),
+            pool_tables: self.file.shared.pool_tables.clone(),
+        };
+        for (i, (object, detail)) in lines.into_iter().enumerate() {
+            let work = if i == 0 {
+                Work::Destroy(Box::new(doomed.clone()))
+            } else {
+                Work::Note
+            };
+            let mut change = Change::new(scope, Action::Drop, object, work);
+            change.detail = detail;
+            changes.push(change);
+        }
+    }
+}
+
+/// The grants diff of a tenant's relations, given their current grants.
+pub(crate) fn tenant_grant_diff(spec: &TenantSpec, rows: &[GrantRow]) -> GrantDiff {
+    let id = spec.tenant.id;
+    let roles: Vec<(TenantRole, SqlIdent)> = TenantRole::ALL
+        .iter()
+        .map(|r| (*r, r.role_name(&id)))
+        .collect();
+    let foreign = |grantee: &str| {
+        matches!(
+            spec.tenant.model,
+            DataModel::Bridge { .. } | DataModel::Silo { .. }
+        ) && is_tenant_role(grantee)
+            && !roles.iter().any(|(_, n)| n.as_str() == grantee)
+    };
+    diff_grants(rows, &roles, foreign)
+}
+
+/// The current grants on a tenant's relations, as read into `live`.
+pub(crate) fn tenant_grant_rows<'a>(spec: &TenantSpec, live: &'a Live) -> &'a [GrantRow] {
+    match &spec.tenant.model {
+        DataModel::Pool => &live.pool_grants,
+        DataModel::Bridge { schema } => live
+            .bridge_grants
+            .get(schema.as_str())
+            .map_or(&[][..], Vec::as_slice),
+        DataModel::Silo { database, .. } => live
+            .silos
+            .get(&(spec.server.clone(), database.to_string()))
+            .map_or(&[][..], |(_, rows)| rows.as_slice()),
+    }
+}
+
+pub(crate) fn migrate_target(spec: &TenantSpec, server: &str) -> Option<MigrateTarget> {
+    match &spec.tenant.model {
+        DataModel::Pool => None,
+        DataModel::Bridge { schema } => Some(MigrateTarget::Schema {
+            tenant: spec.tenant.id,
+            schema: schema.clone(),
+        }),
+        DataModel::Silo { database, .. } => Some(MigrateTarget::Database {
+            tenant: spec.tenant.id,
+            server: server.to_owned(),
+            database: database.clone(),
+        }),
+    }
+}
+
+fn pending_detail(pending: &[i64]) -> String {
+    let shown: Vec<String> = pending.iter().take(5).map(ToString::to_string).collect();
+    let more = if pending.len() > 5 { ", ..." } else { "" };
+    format!("{} pending: {}{more}", pending.len(), shown.join(", "))
+}
+
+fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> String {
+    let empty = serde_json::Map::new();
+    let old = old.as_object().unwrap_or(&empty);
+    let new = new.as_object().unwrap_or(&empty);
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let changed: Vec<&str> = keys
+        .into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(String::as_str)
+        .collect();
+    format!("changed: {}", changed.join(", "))
+}
+
+/// `true` for the name of any tenant's group role.
+pub(crate) fn is_tenant_role(name: &str) -> bool {
+    name.starts_with("tenant_")
+        && TenantRole::ALL
+            .iter()
+            .any(|r| name.ends_with(&format!("_{}", r.as_str())))
+}
+
+/// The difference between the privileges a tenant's roles hold on its relations
+/// and those their kinds allow.
+#[derive(Debug, Default)]
+pub(crate) struct GrantDiff {
+    /// `(GRANT or REVOKE statement, summary)`.
+    pub(crate) grants: Vec<(String, String)>,
+    pub(crate) revokes: Vec<(String, String)>,
+}
+
+impl GrantDiff {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.grants.is_empty() && self.revokes.is_empty()
+    }
+
+    pub(crate) fn statements(&self) -> Vec<String> {
+        self.revokes
+            .iter()
+            .chain(&self.grants)
+            .map(|(sql, _)| sql.clone())
+            .collect()
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.grants.is_empty() {
+            parts.push(format!("{} to grant", self.grants.len()));
+        }
+        if !self.revokes.is_empty() {
+            let shown: Vec<&str> = self
+                .revokes
+                .iter()
+                .take(3)
+                .map(|(_, s)| s.as_str())
+                .collect();
+            parts.push(format!(
+                "{} to revoke: {}",
+                self.revokes.len(),
+                shown.join("; ")
+            ));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Privileges allowed to `role` on a relation of kind sequence or table.
+fn allowed(role: TenantRole, sequence: bool) -> &'static [&'static str] {
+    if sequence {
+        if role.privileges().contains(&"INSERT") {
+            &["USAGE"]
+        } else {
+            &[]
+        }
+    } else {
+        role.privileges()
+    }
+}
+
+pub(crate) fn diff_grants(
+    rows: &[GrantRow],
+    roles: &[(TenantRole, SqlIdent)],
+    foreign: impl Fn(&str) -> bool,
+) -> GrantDiff {
+    let mut relations: BTreeMap<(String, bool), BTreeMap<String, BTreeSet<String>>> =
+        BTreeMap::new();
+    for row in rows {
+        let held = relations
+            .entry((row.quoted(), row.is_sequence()))
+            .or_default();
+        if let (Some(grantee), Some(privilege)) = (&row.grantee, &row.privilege) {
+            held.entry(grantee.clone())
+                .or_default()
+                .insert(privilege.clone());
+        }
+    }
+    let mut diff = GrantDiff::default();
+    for ((relation, sequence), held) in &relations {
+        let kind = if *sequence { "SEQUENCE" } else { "TABLE" };
+        for (role, name) in roles {
+            let allowed = allowed(*role, *sequence);
+            let has = held.get(name.as_str());
+            let missing: Vec<&str> = allowed
+                .iter()
+                .copied()
+                .filter(|p| !has.is_some_and(|h| h.contains(*p)))
+                .collect();
+            if !missing.is_empty() {
+                diff.grants.push((
+                    format!(
+                        "GRANT {} ON {kind} {relation} TO {}",
+                        missing.join(", "),
+                        name.quoted()
+                    ),
+                    format!("{name}: {} on {relation}", missing.join(", ")),
+                ));
+            }
+            let extra: Vec<&str> = has
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .filter(|p| !allowed.contains(p) && is_keyword(p))
+                .collect();
+            if !extra.is_empty() {
+                diff.revokes.push((
+                    format!(
+                        "REVOKE {} ON {kind} {relation} FROM {}",
+                        extra.join(", "),
+                        name.quoted()
+                    ),
+                    format!(
+                        "{name}: {} on {}",
+                        extra.join(", "),
+                        relation.replace('"', "")
+                    ),
+                ));
+            }
+        }
+        for (grantee, privileges) in held {
+            if foreign(grantee) {
+                let privileges: Vec<&str> = privileges
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|p| is_keyword(p))
+                    .collect();
+                diff.revokes.push((
+                    format!(
+                        "REVOKE {} ON {kind} {relation} FROM {}",
+                        privileges.join(", "),
+                        quote_ident(grantee)
+                    ),
+                    format!(
+                        "{grantee}: {} on {} (another tenant's role)",
+                        privileges.join(", "),
+                        relation.replace('"', "")
+                    ),
+                ));
+            }
+        }
+    }
+    diff
+}
+
+/// A privilege name as the server reports it: uppercase letters, safe to write back.
+fn is_keyword(privilege: &str) -> bool {
+    !privilege.is_empty() && privilege.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(relation: &str, kind: &str, grantee: Option<&str>, privilege: Option<&str>) -> GrantRow {
+        GrantRow {
+            schema: "s".into(),
+            relation: relation.into(),
+            kind: kind.into(),
+            grantee: grantee.map(Into::into),
+            privilege: privilege.map(Into::into),
+        }
+    }
+
+    fn roles(id: &str) -> Vec<(TenantRole, SqlIdent)> {
+        let id: TenantId = id.parse().unwrap();
+        TenantRole::ALL
+            .iter()
+            .map(|r| (*r, r.role_name(&id)))
+            .collect()
+    }
+
+    #[test]
+    fn grants_become_exactly_those_of_each_role() {
+        let mut rows = vec![
+            row("orders", "r", None, None),
+            row("orders_id_seq", "S", None, None),
+            // The customer may read but was also given DELETE; another tenant's
+            // role holds SELECT.
+            row("orders", "r", Some("tenant_a_customer"), Some("SELECT")),
+            row("orders", "r", Some("tenant_a_customer"), Some("DELETE")),
+            row("orders", "r", Some("tenant_b_admin"), Some("SELECT")),
+        ];
+        for p in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+            rows.push(row("orders", "r", Some("tenant_a_admin"), Some(p)));
+        }
+        let roles = roles("a");
+        let foreign = |g: &str| is_tenant_role(g) && !g.starts_with("tenant_a_");
+        let diff = diff_grants(&rows, &roles, foreign);
+        let mut statements = diff.statements();
+        statements.sort();
+        assert_eq!(
+            statements,
+            [
+                "GRANT SELECT, INSERT, UPDATE ON TABLE \"s\".\"orders\" TO \"tenant_a_developer\"",
+                "GRANT USAGE ON SEQUENCE \"s\".\"orders_id_seq\" TO \"tenant_a_admin\"",
+                "GRANT USAGE ON SEQUENCE \"s\".\"orders_id_seq\" TO \"tenant_a_developer\"",
+                "REVOKE DELETE ON TABLE \"s\".\"orders\" FROM \"tenant_a_customer\"",
+                "REVOKE SELECT ON TABLE \"s\".\"orders\" FROM \"tenant_b_admin\"",
+            ]
+        );
+        assert!(diff.summary().contains("2 to revoke"), "{}", diff.summary());
+        // In the pool, every tenant's roles share the tables: nobody is foreign.
+        assert_eq!(diff_grants(&rows, &roles, |_| false).revokes.len(), 1);
+    }
+
+    #[test]
+    fn tenant_role_names_are_recognised() {
+        assert!(is_tenant_role("tenant_a_b_developer"));
+        assert!(!is_tenant_role("tenant_a_owner"));
+        assert!(!is_tenant_role("app"));
+    }
+}

@@ -1,0 +1,136 @@
+//! `list`: every tenant, where it lives and whether it matches the file.
+
+use std::fmt;
+
+use tenants_core::{DataModel, Tenant, TenantId};
+
+use super::engine::Provisioner;
+use super::plan::Scope;
+use crate::Error;
+
+/// One tenant as [`Provisioner::list`] sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TenantListing {
+    /// The tenant.
+    pub id: TenantId,
+    /// Its model: `pool`, `bridge` or `silo`.
+    pub model: &'static str,
+    /// Where its data lives: `shared database`, `schema x`, `database x on main`.
+    pub location: String,
+    /// How it compares with the file.
+    pub state: TenantState,
+}
+
+/// How a tenant compares with the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TenantState {
+    /// Declared and matching the file.
+    Ready,
+    /// Declared, with this many changes pending (`apply` makes them).
+    Pending(usize),
+    /// The last apply failed for it, with this error.
+    Failed(String),
+    /// Provisioned from the file, no longer declared: `plan` shows it as a drop.
+    Removed,
+    /// Provisioned at runtime by the application.
+    Runtime,
+}
+
+impl fmt::Display for TenantState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TenantState::Ready => f.write_str("ready"),
+            TenantState::Pending(n) => write!(f, "{n} change(s) pending"),
+            TenantState::Failed(error) => write!(f, "failed: {error}"),
+            TenantState::Removed => f.write_str("not in the file (plan drops it)"),
+            TenantState::Runtime => f.write_str("provisioned at runtime"),
+        }
+    }
+}
+
+/// A row of `tenants.provisioned`: id, origin, last error, catalog record.
+type ProvisionedRow = (
+    String,
+    String,
+    Option<String>,
+    Option<sqlx::types::Json<Tenant>>,
+);
+
+fn location(tenant: &Tenant, server: &str) -> String {
+    match &tenant.model {
+        DataModel::Pool => "shared database".into(),
+        DataModel::Bridge { schema } => format!("schema {schema}"),
+        DataModel::Silo { database, .. } => format!("database {database} on {server}"),
+    }
+}
+
+impl Provisioner {
+    /// Every tenant of the file and of the catalog, in id order.
+    pub async fn list(&self) -> Result<Vec<TenantListing>, Error> {
+        let plan = self.plan().await?;
+        let installed: bool =
+            sqlx::query_scalar("SELECT to_regclass('tenants.provisioned') IS NOT NULL")
+                .fetch_one(self.shared_pool()?)
+                .await?;
+        let rows: Vec<ProvisionedRow> = if installed {
+            sqlx::query_as(
+                "SELECT p.id, p.origin, p.error, t.record FROM tenants.provisioned p \
+                     LEFT JOIN tenants.tenants t ON t.id = p.id",
+            )
+            .fetch_all(self.shared_pool()?)
+            .await?
+        } else {
+            Vec::new()
+        };
+        let mut listed = Vec::new();
+        for spec in &self.file.tenants {
+            let id = spec.tenant.id;
+            let pending = plan.changes_of(Scope::Tenant(id)).count();
+            let error = rows
+                .iter()
+                .find(|(row, ..)| row == id.as_str())
+                .and_then(|(_, _, error, _)| error.clone());
+            let state = match (error, pending) {
+                (Some(error), _) => TenantState::Failed(error),
+                (None, 0) => TenantState::Ready,
+                (None, n) => TenantState::Pending(n),
+            };
+            listed.push(TenantListing {
+                id,
+                model: spec.tenant.model.name(),
+                location: location(&spec.tenant, &spec.server),
+                state,
+            });
+        }
+        for (id, origin, error, record) in rows {
+            let Ok(id) = id.parse::<TenantId>() else {
+                continue;
+            };
+            if self.file.tenant(&id).is_some() {
+                continue;
+            }
+            let state = match (origin.as_str(), error) {
+                (_, Some(error)) => TenantState::Failed(error),
+                ("runtime", None) => TenantState::Runtime,
+                _ => TenantState::Removed,
+            };
+            let (model, location) = match &record {
+                Some(record) => (
+                    record.0.model.name(),
+                    location(&record.0, &self.file.default_server),
+                ),
+                None => ("?", "-".into()),
+            };
+            listed.push(TenantListing {
+                id,
+                model,
+                location,
+                state,
+            });
+        }
+        listed.sort_by_key(|t| t.id);
+        Ok(listed)
+    }
+}

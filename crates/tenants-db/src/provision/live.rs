@@ -1,0 +1,304 @@
+//! Reading what the servers hold now.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection, PgPool};
+use tenants_core::SqlIdent;
+
+use super::file::TableName;
+use crate::Error;
+use crate::isolation::literal;
+
+/// A role as `pg_roles` shows it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RoleLive {
+    pub(crate) login: bool,
+    pub(crate) superuser: bool,
+    pub(crate) bypassrls: bool,
+    pub(crate) creates: bool,
+}
+
+/// Cluster-wide state of one server.
+#[derive(Debug, Default)]
+pub(crate) struct ServerLive {
+    pub(crate) roles: HashMap<String, RoleLive>,
+    /// Group role → its members.
+    pub(crate) members: HashMap<String, BTreeSet<String>>,
+    pub(crate) databases: HashSet<String>,
+}
+
+impl ServerLive {
+    pub(crate) async fn read(pool: &PgPool) -> Result<Self, Error> {
+        let roles: Vec<(String, bool, bool, bool, bool)> = sqlx::query_as(
+            "SELECT rolname::text, rolcanlogin, rolsuper, rolbypassrls, rolcreatedb OR rolcreaterole \
+             FROM pg_roles",
+        )
+        .fetch_all(pool)
+        .await?;
+        let members: Vec<(String, String)> = sqlx::query_as(
+            "SELECT g.rolname::text, m.rolname::text FROM pg_auth_members a \
+             JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member",
+        )
+        .fetch_all(pool)
+        .await?;
+        let databases: Vec<(String,)> = sqlx::query_as("SELECT datname::text FROM pg_database")
+            .fetch_all(pool)
+            .await?;
+        let mut live = ServerLive {
+            roles: roles
+                .into_iter()
+                .map(|(name, login, superuser, bypassrls, creates)| {
+                    let role = RoleLive {
+                        login,
+                        superuser,
+                        bypassrls,
+                        creates,
+                    };
+                    (name, role)
+                })
+                .collect(),
+            databases: databases.into_iter().map(|(d,)| d).collect(),
+            ..ServerLive::default()
+        };
+        for (group, member) in members {
+            live.members.entry(group).or_default().insert(member);
+        }
+        Ok(live)
+    }
+
+    pub(crate) fn has_role(&self, name: &SqlIdent) -> bool {
+        self.roles.contains_key(name.as_str())
+    }
+
+    pub(crate) fn is_member(&self, member: &SqlIdent, group: &SqlIdent) -> bool {
+        self.members
+            .get(group.as_str())
+            .is_some_and(|m| m.contains(member.as_str()))
+    }
+}
+
+/// One privilege a role holds on a relation (or a relation holding none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GrantRow {
+    pub(crate) schema: String,
+    pub(crate) relation: String,
+    /// `S` for a sequence, anything else is table-like.
+    pub(crate) kind: String,
+    pub(crate) grantee: Option<String>,
+    pub(crate) privilege: Option<String>,
+}
+
+impl GrantRow {
+    pub(crate) fn is_sequence(&self) -> bool {
+        self.kind == "S"
+    }
+
+    pub(crate) fn quoted(&self) -> String {
+        format!(
+            "{}.{}",
+            quote_ident(&self.schema),
+            quote_ident(&self.relation)
+        )
+    }
+}
+
+/// An identifier read from the server, quoted (doubling any `"`).
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+const GRANTS_IN_SCHEMAS: &str = "
+SELECT n.nspname::text, c.relname::text, c.relkind::text, r.rolname::text, a.privilege_type::text
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN LATERAL aclexplode(c.relacl) a ON true
+LEFT JOIN pg_roles r ON r.oid = a.grantee
+WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+  AND c.relname <> '_sqlx_migrations'";
+
+const GRANTS_ON_TABLES: &str = "
+WITH t AS (
+    SELECT c.oid FROM unnest($1::text[]) x JOIN pg_class c ON c.oid = to_regclass(x)
+), rel AS (
+    SELECT oid FROM t
+    UNION
+    SELECT d.objid FROM pg_depend d JOIN t ON d.refobjid = t.oid
+    WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+      AND d.deptype IN ('a', 'i')
+)
+SELECT n.nspname::text, c.relname::text, c.relkind::text, r.rolname::text, a.privilege_type::text
+FROM rel JOIN pg_class c ON c.oid = rel.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN LATERAL aclexplode(c.relacl) a ON true
+LEFT JOIN pg_roles r ON r.oid = a.grantee";
+
+type GrantTuple = (String, String, String, Option<String>, Option<String>);
+
+fn rows(tuples: Vec<GrantTuple>) -> Vec<GrantRow> {
+    tuples
+        .into_iter()
+        .map(|(schema, relation, kind, grantee, privilege)| GrantRow {
+            schema,
+            relation,
+            kind,
+            grantee,
+            privilege,
+        })
+        .collect()
+}
+
+/// Grants on every relation of these schemas.
+pub(crate) async fn grants_in_schemas<'c, E>(
+    db: E,
+    schemas: &[String],
+) -> Result<Vec<GrantRow>, Error>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let tuples: Vec<GrantTuple> = sqlx::query_as(GRANTS_IN_SCHEMAS)
+        .bind(schemas)
+        .fetch_all(db)
+        .await?;
+    Ok(rows(tuples))
+}
+
+/// Grants on these tables and the sequences they own.
+pub(crate) async fn grants_on_tables<'c, E>(
+    db: E,
+    tables: &[TableName],
+) -> Result<Vec<GrantRow>, Error>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let names: Vec<String> = tables.iter().map(TableName::quoted).collect();
+    let tuples: Vec<GrantTuple> = sqlx::query_as(GRANTS_ON_TABLES)
+        .bind(names)
+        .fetch_all(db)
+        .await?;
+    Ok(rows(tuples))
+}
+
+/// A pool table's security, as it is now.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PoolTableLive {
+    pub(crate) exists: bool,
+    pub(crate) rls: bool,
+    pub(crate) forced: bool,
+    pub(crate) tenant_column: bool,
+    /// `tenant_id` has a default (rows then get the tenant of the transaction).
+    pub(crate) tenant_default: bool,
+    pub(crate) policy: bool,
+}
+
+/// The name of the row-level security policy given to pool tables.
+pub(crate) const POLICY: &str = "tenant_isolation";
+
+pub(crate) async fn pool_tables<'c, E>(
+    db: E,
+    tables: &[TableName],
+) -> Result<Vec<PoolTableLive>, Error>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let names: Vec<String> = tables.iter().map(TableName::quoted).collect();
+    type Row = (String, bool, bool, bool, bool, bool, bool);
+    let found: Vec<Row> = sqlx::query_as(
+        "SELECT x, c.oid IS NOT NULL, coalesce(c.relrowsecurity, false), \
+                coalesce(c.relforcerowsecurity, false), \
+                EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
+                        AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped), \
+                EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_attrdef d \
+                        ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                        WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'), \
+                EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2) \
+         FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) \
+         LEFT JOIN pg_class c ON c.oid = to_regclass(x) ORDER BY i",
+    )
+    .bind(names)
+    .bind(POLICY)
+    .fetch_all(db)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(
+            |(_, exists, rls, forced, tenant_column, tenant_default, policy)| PoolTableLive {
+                exists,
+                rls,
+                forced,
+                tenant_column,
+                tenant_default,
+                policy,
+            },
+        )
+        .collect())
+}
+
+/// Applied migration versions in the `_sqlx_migrations` table the connection's
+/// search path finds; `None` when there is none.
+pub(crate) async fn applied(conn: &mut PgConnection) -> Result<Option<BTreeSet<i64>>, Error> {
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(&mut *conn)
+        .await?;
+    if table.is_none() {
+        return Ok(None);
+    }
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(Some(versions.into_iter().collect()))
+}
+
+/// Applied migration versions of many schemas of one database, in one query.
+pub(crate) async fn applied_in_schemas(
+    pool: &PgPool,
+    schemas: &[SqlIdent],
+) -> Result<HashMap<String, BTreeSet<i64>>, Error> {
+    let names: Vec<&str> = schemas.iter().map(SqlIdent::as_str).collect();
+    let with_table: Vec<(String,)> = sqlx::query_as(
+        "SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = '_sqlx_migrations' AND n.nspname = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_all(pool)
+    .await?;
+    let mut applied: HashMap<String, BTreeSet<i64>> = with_table
+        .iter()
+        .map(|(s,)| (s.clone(), BTreeSet::new()))
+        .collect();
+    for chunk in with_table.chunks(500) {
+        // Schema names are validated identifiers, quoted; values are literals.
+        let sql = chunk
+            .iter()
+            .map(|(schema,)| {
+                format!(
+                    "SELECT {}::text, version FROM {}._sqlx_migrations WHERE success",
+                    literal(schema),
+                    quote_ident(schema)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let rows: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await?;
+        for (schema, version) in rows {
+            applied.entry(schema).or_default().insert(version);
+        }
+    }
+    Ok(applied)
+}
+
+/// Opens a connection to `options`, runs `f`, and closes it.
+pub(crate) async fn with_connection<T, F>(
+    options: &sqlx::postgres::PgConnectOptions,
+    f: F,
+) -> Result<T, Error>
+where
+    F: AsyncFnOnce(&mut PgConnection) -> Result<T, Error>,
+{
+    let mut conn = PgConnection::connect_with(options).await?;
+    let result = f(&mut conn).await;
+    // Closing politely only tells the server sooner; a failure here changes nothing.
+    let _ = conn.close().await;
+    result
+}

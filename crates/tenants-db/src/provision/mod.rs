@@ -1,0 +1,73 @@
+//! Tenants as code: declare every tenant in a tenants file, see the difference with
+//! the live servers as a [`Plan`], and [`apply`](Provisioner::apply) it — or
+//! [`provision`](Provisioner::provision) one tenant from application code when it
+//! signs up.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use tenants_db::provision::{ApplyOptions, Provisioner, TenantSpec, TenantsFile};
+//! use tenants_core::{DataModel, SqlIdent, Tenant};
+//!
+//! // tenants.toml declares the servers, the shared migrations and the tenants.
+//! let provisioner = Provisioner::connect(TenantsFile::load("tenants.toml")?).await?;
+//! let plan = provisioner.plan().await?;
+//! print!("{plan}"); // + role tenant_acme_admin, + schema acme, ~ migrations (2 pending), ...
+//! let report = provisioner.apply(&plan, &ApplyOptions::new()).await?;
+//! assert!(report.is_success(), "{report}");
+//! assert!(provisioner.plan().await?.is_empty(), "a second apply has nothing to do");
+//!
+//! // A tenant signing up, provisioned at once (idempotent).
+//! let newco = Tenant::new("newco".parse()?, DataModel::Bridge { schema: SqlIdent::new("newco")? });
+//! provisioner.provision(&TenantSpec::new(newco)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What apply creates
+//!
+//! For every tenant, on its server:
+//!
+//! - three group roles, `tenant_{id}_admin`, `_developer` and `_customer`
+//!   ([`TenantRole`](crate::TenantRole)), holding exactly their privileges on the
+//!   tenant's tables (and `USAGE` on their sequences for admin and developer);
+//!   privileges beyond those, and other tenants' roles' privileges, are revoked;
+//! - **pool**: nothing of its own; the shared migrations run once in the shared
+//!   database, and each `[shared] pool_tables` table gets a `tenant_id` column
+//!   (when missing) defaulting to the transaction's tenant, row-level security enabled and forced, and the policy
+//!   `tenant_isolation`: `USING (tenant_id = current_setting('tenants.tenant_id',
+//!   true)) WITH CHECK (...)`;
+//! - **bridge**: a schema in the shared database, migrated in place (its own
+//!   `_sqlx_migrations` table records its progress);
+//! - **silo**: a database copied from the server's template database, which is
+//!   migrated once (`CREATE DATABASE .. TEMPLATE ..`), then migrated in place
+//!   when new migrations come; `CONNECT` is revoked from `PUBLIC`;
+//! - the login users, members of their tenant role, with their password stored as
+//!   a SCRAM verifier computed here (the password never reaches the server);
+//! - the application role's membership in the tenant's roles, so the router's
+//!   `begin_as` can `SET ROLE`;
+//! - the tenant's record in the catalog table `tenants.tenants` ([`PgCatalog`](crate::PgCatalog)),
+//!   last, so applications see a tenant only once it is ready.
+//!
+//! Progress is recorded per tenant (each schema's or database's
+//! `_sqlx_migrations`, and `tenants.provisioned`), so an interrupted run resumes,
+//! and a failing tenant does not stop the others.
+
+mod apply;
+mod doctor;
+mod engine;
+mod file;
+mod list;
+mod live;
+mod plan;
+mod template;
+
+pub use apply::{ApplyOptions, Progress, Report};
+pub use doctor::Finding;
+pub use engine::Provisioner;
+pub use file::{
+    DEFAULT_TEMPLATE, Format, Password, ServerSpec, SharedSpec, TableName, TenantSpec, TenantsFile,
+    UrlSource, UserSpec,
+};
+pub use list::{TenantListing, TenantState};
+pub use plan::{Action, Change, Plan, Scope};
+pub use template::uid_hash;

@@ -1,0 +1,678 @@
+//! The provisioning engine against a real PostgreSQL: apply creates exactly the
+//! declared objects, the grants hold, a second apply does nothing, failures stay
+//! with their tenant, and doctor finds the hazards.
+#![cfg(feature = "sqlx")]
+
+use std::path::PathBuf;
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use tenants_core::{DataModel, SqlIdent, Tenant};
+use tenants_db::provision::{
+    Action, ApplyOptions, Finding, Format, Password, Provisioner, Scope, TenantSpec, TenantsFile,
+};
+use tenants_db::{Error, Hazard, Sqlx, TenantRole, TenantRouter};
+use tenants_test_support::{TestServer, postgres, unique_name};
+
+const MIGRATION: &str = "
+CREATE TABLE widgets (id serial PRIMARY KEY, name text NOT NULL);
+CREATE TABLE todos (id serial PRIMARY KEY, tenant_id text, title text NOT NULL);
+";
+
+/// A name part unique to this test run: lowercase letters and digits.
+fn tag() -> String {
+    unique_name("t").replace('_', "x")
+}
+
+struct Setup {
+    pg: &'static TestServer,
+    url: String,
+    tag: String,
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let pg = postgres();
+        let url = pg.fresh_database();
+        let tag = tag();
+        let dir = std::env::temp_dir().join(format!("tenants-provision-{tag}"));
+        std::fs::create_dir_all(dir.join("migrations")).unwrap();
+        std::fs::write(dir.join("migrations/0001_widgets.sql"), MIGRATION).unwrap();
+        Setup { pg, url, tag, dir }
+    }
+
+    /// The issue's file, with names made unique to this test.
+    fn file_text(&self, extra: &str) -> String {
+        let t = &self.tag;
+        format!(
+            r#"
+[servers.main]
+url = "{url}"
+app_role = "app_{t}"
+template = "template_{t}"
+
+[shared]
+migrations = "migrations"
+pool_tables = ["todos"]
+
+[tenants.shop-{t}]
+name = "Building Shop Inc."
+model = "silo"
+database = "shop_{t}"
+plan = "professional"
+  [[tenants.shop-{t}.users]]
+  name = "admin_{t}"
+  role = "admin"
+  password_env = "SHOP_ADMIN_PASSWORD"
+  [[tenants.shop-{t}.users]]
+  name = "dev_{t}"
+  role = "developer"
+  password_env = "SHOP_DEV_PASSWORD"
+  [[tenants.shop-{t}.users]]
+  name = "customer_{t}"
+  role = "customer"
+  password_env = "SHOP_CUSTOMER_PASSWORD"
+
+[tenants.hardware-{t}]
+name = "Hardware Store"
+model = "bridge"
+schema = "hardware_{t}"
+
+[tenants.pool-{t}]
+name = "Tenant A"
+model = "pool"
+{extra}"#,
+            url = self.url
+        )
+    }
+
+    fn load(&self, text: &str) -> TenantsFile {
+        let path = self.dir.join("tenants.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut file = TenantsFile::load(&path).unwrap();
+        for tenant in &mut file.tenants {
+            for user in &mut tenant.users {
+                user.password = Password::Given(format!("secret-{}", user.name));
+            }
+        }
+        file
+    }
+
+    async fn provisioner(&self, extra: &str) -> Provisioner {
+        Provisioner::connect(self.load(&self.file_text(extra)))
+            .await
+            .unwrap()
+            .parallelism(4)
+    }
+
+    fn sql(&self, database: &str, sql: &str) -> String {
+        self.pg.psql(&self.pg.url_for(database), sql)
+    }
+
+    fn shared(&self, sql: &str) -> String {
+        self.pg.psql(&self.url, sql)
+    }
+
+    fn url_as(&self, user: &str, database: &str) -> String {
+        format!(
+            "postgres://{user}:secret-{user}@{}:{}/{database}",
+            self.pg.host(),
+            self.pg.port()
+        )
+    }
+}
+
+fn shared_db(url: &str) -> String {
+    url.rsplit('/').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_creates_exactly_the_declared_objects_and_converges() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let provisioner = s.provisioner("").await;
+
+    let plan = provisioner.plan().await.unwrap();
+    let text = plan.to_string();
+    for line in [
+        format!("+ database shop_{t}"),
+        format!("+ schema hardware_{t}"),
+        format!("+ role tenant_shop_{t}_developer"),
+        format!("+ user dev_{t}"),
+        format!("+ role app_{t}"),
+        "+ catalog tenants.tenants".into(),
+        "~ pool table public.todos".into(),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in\n{text}");
+    }
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.succeeded.len(), 3);
+
+    // Roles: three group roles per tenant, the users, the application role.
+    let roles = s.shared(&format!(
+        "SELECT string_agg(rolname || ':' || rolcanlogin, ',' ORDER BY rolname) FROM pg_roles \
+         WHERE rolname LIKE '%{t}%'"
+    ));
+    let mut expected = vec![
+        format!("admin_{t}:true"),
+        format!("app_{t}:true"),
+        format!("customer_{t}:true"),
+        format!("dev_{t}:true"),
+    ];
+    for tenant in ["hardware", "pool", "shop"] {
+        for role in ["admin", "customer", "developer"] {
+            expected.push(format!("tenant_{tenant}_{t}_{role}:false"));
+        }
+    }
+    expected.sort();
+    assert_eq!(roles, expected.join(","));
+    // Passwords are stored as SCRAM verifiers.
+    assert!(
+        s.shared(&format!(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'dev_{t}'"
+        ))
+        .starts_with("SCRAM-SHA-256$")
+    );
+    // Storage: the silo database, the bridge schema, both migrated.
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = 'shop_{t}'"
+        )),
+        "1"
+    );
+    assert_eq!(
+        s.sql(
+            &format!("shop_{t}"),
+            "SELECT count(*) FROM _sqlx_migrations"
+        ),
+        "1"
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM hardware_{t}._sqlx_migrations"
+        )),
+        "1"
+    );
+    // The pool table: RLS enabled and forced, with the policy.
+    assert_eq!(
+        s.shared(
+            "SELECT relrowsecurity::text || relforcerowsecurity::text || \
+             (SELECT count(*) FROM pg_policy WHERE polrelid = 'todos'::regclass)::text \
+             FROM pg_class WHERE oid = 'todos'::regclass"
+        ),
+        "truetrue1"
+    );
+    // Exactly the role's privileges.
+    assert_eq!(
+        s.sql(
+            &format!("shop_{t}"),
+            &format!(
+                "SELECT string_agg(privilege_type, ',' ORDER BY privilege_type) \
+                 FROM information_schema.role_table_grants \
+                 WHERE grantee = 'tenant_shop_{t}_developer' AND table_name = 'widgets'"
+            )
+        ),
+        "INSERT,SELECT,UPDATE"
+    );
+    // The catalog holds the three tenants.
+    assert_eq!(
+        s.shared("SELECT string_agg(record->>'model', ',' ORDER BY record->>'model') FROM tenants.tenants"),
+        "bridge,pool,silo"
+    );
+
+    // A second apply changes nothing.
+    let again = provisioner.plan().await.unwrap();
+    assert!(again.is_empty(), "{again}");
+    let report = provisioner
+        .apply(&again, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(report.applied, 0);
+
+    // As the developer, INSERT works and DELETE is refused; the customer only reads.
+    let mut dev = PgConnection::connect(&s.url_as(&format!("dev_{t}"), &format!("shop_{t}")))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO widgets (name) VALUES ('bolt')")
+        .execute(&mut dev)
+        .await
+        .unwrap();
+    let refused = sqlx::query("DELETE FROM widgets")
+        .execute(&mut dev)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+    let mut customer =
+        PgConnection::connect(&s.url_as(&format!("customer_{t}"), &format!("shop_{t}")))
+            .await
+            .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM widgets")
+        .fetch_one(&mut customer)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    let refused = sqlx::query("INSERT INTO widgets (name) VALUES ('nut')")
+        .execute(&mut customer)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+
+    // The application role routes every model, and SET ROLE works for it.
+    let app_url = s.url_as(&format!("app_{t}"), &shared_db(&s.url));
+    let router = TenantRouter::<Sqlx>::builder()
+        .server("main", app_url)
+        .build()
+        .unwrap();
+    router.verify().await.unwrap();
+    for spec in &provisioner.file().tenants {
+        let mut tx = router
+            .begin_as(&spec.tenant, TenantRole::Developer)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO todos (title) VALUES ('x')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let deleted = sqlx::query("DELETE FROM todos").execute(&mut *tx).await;
+        assert!(
+            deleted.is_err(),
+            "{}: a developer must not delete",
+            spec.tenant.id
+        );
+    }
+    let pool_tenant = &provisioner
+        .file()
+        .tenants
+        .iter()
+        .find(|t| t.tenant.model == DataModel::Pool)
+        .unwrap()
+        .tenant;
+    let mut tx = router.begin(pool_tenant).await.unwrap();
+    sqlx::query("INSERT INTO todos (title) VALUES ('mine')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        s.shared("SELECT tenant_id FROM todos WHERE title = 'mine'"),
+        format!("pool-{t}"),
+        "the tenant_id default comes from the tenant setting"
+    );
+    router.close().await;
+    provisioner.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_file_plans_the_difference_and_removed_tenants_need_allow_destroy() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let provisioner = s.provisioner("").await;
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        provisioner
+            .apply(&plan, &ApplyOptions::new())
+            .await
+            .unwrap()
+            .is_success()
+    );
+
+    // Rename a tenant, change a user's role, add a tenant, drop the pool tenant.
+    let text = s
+        .file_text("")
+        .replace("name = \"Hardware Store\"", "name = \"Hardware Store Ltd\"")
+        .replace("role = \"customer\"", "role = \"developer\"")
+        .replace(
+            &format!("[tenants.pool-{t}]\nname = \"Tenant A\"\nmodel = \"pool\"\n"),
+            "",
+        )
+        + &format!("\n[tenants.new-{t}]\nmodel = \"bridge\"\n");
+    let edited = Provisioner::connect(s.load(&text)).await.unwrap();
+    let plan = edited.plan().await.unwrap();
+    let shown = plan.to_string();
+    let id = |p: &str| Scope::Tenant(format!("{p}-{t}").parse().unwrap());
+    let lines = |scope| -> Vec<String> {
+        plan.changes_of(scope)
+            .map(|c| format!("{} {}", c.action.sign(), c.object))
+            .collect()
+    };
+    assert_eq!(lines(id("hardware")), ["~ catalog entry"], "{shown}");
+    assert_eq!(
+        lines(id("shop")),
+        [format!("~ user customer_{t}")],
+        "{shown}"
+    );
+    assert!(
+        lines(id("new")).contains(&format!("+ schema new_{t}")),
+        "{shown}"
+    );
+    assert!(
+        lines(id("pool")).iter().all(|l| l.starts_with('-')),
+        "{shown}"
+    );
+    assert_eq!(
+        plan.destroyed_tenants(),
+        [format!("pool-{t}")
+            .parse::<tenants_core::TenantId>()
+            .unwrap()]
+    );
+    assert!(shown.contains("--allow-destroy"), "{shown}");
+
+    // Apply refuses to drop data unless allowed, and changes nothing then.
+    let refused = edited.apply(&plan, &ApplyOptions::new()).await.unwrap_err();
+    assert!(matches!(refused, Error::DestroyRefused(_)), "{refused}");
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'new_{t}'"
+        )),
+        "0"
+    );
+    let report = edited
+        .apply(&plan, &ApplyOptions::new().allow_destroy(true))
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant_pool_{t}_%'"
+        )),
+        "0"
+    );
+    assert!(edited.plan().await.unwrap().is_empty());
+    edited.close().await;
+    provisioner.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_migration_for_one_tenant_leaves_the_others_migrated() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let mut extra = String::new();
+    for n in 0..4 {
+        extra.push_str(&format!("[tenants.b{n}-{t}]\nmodel = \"bridge\"\n"));
+    }
+    let provisioner = s.provisioner(&extra).await;
+    // Tenant b2's schema already holds a table the migration creates.
+    s.shared(&format!(
+        "CREATE SCHEMA b2_{t}; CREATE TABLE b2_{t}.widgets (x int)"
+    ));
+    let plan = provisioner.plan().await.unwrap();
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(report.failures.len(), 1, "{report}");
+    let (failed, error) = &report.failures[0];
+    assert_eq!(failed.as_str(), format!("b2-{t}"));
+    assert!(error.to_string().contains("widgets"), "{error}");
+    for n in [0, 1, 3] {
+        assert_eq!(
+            s.shared(&format!(
+                "SELECT count(*) FROM b{n}_{t}._sqlx_migrations WHERE success"
+            )),
+            "1"
+        );
+    }
+    // The failure is recorded, the tenant is not registered, and a rerun retries it.
+    assert!(
+        s.shared(&format!(
+            "SELECT error FROM tenants.provisioned WHERE id = 'b2-{t}'"
+        ))
+        .contains("widgets")
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM tenants.tenants WHERE id = 'b2-{t}'"
+        )),
+        "0"
+    );
+    s.shared(&format!("DROP TABLE b2_{t}.widgets"));
+    let report = provisioner.migrate(&ApplyOptions::new()).await.unwrap();
+    assert!(report.is_success(), "{report}");
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        provisioner
+            .apply(&plan, &ApplyOptions::new())
+            .await
+            .unwrap()
+            .is_success()
+    );
+    assert!(provisioner.plan().await.unwrap().is_empty());
+    provisioner.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let provisioner = s.provisioner("").await;
+    let findings = provisioner.doctor().await.unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| matches!(f, Finding::NotProvisioned { .. })),
+        "{findings:?}"
+    );
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        provisioner
+            .apply(&plan, &ApplyOptions::new())
+            .await
+            .unwrap()
+            .is_success()
+    );
+    let findings = provisioner.doctor().await.unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+
+    s.shared("ALTER TABLE todos DISABLE ROW LEVEL SECURITY");
+    s.shared(&format!("ALTER ROLE app_{t} BYPASSRLS"));
+    s.sql(
+        &format!("shop_{t}"),
+        &format!("GRANT DELETE, TRUNCATE ON widgets TO tenant_shop_{t}_customer"),
+    );
+    s.shared(&format!(
+        "INSERT INTO tenants.tenants (id, record) VALUES ('stray-{t}', '{{\"id\": \"stray-{t}\", \"model\": \"pool\"}}')"
+    ));
+    let findings = provisioner.doctor().await.unwrap();
+    let shown: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    assert!(
+        findings.contains(&Finding::Hazard(Hazard::RlsDisabled {
+            table: "public.todos".into()
+        })),
+        "{shown:#?}"
+    );
+    assert!(
+        findings.contains(&Finding::Hazard(Hazard::BypassRls {
+            role: format!("app_{t}")
+        })),
+        "{shown:#?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|f| f.contains(&format!("tenant_shop_{t}_customer: DELETE, TRUNCATE"))),
+        "{shown:#?}"
+    );
+    assert!(
+        findings.contains(&Finding::NotDeclared {
+            tenant: format!("stray-{t}").parse().unwrap()
+        }),
+        "{shown:#?}"
+    );
+    s.shared(&format!(
+        "DELETE FROM tenants.tenants WHERE id = 'stray-{t}'"
+    ));
+    s.shared(&format!("ALTER ROLE app_{t} NOBYPASSRLS"));
+    provisioner.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_provisioning_is_idempotent_and_never_planned_as_a_drop() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let provisioner = s.provisioner("").await;
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        provisioner
+            .apply(&plan, &ApplyOptions::new())
+            .await
+            .unwrap()
+            .is_success()
+    );
+
+    let tenant = Tenant::new(
+        format!("signup-{t}").parse().unwrap(),
+        DataModel::Bridge {
+            schema: SqlIdent::new(format!("signup_{t}")).unwrap(),
+        },
+    )
+    .with_name("Signed Up");
+    let spec = TenantSpec::new(tenant);
+    provisioner.provision(&spec).await.unwrap();
+    provisioner.provision(&spec).await.unwrap();
+    assert_eq!(
+        s.shared(&format!("SELECT count(*) FROM signup_{t}.widgets")),
+        "0"
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT record->>'name' FROM tenants.tenants WHERE id = 'signup-{t}'"
+        )),
+        "Signed Up"
+    );
+    let plan = provisioner.plan().await.unwrap();
+    assert!(plan.is_empty(), "{plan}");
+    assert!(!plan.changes.iter().any(|c| c.action == Action::Drop));
+    assert!(provisioner.doctor().await.unwrap().is_empty());
+
+    // Destroy drops it all.
+    let id = format!("signup-{t}").parse().unwrap();
+    let plan = provisioner.destroy_plan(id).await.unwrap();
+    assert!(
+        plan.to_string().contains(&format!("- schema signup_{t}")),
+        "{plan}"
+    );
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new().allow_destroy(true))
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'signup_{t}'"
+        )),
+        "0"
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM tenants.tenants WHERE id = 'signup-{t}'"
+        )),
+        "0"
+    );
+    provisioner.close().await;
+}
+
+#[tokio::test]
+async fn missing_environment_variables_are_named_before_anything_runs() {
+    let file = TenantsFile::parse(
+        "[servers.main]\nurl_env = \"TENANTS_TEST_SURELY_UNSET_URL\"\n",
+        Format::Toml,
+        "t.toml",
+    )
+    .unwrap();
+    let err = Provisioner::connect(file).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("TENANTS_TEST_SURELY_UNSET_URL (URL of server main)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silo_tenants_live_on_the_server_they_name() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let eu_url = s.pg.fresh_database();
+    let text = format!(
+        r#"
+[servers.main]
+url = "{main}"
+template = "template_main_{t}"
+[servers.eu]
+url = "{eu_url}"
+app_role = "app_eu_{t}"
+template = "template_eu_{t}"
+
+[shared]
+server = "main"
+migrations = "migrations"
+
+[tenants.far-{t}]
+model = "silo"
+server = "eu"
+database = "far_{t}"
+"#,
+        main = s.url
+    );
+    let provisioner = Provisioner::connect(s.load(&text)).await.unwrap();
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains(&format!("+ database template_eu_{t}")),
+        "{plan}"
+    );
+    assert!(
+        !plan.to_string().contains(&format!("template_main_{t}")),
+        "{plan}"
+    );
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert!(provisioner.plan().await.unwrap().is_empty());
+    // The record names its server, so the router finds it; the catalog is on main.
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT record->>'server' FROM tenants.tenants WHERE id = 'far-{t}'"
+        )),
+        "eu"
+    );
+    assert_eq!(
+        s.sql(&format!("far_{t}"), "SELECT count(*) FROM widgets"),
+        "0"
+    );
+
+    let plan = provisioner
+        .destroy_plan(format!("far-{t}").parse().unwrap())
+        .await
+        .unwrap();
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new().allow_destroy(true))
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant_far_{t}_%'"
+        )),
+        "0"
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = 'far_{t}'"
+        )),
+        "0"
+    );
+    provisioner.close().await;
+}
