@@ -24,7 +24,9 @@ use crate::{Error, Hazard, TenantRole, TenantRouter};
 /// own query methods.
 ///
 /// Connections are plain TCP (`NoTls`); pools recycle with
-/// [`RecyclingMethod::Fast`]. A bridge-model connection whose previous user was
+/// [`RecyclingMethod::Fast`]; connections unused for the router's
+/// [connection idle timeout](crate::RouterBuilder::connection_idle_timeout) are
+/// closed by the router's sweeper. A bridge-model connection whose previous user was
 /// another tenant gets its deadpool statement cache cleared first: the cache is
 /// keyed by SQL text, and the same text names another schema's tables.
 ///
@@ -120,6 +122,12 @@ impl Backend for Deadpool {
         while pool.status().size > 0 || users(pool) > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    fn close_idle(pool: &Pool, idle: Duration) {
+        // Idle connections are in the pool's queue; `last_used` counts from their
+        // last hand-out.
+        pool.retain(|_, metrics| metrics.last_used() < idle);
     }
 
     async fn hazards(pool: &Pool) -> Result<Vec<Hazard>, Error> {

@@ -28,7 +28,9 @@ pub(crate) mod sealed {
         /// How long a connection may sit unused before the pool closes it.
         pub(crate) idle_timeout: Option<Duration>,
         /// Whether the driver may cache prepared statements by SQL text. Off for bridge
-        /// pools, where the same text means different tables per tenant.
+        /// pools, where the same text means different tables per tenant (deadpool
+        /// instead clears a connection's cache when its schema changes).
+        #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
         pub(crate) statement_cache: bool,
     }
 
@@ -62,6 +64,12 @@ pub(crate) mod sealed {
         /// Closes the pool and every connection in it, waiting for checked-out
         /// connections to come back.
         fn close(pool: &Self::Pool) -> impl Future<Output = ()> + Send;
+
+        /// Closes the pool's connections unused for longer than `idle`, for drivers
+        /// whose pools do not do it themselves.
+        fn close_idle(pool: &Self::Pool, idle: Duration) {
+            let _ = (pool, idle);
+        }
 
         /// Runs [`HAZARDS_SQL`](crate::verify::HAZARDS_SQL) on a connection of `pool`.
         fn hazards(pool: &Self::Pool) -> impl Future<Output = Result<Vec<Hazard>, Error>> + Send;

@@ -59,7 +59,10 @@ pub(crate) struct Inner<D: Backend> {
     pub(crate) pool_model: D::Pool,
     pub(crate) bridge_model: D::Pool,
     shared_schemas: Vec<SqlIdent>,
+    connection_idle: Duration,
     pub(crate) silos: SiloPools<D>,
+    /// What the driver keeps per router (only deadpool keeps anything).
+    #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) driver_state: D::State,
 }
 
@@ -375,6 +378,7 @@ impl<D: Driver> RouterBuilder<D> {
                 pool_model,
                 bridge_model,
                 shared_schemas,
+                connection_idle: self.connection_idle,
                 silos,
                 driver_state: D::State::default(),
             }),
@@ -386,8 +390,9 @@ impl<D: Driver> RouterBuilder<D> {
 }
 
 impl<D: Driver> TenantRouter<D> {
-    /// Closes idle silo pools on a timer, for as long as the router lives, when
-    /// built inside a Tokio runtime (otherwise they close as a side effect of use).
+    /// Closes idle silo pools and idle connections on a timer, for as long as the
+    /// router lives, when built inside a Tokio runtime (otherwise idle silo pools
+    /// close as a side effect of use).
     fn sweep_idle_silos(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -399,6 +404,8 @@ impl<D: Driver> TenantRouter<D> {
                 tokio::time::sleep(interval).await;
                 let Some(inner) = inner.upgrade() else { return };
                 inner.silos.sweep().await;
+                D::close_idle(&inner.pool_model, inner.connection_idle);
+                D::close_idle(&inner.bridge_model, inner.connection_idle);
             }
         });
     }

@@ -165,10 +165,16 @@ impl<D: Backend> SiloPools<D> {
         (open.len(), connections)
     }
 
-    /// Closes the pools idle for longer than the idle timeout. The cache does this
-    /// as a side effect of use; a quiet router needs it done on a timer.
+    /// Closes the pools idle for longer than the idle timeout (the cache does this
+    /// as a side effect of use; a quiet router needs it done on a timer), and the
+    /// idle connections of the others.
     pub(crate) async fn sweep(&self) {
         self.pools.run_pending_tasks().await;
+        if let Some(idle) = self.settings.idle_timeout {
+            for (_, silo) in self.pools.iter() {
+                D::close_idle(&silo.pool, idle);
+            }
+        }
     }
 
     /// How often [`sweep`](Self::sweep) is worth running.

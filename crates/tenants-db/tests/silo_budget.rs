@@ -142,6 +142,53 @@ async fn idle_silos_close_deadpool() {
     idle_silos_close::<Deadpool>().await;
 }
 
+/// Connections unused for the connection idle timeout close, in the shared pools
+/// too (deadpool has no idle timeout of its own; the router's sweeper closes them).
+async fn idle_connections_close<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(1, 1, 0);
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .connection_idle_timeout(Duration::from_millis(100))
+        .silo_idle_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    for tenant in world.tenants() {
+        router.session_read(&tenant).await.unwrap();
+    }
+    let admin = sqlx::PgPool::connect(world.pg.admin_url()).await.unwrap();
+    let open = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+            .bind(&world.app)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        n
+    };
+    assert!(open().await > 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while open().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle connections stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn idle_connections_close_sqlx() {
+    idle_connections_close::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn idle_connections_close_deadpool() {
+    idle_connections_close::<Deadpool>().await;
+}
+
 /// A tenant record names its server; the router connects there (here: the same
 /// cluster under another role, which the transaction reports as its user).
 async fn silos_on_several_servers<D: Driver>()

@@ -1,0 +1,277 @@
+//! `tenants`: tenants as code from the command line, as a library too, so that
+//! tests and tools run the very same command in-process ([`execute`]).
+//!
+//! ```text
+//! tenants plan    -f tenants.toml        # the diff; exit 0 nothing to do, 2 changes pending
+//! tenants apply   -f tenants.toml        # make it so; --allow-destroy to drop tenants
+//! tenants migrate -f tenants.toml        # pending migrations of every tenant
+//! tenants destroy -f tenants.toml acme --confirm acme
+//! tenants list    -f tenants.toml
+//! tenants doctor  -f tenants.toml        # isolation hazards; exit 2 when any is found
+//! ```
+//!
+//! `-f` takes a file or a directory of tenants files. Exit codes: 0 done (or
+//! nothing to do), 1 error, 2 changes pending or hazards found.
+//!
+//! ```no_run
+//! # async fn example() {
+//! let mut out = Vec::new();
+//! let code = tenants_cli::execute(["tenants", "plan", "-f", "tenants.toml"], &mut out, &mut std::io::stderr()).await;
+//! assert!(code == 0 || code == 2, "{}", String::from_utf8_lossy(&out));
+//! # }
+//! ```
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tenants_core::TenantId;
+use tenants_db::Error;
+use tenants_db::provision::{ApplyOptions, Progress, Provisioner, Report, TenantsFile};
+
+/// Tenants as code: plan, apply and check the tenants declared in a tenants file.
+#[derive(Debug, Parser)]
+#[command(name = "tenants", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Shows what apply would change (exit 0: nothing, 2: changes pending, 1: error).
+    Plan(Common),
+    /// Makes the servers match the file.
+    Apply {
+        #[command(flatten)]
+        common: Common,
+        /// Drop tenants that are no longer declared, with their data.
+        #[arg(long)]
+        allow_destroy: bool,
+    },
+    /// Runs the pending migrations of every provisioned tenant.
+    Migrate(Common),
+    /// Drops a tenant's database, schema or rows, its roles and users, and its catalog entry.
+    Destroy {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant to drop.
+        tenant: String,
+        /// The tenant's id again, to confirm; without it, only shows what would go.
+        #[arg(long, value_name = "TENANT")]
+        confirm: Option<String>,
+    },
+    /// Lists the tenants, where they live and whether they match the file.
+    List(Common),
+    /// Checks the servers for isolation hazards (exit 2 when any is found).
+    Doctor(Common),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The tenants file, or a directory of tenants files.
+    #[arg(short = 'f', long = "file", value_name = "FILE|DIR")]
+    file: PathBuf,
+    /// Tenants worked on at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    parallel: usize,
+}
+
+/// Why a command failed: the engine's error, or output that could not be written.
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a command found, as an exit code.
+enum Outcome {
+    Done,
+    Pending,
+}
+
+/// Runs the `tenants` command with `args` (the first one is the program name),
+/// writing what it prints to `out` and its errors to `err`, and returns its exit
+/// code: 0 done, 1 error, 2 changes pending or hazards found.
+pub async fn execute<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    // Usage errors exit 1, like every error: 2 means "changes pending" to pipelines.
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        // Writing to a closed stream is the only failure, and nothing is left to do.
+        Err(error) if error.use_stderr() => {
+            let _ = write!(err, "{}", error.render());
+            return 1;
+        }
+        // --help and --version.
+        Err(error) => {
+            let _ = write!(out, "{}", error.render());
+            return 0;
+        }
+    };
+    match run(cli.command, out).await {
+        Ok(Outcome::Done) => 0,
+        Ok(Outcome::Pending) => 2,
+        Err(error) => {
+            let _ = writeln!(err, "error: {error}");
+            let mut source = error.source();
+            while let Some(cause) = source {
+                let _ = writeln!(err, "  caused by: {cause}");
+                source = cause.source();
+            }
+            1
+        }
+    }
+}
+
+async fn connect(common: &Common) -> Result<Provisioner, Failure> {
+    let file = TenantsFile::load(&common.file)?;
+    Ok(Provisioner::connect(file)
+        .await?
+        .parallelism(common.parallel))
+}
+
+async fn run(command: Command, out: &mut dyn Write) -> Result<Outcome, Failure> {
+    match command {
+        Command::Plan(common) => {
+            let provisioner = connect(&common).await?;
+            let plan = provisioner.plan().await?;
+            write!(out, "{plan}")?;
+            Ok(if plan.is_empty() {
+                Outcome::Done
+            } else {
+                Outcome::Pending
+            })
+        }
+        Command::Apply {
+            common,
+            allow_destroy,
+        } => {
+            let provisioner = connect(&common).await?;
+            let plan = provisioner.plan().await?;
+            if plan.is_empty() {
+                write!(out, "{plan}")?;
+                return Ok(Outcome::Done);
+            }
+            write!(out, "{plan}")?;
+            let options = with_progress(ApplyOptions::new().allow_destroy(allow_destroy));
+            let report = provisioner.apply(&plan, &options).await?;
+            finish(&report, out)
+        }
+        Command::Migrate(common) => {
+            let provisioner = connect(&common).await?;
+            let report = provisioner
+                .migrate(&with_progress(ApplyOptions::new()))
+                .await?;
+            finish(&report, out)
+        }
+        Command::Destroy {
+            common,
+            tenant,
+            confirm,
+        } => {
+            let id: TenantId = tenant.parse().map_err(|e| Error::Config(format!("{e}")))?;
+            let provisioner = connect(&common).await?;
+            let plan = provisioner.destroy_plan(id).await?;
+            if plan.is_empty() {
+                writeln!(out, "Tenant {id} has nothing to drop.")?;
+                return Ok(Outcome::Done);
+            }
+            write!(out, "{plan}")?;
+            match confirm {
+                None => {
+                    writeln!(
+                        out,
+                        "Nothing was dropped: run again with --confirm {id} to drop it."
+                    )?;
+                    Ok(Outcome::Pending)
+                }
+                Some(confirm) if confirm != id.as_str() => Err(Error::Config(format!(
+                    "--confirm {confirm:?} does not match tenant {id}; nothing was dropped"
+                ))
+                .into()),
+                Some(_) => {
+                    let report = provisioner
+                        .apply(&plan, &ApplyOptions::new().allow_destroy(true))
+                        .await?;
+                    finish(&report, out)
+                }
+            }
+        }
+        Command::List(common) => {
+            let provisioner = connect(&common).await?;
+            let tenants = provisioner.list().await?;
+            let width = tenants
+                .iter()
+                .map(|t| t.id.as_str().len())
+                .max()
+                .unwrap_or(6);
+            writeln!(
+                out,
+                "{:width$}  {:6}  {:32}  STATE",
+                "TENANT", "MODEL", "WHERE"
+            )?;
+            for tenant in tenants {
+                writeln!(
+                    out,
+                    "{:width$}  {:6}  {:32}  {}",
+                    tenant.id.as_str(),
+                    tenant.model,
+                    tenant.location,
+                    tenant.state
+                )?;
+            }
+            Ok(Outcome::Done)
+        }
+        Command::Doctor(common) => {
+            let provisioner = connect(&common).await?;
+            let findings = provisioner.doctor().await?;
+            if findings.is_empty() {
+                writeln!(out, "No isolation hazards found.")?;
+                return Ok(Outcome::Done);
+            }
+            for finding in &findings {
+                writeln!(out, "! {finding}")?;
+            }
+            writeln!(out, "\n{} hazard(s) found.", findings.len())?;
+            Ok(Outcome::Pending)
+        }
+    }
+}
+
+/// Adds a progress bar over the tenants (drawn only on a terminal).
+fn with_progress(options: ApplyOptions) -> ApplyOptions {
+    let bar = ProgressBar::new(0);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {elapsed_precise} {msg}")
+    {
+        bar.set_style(style);
+    }
+    options.on_progress(move |progress| match progress {
+        Progress::Tenants(total) => bar.set_length(total as u64),
+        Progress::TenantDone { tenant, ok } => {
+            if !ok {
+                bar.println(format!("failed: {tenant}"));
+            }
+            bar.inc(1);
+            if bar.position() == bar.length().unwrap_or(0) {
+                bar.finish_and_clear();
+            }
+        }
+        _ => {}
+    })
+}
+
+fn finish(report: &Report, out: &mut dyn Write) -> Result<Outcome, Failure> {
+    writeln!(out, "{report}")?;
+    if report.is_success() {
+        Ok(Outcome::Done)
+    } else {
+        Err(Error::Config(format!(
+            "{} tenant(s) failed; fix them and run again to resume",
+            report.failures.len()
+        ))
+        .into())
+    }
+}
