@@ -176,17 +176,22 @@ impl Pgbouncer {
         let dir = std::env::temp_dir().join(format!("tenants-pgbouncer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("pgbouncer.ini");
+        // Clients log in as the application role itself (not a user forced per
+        // database), so that max_user_connections caps all databases together.
+        let users = dir.join("users.txt");
+        std::fs::write(&users, format!("\"{role}\" \"bench\"\n")).unwrap();
         std::fs::write(
             &config,
             format!(
                 "[databases]
-* = host=127.0.0.1 port={server} user={role} password=bench
+* = host=127.0.0.1 port={server}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {port}
 unix_socket_dir =
-auth_type = any
+auth_type = trust
+auth_file = {users}
 pool_mode = transaction
 default_pool_size = 1
 max_user_connections = {BUDGET}
@@ -196,6 +201,7 @@ ignore_startup_parameters = extra_float_digits,options,search_path,statement_tim
 logfile = {log}
 ",
                 server = pg.port(),
+                users = users.display(),
                 log = dir.join("pgbouncer.log").display()
             ),
         )
