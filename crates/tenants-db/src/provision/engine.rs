@@ -11,6 +11,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
 
+use super::environment::Environment;
 use super::file::{Password, TenantSpec, TenantsFile, UrlSource};
 use super::live::{self, GrantRow, PoolTableLive, ServerLive, quote_ident};
 use super::plan::{Action, Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
@@ -27,6 +28,8 @@ pub struct Provisioner {
     pub(crate) pools: HashMap<String, PgPool>,
     pub(crate) migrator: Option<Arc<Migrator>>,
     pub(crate) parallel: usize,
+    /// Where password variables are read when apply creates login roles.
+    pub(crate) env: Environment,
 }
 
 impl fmt::Debug for Provisioner {
@@ -39,6 +42,7 @@ impl fmt::Debug for Provisioner {
                 &self.migrator.as_ref().map(|m| m.iter().count()),
             )
             .field("parallel", &self.parallel)
+            .field("env", &self.env)
             .finish()
     }
 }
@@ -75,14 +79,35 @@ impl Provisioner {
     /// URL that does not parse, [`Error::Migrations`] for an unreadable migrations
     /// directory.
     pub async fn connect(file: TenantsFile) -> Result<Self, Error> {
+        Self::connect_with_env(file, Environment::process()).await
+    }
+
+    /// Like [`connect`](Self::connect), reading the variables the file names
+    /// (`url_env` now, `password_env` and `app_password_env` when apply creates
+    /// login roles) from `env` instead of the process environment.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), tenants_db::Error> {
+    /// use tenants_db::provision::{Environment, Provisioner, TenantsFile};
+    ///
+    /// let env = Environment::process().var("DATABASE_URL", "postgres://postgres@localhost/app");
+    /// let provisioner = Provisioner::connect_with_env(TenantsFile::load("tenants.toml")?, env).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_env(file: TenantsFile, env: Environment) -> Result<Self, Error> {
         let mut missing = Vec::new();
         let mut servers = HashMap::new();
         for (name, server) in &file.servers {
             let url = match &server.url {
                 UrlSource::Inline(url) => url.clone(),
-                UrlSource::Env(var) => match std::env::var(var) {
-                    Ok(url) => url,
-                    Err(_) => {
+                UrlSource::Env(var) => match env.get(var) {
+                    Some(url) => url,
+                    None => {
                         missing.push(format!("{var} (URL of server {name})"));
                         continue;
                     }
@@ -118,6 +143,7 @@ impl Provisioner {
             pools: HashMap::new(),
             migrator,
             parallel: 8,
+            env,
         };
         provisioner.open_pools();
         Ok(provisioner)

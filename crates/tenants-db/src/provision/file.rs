@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId, TenantStatus};
 
+use super::environment::Environment;
 use super::template::{self, Names};
 use crate::{Error, TenantRole};
 
@@ -285,9 +286,9 @@ pub enum Password {
 
 impl Password {
     /// The password, or the name of the missing environment variable.
-    pub(crate) fn resolve(&self) -> Result<String, String> {
+    pub(crate) fn resolve(&self, env: &Environment) -> Result<String, String> {
         match self {
-            Password::Env(var) => std::env::var(var).map_err(|_| var.clone()),
+            Password::Env(var) => env.get(var).ok_or_else(|| var.clone()),
             Password::Given(value) => Ok(value.clone()),
         }
     }
