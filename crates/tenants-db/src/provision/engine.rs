@@ -54,6 +54,9 @@ pub(crate) struct Live {
     pub(crate) schemas: HashSet<String>,
     pub(crate) catalog: bool,
     pub(crate) records: BTreeMap<String, serde_json::Value>,
+    /// Where the catalog's tenants live, `schema <name>` or
+    /// `database <server>/<name>`, → their id.
+    pub(crate) locations: HashMap<String, String>,
     pub(crate) provisioned: BTreeMap<String, String>,
     pub(crate) app_reads_catalog: bool,
     pub(crate) shared_applied: Option<BTreeSet<i64>>,
@@ -209,6 +212,13 @@ impl Provisioner {
     /// Compares the file with the servers: what [`apply`](Self::apply) would do.
     /// Tenants registered by the file (not at runtime) that the file no longer
     /// declares are planned as drops.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when a tenant would take another tenant's live objects:
+    /// a schema or database the catalog records for another tenant (onboarded at
+    /// runtime, or registered under an id the file no longer uses), or a user that
+    /// is another tenant's login user or group role. Otherwise, database errors.
     pub async fn plan(&self) -> Result<Plan, Error> {
         let specs: Vec<&TenantSpec> = self.file.tenants.iter().collect();
         let live = self.read_live(&specs).await?;
@@ -265,6 +275,13 @@ impl Provisioner {
                     .fetch_all(shared)
                     .await?;
             live.records = records.into_iter().map(|(id, r)| (id, r.0)).collect();
+            for (id, record) in &live.records {
+                if let Ok(tenant) = serde_json::from_value::<Tenant>(record.clone())
+                    && let Some(location) = self.location(&tenant.model, None)
+                {
+                    live.locations.insert(location, id.clone());
+                }
+            }
             let provisioned: Vec<(String, String)> =
                 sqlx::query_as("SELECT id, origin FROM tenants.provisioned")
                     .fetch_all(shared)
@@ -557,6 +574,75 @@ impl Provisioner {
         }
     }
 
+    /// Where a tenant's own data lives, as [`Live::locations`] keys it: `None` for
+    /// the pool. `server` is the tenant's server, when known.
+    fn location(&self, model: &DataModel, server: Option<&str>) -> Option<String> {
+        match model {
+            DataModel::Pool => None,
+            DataModel::Bridge { schema } => Some(format!("schema {schema}")),
+            DataModel::Silo {
+                database,
+                server: named,
+            } => {
+                let server = server
+                    .or(named.as_deref())
+                    .unwrap_or(&self.file.default_server);
+                Some(format!("database {server}/{database}"))
+            }
+        }
+    }
+
+    /// Refuses a tenant that would take another tenant's objects on the live
+    /// server: a database or schema the catalog records for another tenant (one
+    /// onboarded at runtime, or still registered under a previous id), a login user
+    /// that belongs to another tenant's roles, or another tenant's group role.
+    /// Apply would otherwise adopt them: revoke the other tenant's grants, or give
+    /// the other tenant's users this tenant's data.
+    fn check_not_foreign(
+        &self,
+        spec: &TenantSpec,
+        server: &str,
+        server_live: &ServerLive,
+        live: &Live,
+    ) -> Result<(), Error> {
+        let id = spec.tenant.id;
+        let refuse = |what: String| {
+            Err(Error::Config(format!(
+                "tenant {id}: {what}; nothing was changed: give tenant {id} a name of its own"
+            )))
+        };
+        if let Some(location) = self.location(&spec.tenant.model, Some(server))
+            && let Some(owner) = live.locations.get(&location)
+            && owner != id.as_str()
+        {
+            let (kind, name) = location.split_once(' ').unwrap_or(("", &location));
+            let name = name.rsplit('/').next().unwrap_or(name);
+            return refuse(format!("{kind} {name} is tenant {owner}'s"));
+        }
+        let own: Vec<SqlIdent> = TenantRole::ALL.iter().map(|r| r.role_name(&id)).collect();
+        for user in &spec.users {
+            let Some(role) = server_live.roles.get(user.name.as_str()) else {
+                continue;
+            };
+            if !role.login && is_tenant_role(user.name.as_str()) && !own.contains(&user.name) {
+                return refuse(format!("user {} is another tenant's group role", user.name));
+            }
+            let foreign = server_live
+                .tenant_groups
+                .get(user.name.as_str())
+                .into_iter()
+                .flatten()
+                .find(|group| !own.iter().any(|o| o.as_str() == group.as_str()));
+            if let Some(group) = foreign {
+                return refuse(format!(
+                    "user {} is another tenant's user (a member of {group})",
+                    user.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn plan_tenant(
         &self,
         spec: &TenantSpec,
@@ -575,6 +661,7 @@ impl Provisioner {
             .servers
             .get(server)
             .ok_or_else(|| Error::Config(format!("tenant {id}: unknown server {server:?}")))?;
+        self.check_not_foreign(spec, server, server_live, live)?;
         let on_server = On {
             server: server.to_owned(),
             database: None,
