@@ -31,6 +31,8 @@ use tenants_core::TenantId;
 use tenants_db::Error;
 use tenants_db::provision::{ApplyOptions, Progress, Provisioner, Report, TenantsFile};
 
+pub use tenants_db::provision::Environment;
+
 /// Tenants as code: plan, apply and check the tenants declared in a tenants file.
 #[derive(Debug, Parser)]
 #[command(name = "tenants", version, about)]
@@ -91,7 +93,36 @@ enum Outcome {
 /// Runs the `tenants` command with `args` (the first one is the program name),
 /// writing what it prints to `out` and its errors to `err`, and returns its exit
 /// code: 0 done, 1 error, 2 changes pending or hazards found.
+///
+/// The variables the tenants file names (`url_env`, `password_env`, ...) are read
+/// from the process environment; see [`execute_with_env`] to give them.
 pub async fn execute<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    execute_with_env(args, Environment::process(), out, err).await
+}
+
+/// Runs the `tenants` command as [`execute`] does, reading the variables the
+/// tenants file names from `env`: what `DATABASE_URL=... tenants plan` does in a
+/// shell, without touching this process's environment.
+///
+/// ```no_run
+/// # async fn example() {
+/// use tenants_cli::Environment;
+///
+/// let env = Environment::process().var("DATABASE_URL", "postgres://postgres@localhost/app");
+/// let (mut out, mut err) = (Vec::new(), Vec::new());
+/// let code = tenants_cli::execute_with_env(["tenants", "plan", "-f", "tenants.toml"], env, &mut out, &mut err).await;
+/// # }
+/// ```
+pub async fn execute_with_env<I, T>(
+    args: I,
+    env: Environment,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -110,7 +141,7 @@ where
             return 0;
         }
     };
-    match run(cli.command, out).await {
+    match run(cli.command, &env, out).await {
         Ok(Outcome::Done) => 0,
         Ok(Outcome::Pending) => 2,
         Err(error) => {
@@ -125,17 +156,17 @@ where
     }
 }
 
-async fn connect(common: &Common) -> Result<Provisioner, Failure> {
+async fn connect(common: &Common, env: &Environment) -> Result<Provisioner, Failure> {
     let file = TenantsFile::load(&common.file)?;
-    Ok(Provisioner::connect(file)
+    Ok(Provisioner::connect_with_env(file, env.clone())
         .await?
         .parallelism(common.parallel))
 }
 
-async fn run(command: Command, out: &mut dyn Write) -> Result<Outcome, Failure> {
+async fn run(command: Command, env: &Environment, out: &mut dyn Write) -> Result<Outcome, Failure> {
     match command {
         Command::Plan(common) => {
-            let provisioner = connect(&common).await?;
+            let provisioner = connect(&common, env).await?;
             let plan = provisioner.plan().await?;
             write!(out, "{plan}")?;
             Ok(if plan.is_empty() {
@@ -148,7 +179,7 @@ async fn run(command: Command, out: &mut dyn Write) -> Result<Outcome, Failure> 
             common,
             allow_destroy,
         } => {
-            let provisioner = connect(&common).await?;
+            let provisioner = connect(&common, env).await?;
             let plan = provisioner.plan().await?;
             if plan.is_empty() {
                 write!(out, "{plan}")?;
@@ -160,7 +191,7 @@ async fn run(command: Command, out: &mut dyn Write) -> Result<Outcome, Failure> 
             finish(&report, out)
         }
         Command::Migrate(common) => {
-            let provisioner = connect(&common).await?;
+            let provisioner = connect(&common, env).await?;
             let report = provisioner
                 .migrate(&with_progress(ApplyOptions::new()))
                 .await?;
@@ -172,7 +203,7 @@ async fn run(command: Command, out: &mut dyn Write) -> Result<Outcome, Failure> 
             confirm,
         } => {
             let id: TenantId = tenant.parse().map_err(|e| Error::Config(format!("{e}")))?;
-            let provisioner = connect(&common).await?;
+            let provisioner = connect(&common, env).await?;
             let plan = provisioner.destroy_plan(id).await?;
             if plan.is_empty() {
                 writeln!(out, "Tenant {id} has nothing to drop.")?;
@@ -200,7 +231,7 @@ async fn run(command: Command, out: &mut dyn Write) -> Result<Outcome, Failure> 
             }
         }
         Command::List(common) => {
-            let provisioner = connect(&common).await?;
+            let provisioner = connect(&common, env).await?;
             let tenants = provisioner.list().await?;
             let width = tenants
                 .iter()
@@ -225,7 +256,7 @@ async fn run(command: Command, out: &mut dyn Write) -> Result<Outcome, Failure> 
             Ok(Outcome::Done)
         }
         Command::Doctor(common) => {
-            let provisioner = connect(&common).await?;
+            let provisioner = connect(&common, env).await?;
             let findings = provisioner.doctor().await?;
             if findings.is_empty() {
                 writeln!(out, "No isolation hazards found.")?;

@@ -289,8 +289,9 @@ fn errors_are_one_clean_message_with_exit_code_one() {
     assert_eq!(bad.code, 1);
     assert_eq!(
         bad.stderr.trim(),
-        "error: bad.toml:7:1: unknown field `colour`, expected one of `uid`, `name`, `model`, \
-         `schema`, `database`, `server`, `plan`, `status`, `parent`, `domains`, `options`, `users`"
+        "error: bad.toml:7:1: unknown field `colour`, expected one of `uid`, `name`, `profile`, \
+         `model`, `schema`, `database`, `server`, `plan`, `status`, `parent`, `domains`, \
+         `options`, `users`"
     );
 
     std::fs::write(

@@ -10,6 +10,7 @@ use sqlx::postgres::PgConnection;
 use tenants_core::{DataModel, SqlIdent, Tenant};
 use tenants_db::provision::{
     Action, ApplyOptions, Finding, Format, Password, Provisioner, Scope, TenantSpec, TenantsFile,
+    UserSpec,
 };
 use tenants_db::{Error, Hazard, Sqlx, TenantRole, TenantRouter};
 use tenants_test_support::{TestServer, postgres, unique_name};
@@ -577,6 +578,123 @@ async fn runtime_provisioning_is_idempotent_and_never_planned_as_a_drop() {
         s.shared(&format!(
             "SELECT count(*) FROM tenants.tenants WHERE id = 'signup-{t}'"
         )),
+        "0"
+    );
+    provisioner.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cannot_take_another_tenants_live_objects() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let provisioner = s.provisioner("").await;
+    let plan = provisioner.plan().await.unwrap();
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    // A tenant that signed up at runtime, with a login user: in no file.
+    let signup = Tenant::new(
+        format!("signup-{t}").parse().unwrap(),
+        DataModel::Bridge {
+            schema: SqlIdent::new(format!("signup_{t}")).unwrap(),
+        },
+    );
+    let user = UserSpec::new(
+        SqlIdent::new(format!("signup_user_{t}")).unwrap(),
+        TenantRole::Customer,
+        Password::Given("signup-secret".into()),
+    );
+    provisioner
+        .provision(&TenantSpec::new(signup).with_user(user))
+        .await
+        .unwrap();
+
+    /// Plans the file with `extra` tenants, and expects the plan refused.
+    async fn refused(s: &Setup, extra: String, reason: String) {
+        let taker = s.provisioner(&extra).await;
+        let err = taker.plan().await.unwrap_err().to_string();
+        assert!(err.contains(&reason), "expected {reason:?} in {err}");
+        assert!(err.contains("nothing was changed"), "{err}");
+        taker.close().await;
+    }
+    // Its schema, its user and its group role are not another tenant's to take.
+    refused(
+        &s,
+        format!("[tenants.taker-{t}]\nmodel = \"bridge\"\nschema = \"signup_{t}\"\n"),
+        format!("tenant taker-{t}: schema signup_{t} is tenant signup-{t}'s"),
+    )
+    .await;
+    for (name, reason) in [
+        (
+            format!("signup_user_{t}"),
+            format!(
+                "user signup_user_{t} is another tenant's user (a member of tenant_signup_{t}_customer)"
+            ),
+        ),
+        (
+            format!("tenant_signup_{t}_admin"),
+            format!("user tenant_signup_{t}_admin is another tenant's group role"),
+        ),
+    ] {
+        refused(
+            &s,
+            format!(
+                "[tenants.taker-{t}]\nmodel = \"silo\"\ndatabase = \"taker_{t}\"\n\
+                 [[tenants.taker-{t}.users]]\nname = \"{name}\"\nrole = \"admin\"\n\
+                 password_env = \"SHOP_ADMIN_PASSWORD\"\n"
+            ),
+            format!("tenant taker-{t}: {reason}"),
+        )
+        .await;
+    }
+    // A signup cannot take a file tenant's database either.
+    let squatter = Tenant::new(
+        format!("squatter-{t}").parse().unwrap(),
+        DataModel::Silo {
+            database: SqlIdent::new(format!("shop_{t}")).unwrap(),
+            server: None,
+        },
+    );
+    let err = provisioner
+        .provision(&TenantSpec::new(squatter))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("database shop_{t} is tenant shop-{t}'s")),
+        "{err}"
+    );
+    // Renaming a tenant in the file while keeping its schema would have planned
+    // the old id's drop, schema and all; now it stops.
+    let text = s.file_text("").replace(
+        &format!("[tenants.hardware-{t}]"),
+        &format!("[tenants.hardware2-{t}]"),
+    );
+    let renamed = Provisioner::connect(s.load(&text)).await.unwrap();
+    let err = renamed.plan().await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "tenant hardware2-{t}: schema hardware_{t} is tenant hardware-{t}'s"
+        )),
+        "{err}"
+    );
+    renamed.close().await;
+    // Nothing was taken.
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT string_agg(r.rolname, ',' ORDER BY r.rolname) FROM pg_auth_members m \
+             JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
+             WHERE u.rolname = 'signup_user_{t}'"
+        )),
+        format!("tenant_signup_{t}_customer")
+    );
+    assert_eq!(
+        s.sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = 'taker_{t}'")
+        ),
         "0"
     );
     provisioner.close().await;

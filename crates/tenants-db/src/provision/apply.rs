@@ -138,7 +138,7 @@ impl Provisioner {
                     name,
                     ..
                 } => password
-                    .resolve()
+                    .resolve(&self.env)
                     .err()
                     .map(|var| format!("{var} (password of {name})")),
                 _ => None,
@@ -386,7 +386,7 @@ impl Provisioner {
         let mut sql = format!("CREATE ROLE {} LOGIN", name.quoted());
         if let Some(password) = password {
             let password = password
-                .resolve()
+                .resolve(&self.env)
                 .map_err(|var| Error::MissingEnv(vec![var]))?;
             // The server stores only this salted verifier; the password itself
             // never reaches it, nor any log.

@@ -11,6 +11,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
 
+use super::environment::Environment;
 use super::file::{Password, TenantSpec, TenantsFile, UrlSource};
 use super::live::{self, GrantRow, PoolTableLive, ServerLive, quote_ident};
 use super::plan::{Action, Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
@@ -27,6 +28,8 @@ pub struct Provisioner {
     pub(crate) pools: HashMap<String, PgPool>,
     pub(crate) migrator: Option<Arc<Migrator>>,
     pub(crate) parallel: usize,
+    /// Where password variables are read when apply creates login roles.
+    pub(crate) env: Environment,
 }
 
 impl fmt::Debug for Provisioner {
@@ -39,6 +42,7 @@ impl fmt::Debug for Provisioner {
                 &self.migrator.as_ref().map(|m| m.iter().count()),
             )
             .field("parallel", &self.parallel)
+            .field("env", &self.env)
             .finish()
     }
 }
@@ -50,6 +54,9 @@ pub(crate) struct Live {
     pub(crate) schemas: HashSet<String>,
     pub(crate) catalog: bool,
     pub(crate) records: BTreeMap<String, serde_json::Value>,
+    /// Where the catalog's tenants live, `schema <name>` or
+    /// `database <server>/<name>`, → their id.
+    pub(crate) locations: HashMap<String, String>,
     pub(crate) provisioned: BTreeMap<String, String>,
     pub(crate) app_reads_catalog: bool,
     pub(crate) shared_applied: Option<BTreeSet<i64>>,
@@ -75,14 +82,35 @@ impl Provisioner {
     /// URL that does not parse, [`Error::Migrations`] for an unreadable migrations
     /// directory.
     pub async fn connect(file: TenantsFile) -> Result<Self, Error> {
+        Self::connect_with_env(file, Environment::process()).await
+    }
+
+    /// Like [`connect`](Self::connect), reading the variables the file names
+    /// (`url_env` now, `password_env` and `app_password_env` when apply creates
+    /// login roles) from `env` instead of the process environment.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), tenants_db::Error> {
+    /// use tenants_db::provision::{Environment, Provisioner, TenantsFile};
+    ///
+    /// let env = Environment::process().var("DATABASE_URL", "postgres://postgres@localhost/app");
+    /// let provisioner = Provisioner::connect_with_env(TenantsFile::load("tenants.toml")?, env).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_env(file: TenantsFile, env: Environment) -> Result<Self, Error> {
         let mut missing = Vec::new();
         let mut servers = HashMap::new();
         for (name, server) in &file.servers {
             let url = match &server.url {
                 UrlSource::Inline(url) => url.clone(),
-                UrlSource::Env(var) => match std::env::var(var) {
-                    Ok(url) => url,
-                    Err(_) => {
+                UrlSource::Env(var) => match env.get(var) {
+                    Some(url) => url,
+                    None => {
                         missing.push(format!("{var} (URL of server {name})"));
                         continue;
                     }
@@ -118,6 +146,7 @@ impl Provisioner {
             pools: HashMap::new(),
             migrator,
             parallel: 8,
+            env,
         };
         provisioner.open_pools();
         Ok(provisioner)
@@ -183,6 +212,13 @@ impl Provisioner {
     /// Compares the file with the servers: what [`apply`](Self::apply) would do.
     /// Tenants registered by the file (not at runtime) that the file no longer
     /// declares are planned as drops.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when a tenant would take another tenant's live objects:
+    /// a schema or database the catalog records for another tenant (onboarded at
+    /// runtime, or registered under an id the file no longer uses), or a user that
+    /// is another tenant's login user or group role. Otherwise, database errors.
     pub async fn plan(&self) -> Result<Plan, Error> {
         let specs: Vec<&TenantSpec> = self.file.tenants.iter().collect();
         let live = self.read_live(&specs).await?;
@@ -239,6 +275,13 @@ impl Provisioner {
                     .fetch_all(shared)
                     .await?;
             live.records = records.into_iter().map(|(id, r)| (id, r.0)).collect();
+            for (id, record) in &live.records {
+                if let Ok(tenant) = serde_json::from_value::<Tenant>(record.clone())
+                    && let Some(location) = self.location(&tenant.model, None)
+                {
+                    live.locations.insert(location, id.clone());
+                }
+            }
             let provisioned: Vec<(String, String)> =
                 sqlx::query_as("SELECT id, origin FROM tenants.provisioned")
                     .fetch_all(shared)
@@ -531,6 +574,75 @@ impl Provisioner {
         }
     }
 
+    /// Where a tenant's own data lives, as [`Live::locations`] keys it: `None` for
+    /// the pool. `server` is the tenant's server, when known.
+    fn location(&self, model: &DataModel, server: Option<&str>) -> Option<String> {
+        match model {
+            DataModel::Pool => None,
+            DataModel::Bridge { schema } => Some(format!("schema {schema}")),
+            DataModel::Silo {
+                database,
+                server: named,
+            } => {
+                let server = server
+                    .or(named.as_deref())
+                    .unwrap_or(&self.file.default_server);
+                Some(format!("database {server}/{database}"))
+            }
+        }
+    }
+
+    /// Refuses a tenant that would take another tenant's objects on the live
+    /// server: a database or schema the catalog records for another tenant (one
+    /// onboarded at runtime, or still registered under a previous id), a login user
+    /// that belongs to another tenant's roles, or another tenant's group role.
+    /// Apply would otherwise adopt them: revoke the other tenant's grants, or give
+    /// the other tenant's users this tenant's data.
+    fn check_not_foreign(
+        &self,
+        spec: &TenantSpec,
+        server: &str,
+        server_live: &ServerLive,
+        live: &Live,
+    ) -> Result<(), Error> {
+        let id = spec.tenant.id;
+        let refuse = |what: String| {
+            Err(Error::Config(format!(
+                "tenant {id}: {what}; nothing was changed: give tenant {id} a name of its own"
+            )))
+        };
+        if let Some(location) = self.location(&spec.tenant.model, Some(server))
+            && let Some(owner) = live.locations.get(&location)
+            && owner != id.as_str()
+        {
+            let (kind, name) = location.split_once(' ').unwrap_or(("", &location));
+            let name = name.rsplit('/').next().unwrap_or(name);
+            return refuse(format!("{kind} {name} is tenant {owner}'s"));
+        }
+        let own: Vec<SqlIdent> = TenantRole::ALL.iter().map(|r| r.role_name(&id)).collect();
+        for user in &spec.users {
+            let Some(role) = server_live.roles.get(user.name.as_str()) else {
+                continue;
+            };
+            if !role.login && is_tenant_role(user.name.as_str()) && !own.contains(&user.name) {
+                return refuse(format!("user {} is another tenant's group role", user.name));
+            }
+            let foreign = server_live
+                .tenant_groups
+                .get(user.name.as_str())
+                .into_iter()
+                .flatten()
+                .find(|group| !own.iter().any(|o| o.as_str() == group.as_str()));
+            if let Some(group) = foreign {
+                return refuse(format!(
+                    "user {} is another tenant's user (a member of {group})",
+                    user.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn plan_tenant(
         &self,
         spec: &TenantSpec,
@@ -549,6 +661,7 @@ impl Provisioner {
             .servers
             .get(server)
             .ok_or_else(|| Error::Config(format!("tenant {id}: unknown server {server:?}")))?;
+        self.check_not_foreign(spec, server, server_live, live)?;
         let on_server = On {
             server: server.to_owned(),
             database: None,

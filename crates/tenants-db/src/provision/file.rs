@@ -1,7 +1,7 @@
 //! Reading tenants files: one file, or a directory of them merged under an ownership
 //! rule, checked before anything touches a database.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId, TenantStatus};
 
+use super::environment::Environment;
 use super::template::{self, Names};
 use crate::{Error, TenantRole};
 
@@ -73,7 +74,27 @@ impl Format {
 /// uid = "a79a8c37-9d0b-4b1d-a051-ba339eea6f21"
 /// model = "bridge"
 /// schema = "tenant_{hash}"    # {id}, {uid} and {hash} expand per tenant
+///
+/// [profiles.dedicated]        # declared once ...
+/// model = "silo"
+/// server = "main"
+/// database = "tenant_{hash}"
+///
+/// [tenants.tenant-c]
+/// uid = "a869f326-7d83-4d1f-8af1-aef8fb11e57f"
+/// profile = "dedicated"       # ... referenced by each tenant: database tenant_430e00
 /// ```
+///
+/// # Profiles
+///
+/// A profile (`[profiles.<name>]`, in a root file) declares once where and how
+/// tenants live: `model`, `server`, `schema`, `database` (name templates,
+/// expanded per tenant), `plan` and `options`. A tenant naming it with
+/// `profile = "<name>"` takes every one of those keys it leaves unset (`options`
+/// sections merge, the tenant's winning); a profile's `schema` applies to bridge
+/// tenants only, its `database` and `server` to silo tenants only. A fleet's
+/// naming rules and placement so live in one place, and a tenant is its id, its
+/// uid and a profile.
 ///
 /// # Examples
 ///
@@ -285,9 +306,9 @@ pub enum Password {
 
 impl Password {
     /// The password, or the name of the missing environment variable.
-    pub(crate) fn resolve(&self) -> Result<String, String> {
+    pub(crate) fn resolve(&self, env: &Environment) -> Result<String, String> {
         match self {
-            Password::Env(var) => std::env::var(var).map_err(|_| var.clone()),
+            Password::Env(var) => env.get(var).ok_or_else(|| var.clone()),
             Password::Given(value) => Ok(value.clone()),
         }
     }
@@ -312,7 +333,23 @@ struct RawFile {
     #[serde(default)]
     shared: Option<RawShared>,
     #[serde(default)]
+    profiles: BTreeMap<String, RawProfile>,
+    #[serde(default)]
     tenants: BTreeMap<String, RawTenant>,
+}
+
+/// `[profiles.<name>]`: where and how tenants that name this profile live, declared
+/// once.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    model: Option<Model>,
+    server: Option<String>,
+    schema: Option<NameTemplate>,
+    database: Option<NameTemplate>,
+    plan: Option<String>,
+    #[serde(default)]
+    options: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -342,7 +379,8 @@ struct RawTenant {
     uid: Option<Uid>,
     #[serde(default)]
     name: String,
-    model: Model,
+    profile: Option<String>,
+    model: Option<Model>,
     schema: Option<NameTemplate>,
     database: Option<NameTemplate>,
     server: Option<String>,
@@ -524,7 +562,9 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
     offset
 }
 
-/// The exact offset of the key at `path` in a TOML document.
+/// The exact offset of the key at `path` in a TOML document; for a key the
+/// document does not hold (a value inherited from a profile), the offset of the
+/// deepest key it does hold.
 fn toml_offset(text: &str, path: &[Seg<'_>]) -> Option<usize> {
     use toml::de::{DeTable, DeValue};
     let root = DeTable::parse(text).ok()?;
@@ -537,7 +577,9 @@ fn toml_offset(text: &str, path: &[Seg<'_>]) -> Option<usize> {
                 if let Some(DeValue::Table(t)) = value {
                     table = t;
                 }
-                let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *key)?;
+                let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *key) else {
+                    return value.is_some().then_some(span.start);
+                };
                 span = k.span();
                 value = Some(v.get_ref());
             }
@@ -553,7 +595,8 @@ fn toml_offset(text: &str, path: &[Seg<'_>]) -> Option<usize> {
 }
 
 /// The offset of the key at `path` in JSON or YAML text, found by scanning for each
-/// key in turn (`"key"` or `key:`); good enough for files written by people.
+/// key in turn (`"key"` or `key:`); good enough for files written by people. A
+/// key not found leaves the offset of the deepest key found.
 fn scan_offset(text: &str, path: &[Seg<'_>]) -> Option<usize> {
     let mut at = 0;
     let mut found = None;
@@ -565,10 +608,13 @@ fn scan_offset(text: &str, path: &[Seg<'_>]) -> Option<usize> {
                 for _ in 0..=skip {
                     let quoted = format!("\"{key}\"");
                     let bare = format!("{key}:");
-                    let hit = [text[at..].find(&quoted), text[at..].find(&bare)]
+                    let Some(hit) = [text[at..].find(&quoted), text[at..].find(&bare)]
                         .into_iter()
                         .flatten()
-                        .min()?;
+                        .min()
+                    else {
+                        return found;
+                    };
                     found = Some(at + hit);
                     at += hit + key.len();
                 }
@@ -588,13 +634,26 @@ impl TenantsFile {
     /// # Directories: who may declare what
     ///
     /// Files directly in the directory are root files: they declare the servers,
-    /// `[shared]` and any tenant. A file in a subdirectory belongs to the team named
-    /// by that subdirectory (`fleet/acme/tenants.toml` belongs to team `acme`): it
-    /// may declare neither servers nor `[shared]`, and only tenants whose id is the
-    /// team's name or starts with it and a `-` (`acme`, `acme-eu`). No tenant,
-    /// server, database, schema or user may be declared twice, in any two files. So
+    /// `[shared]`, the profiles and any tenant. A file in a subdirectory belongs to
+    /// the team named by that subdirectory (`fleet/acme/tenants.toml` belongs to
+    /// team `acme`), and describes only that team's tenants:
+    ///
+    /// - it declares neither servers, `[shared]` nor profiles (it names a server or
+    ///   a profile of the root files);
+    /// - it declares only tenants whose id is the team's name or starts with it and
+    ///   a `-` (`acme`, `acme-eu`), unless a longer team directory owns the id
+    ///   (`acme-labs-x` belongs to team `acme-labs` when there is one);
+    /// - every schema, database and user name it gives a tenant, written or from a
+    ///   profile, names the team (`acme_eu`, `acme_reports`) or holds the tenant's
+    ///   uid or `{hash}` (`tenant_{hash}`), so it cannot take another team's names,
+    ///   even those of a tenant not onboarded yet;
+    /// - a tenant's `parent` is a tenant of the same team.
+    ///
+    /// Across all files, no tenant, uid, server, profile, database, schema, user or
+    /// domain may be declared twice. Root files are read first, so when a team file
+    /// takes a name a root file declares, the error names the team file. So
     /// onboarding a tenant is one new file, and a team's file cannot touch another
-    /// team's tenants.
+    /// team's tenants or their objects.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let metadata = std::fs::metadata(path).map_err(|e| Error::TenantsFile {
@@ -603,7 +662,7 @@ impl TenantsFile {
             column: None,
             message: format!("cannot read: {e}"),
         })?;
-        let sources = if metadata.is_dir() {
+        let mut sources = if metadata.is_dir() {
             let mut files = Vec::new();
             collect_files(path, &mut files)?;
             files.sort();
@@ -629,6 +688,9 @@ impl TenantsFile {
         } else {
             vec![read_source(path, None)?]
         };
+        // Root files first: what they declare is the platform's, so a team file
+        // that takes the same name is the one at fault, whatever the paths' order.
+        sources.sort_by_key(|source| source.team.is_some());
         build(&sources)
     }
 
@@ -727,6 +789,7 @@ fn build(sources: &[Source]) -> Result<TenantsFile, Error> {
     // Servers and [shared]: root files only, each declared once.
     let mut servers = BTreeMap::new();
     let mut shared: Option<(&Source, &RawShared)> = None;
+    let mut profiles = BTreeMap::new();
     let mut claims = Claims::default();
     for (source, raw) in sources.iter().zip(&raws) {
         if let Some(team) = &source.team {
@@ -748,6 +811,23 @@ fn build(sources: &[Source]) -> Result<TenantsFile, Error> {
                     ),
                 ));
             }
+            if let Some(name) = raw.profiles.keys().next() {
+                return Err(source.error_at(
+                    &[Seg::Key("profiles"), Seg::Key(name)],
+                    format!(
+                        "a file of team directory {team:?} may not declare profiles: \
+                         declare them once, in a file at the top of the directory, and \
+                         name one with profile = \"...\""
+                    ),
+                ));
+            }
+        }
+        for (name, profile) in &raw.profiles {
+            let at = [Seg::Key("profiles"), Seg::Key(name)];
+            claims
+                .claim("profile", name, &source.origin)
+                .map_err(|m| source.error_at(&at, m))?;
+            profiles.insert(name.clone(), (source, profile));
         }
         for (name, server) in &raw.servers {
             let at = [Seg::Key("servers"), Seg::Key(name)];
@@ -793,11 +873,20 @@ fn build(sources: &[Source]) -> Result<TenantsFile, Error> {
         claims.claim("schema", &schema, "[shared]").ok();
     }
 
+    for (name, (source, profile)) in &profiles {
+        check_profile(source, name, profile, &servers)?;
+    }
+    let teams = sources.iter().filter_map(|s| s.team.clone()).collect();
+    let context = Context {
+        servers: &servers,
+        default_server: &default_server,
+        profiles: &profiles,
+        teams: &teams,
+    };
     let mut tenants = Vec::new();
     for (source, raw) in sources.iter().zip(&raws) {
         for (key, tenant) in &raw.tenants {
-            let spec = tenant_spec(source, key, tenant, &servers, &default_server, &mut claims)?;
-            tenants.push(spec);
+            tenants.push(tenant_spec(source, key, tenant, &context, &mut claims)?);
         }
     }
     tenants.sort_by_key(|t| t.tenant.id);
@@ -896,12 +985,84 @@ fn shared_spec(
     Ok((spec, default_server))
 }
 
+/// What every tenant is checked against: the servers, the profiles and the team
+/// directories.
+struct Context<'a> {
+    servers: &'a BTreeMap<String, ServerSpec>,
+    default_server: &'a str,
+    profiles: &'a BTreeMap<String, (&'a Source, &'a RawProfile)>,
+    teams: &'a BTreeSet<String>,
+}
+
+impl Context<'_> {
+    /// The team directory a tenant id belongs to: of the teams whose name is the id
+    /// or starts it followed by `-`, the longest (`acme-labs-eu` is team
+    /// `acme-labs`'s when there is one, else `acme`'s).
+    fn owner(&self, id: &str) -> Option<&str> {
+        self.teams
+            .iter()
+            .map(String::as_str)
+            .filter(|team| owns(team, id))
+            .max_by_key(|team| team.len())
+    }
+}
+
+/// `true` when `id` is `team` or starts with `team-`.
+fn owns(team: &str, id: &str) -> bool {
+    id == team
+        || id
+            .strip_prefix(team)
+            .is_some_and(|rest| rest.starts_with('-'))
+}
+
+/// `true` when `word` appears in `name` between `_`s or the name's ends.
+fn contains_word(name: &str, word: &str) -> bool {
+    !word.is_empty()
+        && name.match_indices(word).any(|(at, _)| {
+            let before = name[..at].chars().next_back();
+            let after = name[at + word.len()..].chars().next();
+            before.is_none_or(|c| c == '_') && after.is_none_or(|c| c == '_')
+        })
+}
+
+/// Checks a profile on its own: its server exists, and its schema or database
+/// suits its model.
+fn check_profile(
+    source: &Source,
+    name: &str,
+    raw: &RawProfile,
+    servers: &BTreeMap<String, ServerSpec>,
+) -> Result<(), Error> {
+    let at = |field: &'static str| [Seg::Key("profiles"), Seg::Key(name), Seg::Key(field)];
+    if let Some(server) = &raw.server
+        && !servers.contains_key(server)
+    {
+        return Err(source.error_at(
+            &at("server"),
+            format!("unknown server {server:?}: declare [servers.{server}]"),
+        ));
+    }
+    let misplaced = match raw.model {
+        Some(Model::Pool) if raw.schema.is_some() => Some(("schema", "pool")),
+        Some(Model::Pool) if raw.database.is_some() => Some(("database", "pool")),
+        Some(Model::Bridge) if raw.database.is_some() => Some(("database", "bridge")),
+        Some(Model::Silo) if raw.schema.is_some() => Some(("schema", "silo")),
+        _ => None,
+    };
+    if let Some((field, model)) = misplaced {
+        return Err(source.error_at(
+            &at(field),
+            format!("a {model} tenant has no {field}: remove it from profile {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
 fn tenant_spec(
     source: &Source,
     key: &str,
     raw: &RawTenant,
-    servers: &BTreeMap<String, ServerSpec>,
-    default_server: &str,
+    cx: &Context<'_>,
     claims: &mut Claims,
 ) -> Result<TenantSpec, Error> {
     let here = [Seg::Key("tenants"), Seg::Key(key)];
@@ -913,19 +1074,40 @@ fn tenant_spec(
             format!("tenant ids are lowercase: write {:?}", id.as_str()),
         ));
     }
-    if let Some(team) = &source.team
-        && key != team
-        && !key
-            .strip_prefix(team.as_str())
-            .is_some_and(|rest| rest.starts_with('-'))
-    {
-        return Err(source.error_at(
-            &here,
-            format!(
-                "a file of team directory {team:?} may only declare tenant {team:?} or \
-                 tenants named \"{team}-...\", not {key:?}"
-            ),
-        ));
+    if let Some(team) = &source.team {
+        match cx.owner(key) {
+            Some(owner) if owner == team => {}
+            Some(owner) if owns(team, key) => {
+                return Err(source.error_at(
+                    &here,
+                    format!(
+                        "tenant {key:?} belongs to team directory {owner:?}: a file of team \
+                         directory {team:?} may not declare it"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(source.error_at(
+                    &here,
+                    format!(
+                        "a file of team directory {team:?} may only declare tenant {team:?} or \
+                         tenants named \"{team}-...\", not {key:?}"
+                    ),
+                ));
+            }
+        }
+        if let Some(parent) = &raw.parent
+            && cx.owner(parent.as_str()) != Some(team.as_str())
+        {
+            return Err(source.error_at(
+                &at("parent"),
+                format!(
+                    "a file of team directory {team:?} may only name a parent of its own \
+                     team, not {:?}",
+                    parent.as_str()
+                ),
+            ));
+        }
     }
     claims
         .claim("tenant", key, &source.origin)
@@ -940,19 +1122,99 @@ fn tenant_spec(
         id: &id,
         uid: uid.as_deref(),
     };
-    let expand = |field: &'static str, template: &NameTemplate| {
-        template::expand(&template.0, names).map_err(|m| source.error_at(&at(field), m))
+
+    // The profile fills in what the tenant leaves unset.
+    let profile = match &raw.profile {
+        None => None,
+        Some(name) => match cx.profiles.get(name) {
+            Some((_, profile)) => Some((name.as_str(), *profile)),
+            None => {
+                let known: Vec<&str> = cx.profiles.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none is declared".to_owned()
+                } else {
+                    format!("declared: {}", known.join(", "))
+                };
+                return Err(source.error_at(
+                    &at("profile"),
+                    format!("unknown profile {name:?} ({known}): declare [profiles.{name}] in a root file"),
+                ));
+            }
+        },
+    };
+    // " (from profile "p")" after a message about a value the profile gave.
+    let from = |inherited: bool| match profile {
+        Some((name, _)) if inherited => format!(" (from profile {name:?})"),
+        _ => String::new(),
+    };
+    let kind = match (raw.model, profile.and_then(|(_, p)| p.model)) {
+        (Some(model), _) | (None, Some(model)) => model,
+        (None, None) => {
+            return Err(source.error_at(
+                &here,
+                "missing field `model`: set model = \"pool\", \"bridge\" or \"silo\", or a \
+                 profile that sets it",
+            ));
+        }
+    };
+    // A profile's schema is for bridge tenants, its database and server for silo ones.
+    let schema = match (&raw.schema, profile) {
+        (Some(own), _) => Some((own, false)),
+        (None, Some((_, p))) if kind == Model::Bridge => p.schema.as_ref().map(|t| (t, true)),
+        _ => None,
+    };
+    let database = match (&raw.database, profile) {
+        (Some(own), _) => Some((own, false)),
+        (None, Some((_, p))) if kind == Model::Silo => p.database.as_ref().map(|t| (t, true)),
+        _ => None,
+    };
+    let inherited_schema = schema.is_some_and(|(_, inherited)| inherited);
+    let inherited_database = database.is_some_and(|(_, inherited)| inherited);
+    let named_server = raw.server.as_ref().or_else(|| {
+        profile
+            .and_then(|(_, p)| p.server.as_ref())
+            .filter(|_| kind == Model::Silo)
+    });
+    let expand = |field: &'static str, (template, inherited_from): (&NameTemplate, bool)| {
+        template::expand(&template.0, names)
+            .map_err(|m| source.error_at(&at(field), m + &from(inherited_from)))
+    };
+    // In a team directory, every name must be the team's own: it names the team,
+    // or the tenant's uid or {hash}.
+    let own_name = |what: &str, name: &SqlIdent, at: &[Seg<'_>], inherited_from: bool| {
+        let Some(team) = &source.team else {
+            return Ok(());
+        };
+        let name = name.as_str();
+        let own = contains_word(name, &team.replace('-', "_"))
+            || uid.as_deref().is_some_and(|uid| {
+                name.contains(&uid.to_ascii_lowercase().replace('-', "_"))
+                    || name.contains(&template::uid_hash(uid))
+            });
+        if own {
+            return Ok::<(), Error>(());
+        }
+        let from = from(inherited_from);
+        let team_ = team.replace('-', "_");
+        Err(source.error_at(
+            at,
+            format!(
+                "{what} {name:?}{from} is not named after tenant {key:?}: a file of team \
+                 directory {team:?} may only name objects after its team or the tenant's uid, \
+                 such as \"{team_}_...\" or \"tenant_{{hash}}\""
+            ),
+        ))
     };
 
-    let server = match &raw.server {
-        Some(name) if !servers.contains_key(name) => {
+    let server = match named_server {
+        Some(name) if !cx.servers.contains_key(name) => {
             return Err(source.error_at(
                 &at("server"),
                 format!("unknown server {name:?}: declare [servers.{name}]"),
             ));
         }
         Some(name) => name.clone(),
-        None => default_server.to_owned(),
+        None => cx.default_server.to_owned(),
     };
     let misplaced = |field: &'static str, model: &str| {
         source.error_at(
@@ -960,7 +1222,8 @@ fn tenant_spec(
             format!("a {model} tenant has no {field}: remove it"),
         )
     };
-    let model = match raw.model {
+    let default_server = cx.default_server;
+    let model = match kind {
         Model::Pool | Model::Bridge if server != default_server => {
             return Err(source.error_at(
                 &at("server"),
@@ -991,29 +1254,32 @@ fn tenant_spec(
             if raw.database.is_some() {
                 return Err(misplaced("database", "bridge"));
             }
-            let schema = match &raw.schema {
+            let schema = match schema {
                 Some(t) => expand("schema", t)?,
                 None => template::expand("{id}", names).map_err(|m| source.error_at(&here, m))?,
             };
+            own_name("schema", &schema, &at("schema"), inherited_schema)?;
             claims
                 .claim("schema", schema.as_str(), &source.origin)
-                .map_err(|m| source.error_at(&at("schema"), m))?;
+                .map_err(|m| source.error_at(&at("schema"), m + &from(inherited_schema)))?;
             DataModel::Bridge { schema }
         }
         Model::Silo => {
             if raw.schema.is_some() {
                 return Err(misplaced("schema", "silo"));
             }
-            let database = match &raw.database {
+            let database = match database {
                 Some(t) => expand("database", t)?,
                 None => template::expand("{id}", names).map_err(|m| source.error_at(&here, m))?,
             };
+            own_name("database", &database, &at("database"), inherited_database)?;
             claims
                 .claim("database", &format!("{server}/{database}"), &source.origin)
                 .map_err(|m| {
-                    source.error_at(&at("database"), m.replacen(&format!("{server}/"), "", 1))
+                    let m = m.replacen(&format!("{server}/"), "", 1);
+                    source.error_at(&at("database"), m + &from(inherited_database))
                 })?;
-            let server = (raw.server.is_some() || servers.len() > 1).then(|| server.clone());
+            let server = (named_server.is_some() || cx.servers.len() > 1).then(|| server.clone());
             DataModel::Silo { database, server }
         }
     };
@@ -1033,6 +1299,7 @@ fn tenant_spec(
             Seg::Key("name"),
         ];
         let name = template::expand(&user.name.0, names).map_err(|m| source.error_at(&at, m))?;
+        own_name("user", &name, &at, false)?;
         claims
             .claim("role", name.as_str(), &source.origin)
             .map_err(|m| source.error_at(&at, m))?;
@@ -1049,12 +1316,27 @@ fn tenant_spec(
     let mut tenant = Tenant::new(id, model)
         .with_name(raw.name.clone())
         .with_status(raw.status);
-    tenant.plan = raw.plan.clone();
+    tenant.plan = raw
+        .plan
+        .clone()
+        .or_else(|| profile.and_then(|(_, p)| p.plan.clone()));
     tenant.parent = raw.parent;
-    for domain in &raw.domains {
+    for (i, domain) in raw.domains.iter().enumerate() {
         tenant = tenant.with_domain(domain);
+        let at = [
+            Seg::Key("tenants"),
+            Seg::Key(key),
+            Seg::Key("domains"),
+            Seg::Index(i),
+        ];
+        let domain = tenant.domains.last().map_or("", String::as_str);
+        claims
+            .claim("domain", domain, &source.origin)
+            .map_err(|m| source.error_at(&at, m))?;
     }
-    tenant.options = raw.options.clone();
+    let mut options = profile.map(|(_, p)| p.options.clone()).unwrap_or_default();
+    options.extend(raw.options.clone());
+    tenant.options = options;
     Ok(TenantSpec {
         tenant,
         uid,
@@ -1400,43 +1682,111 @@ model = "pool"
 
     #[test]
     fn a_team_file_may_only_describe_its_own_tenants() {
+        // (the acme team's file, the reason, where in it; "" when the conflict is
+        // with another team's file, whichever comes first in path order names the
+        // other)
         let cases: &[(&str, &str, &str)] = &[
             (
-                "acme/t.toml",
                 "[tenants.globex]\nmodel = \"pool\"\n",
                 "may only declare tenant \"acme\" or tenants named \"acme-...\", not \"globex\"",
+                "1:10",
             ),
             (
-                "acme/t.toml",
                 "[tenants.acmex]\nmodel = \"pool\"\n",
                 "not \"acmex\"",
+                "1:10",
             ),
             (
-                "acme/t.toml",
+                "[tenants.acme-labs-x]\nmodel = \"pool\"\n",
+                "tenant \"acme-labs-x\" belongs to team directory \"acme-labs\"",
+                "1:10",
+            ),
+            (
                 "[servers.other]\nurl = \"x\"\n",
                 "may not declare servers",
+                "1:10",
             ),
             (
-                "acme/t.toml",
                 "[shared]\npool_tables = [\"x\"]\n",
                 "may not declare [shared]",
+                "1:2",
             ),
             (
-                "acme/t.toml",
+                "[profiles.mine]\nmodel = \"pool\"\n",
+                "may not declare profiles",
+                "1:11",
+            ),
+            // Another tenant's objects, declared or not (yet).
+            (
                 "[tenants.acme]\nmodel = \"silo\"\ndatabase = \"globex\"\n",
-                "database \"globex\" is already declared in",
+                "database \"globex\" is not named after tenant \"acme\"",
+                "3:1",
             ),
             (
-                "acme/t.toml",
+                "[tenants.acme]\nmodel = \"bridge\"\nschema = \"initech\"\n",
+                "schema \"initech\" is not named after tenant \"acme\"",
+                "3:1",
+            ),
+            (
+                "[tenants.acme]\nmodel = \"bridge\"\nschema = \"acmeglobex\"\n",
+                "schema \"acmeglobex\" is not named after",
+                "3:1",
+            ),
+            (
+                "[tenants.acme]\nmodel = \"bridge\"\n[[tenants.acme.users]]\nname = \"globex_reader\"\nrole = \"customer\"\npassword_env = \"P\"\n",
+                "user \"globex_reader\" is not named after tenant \"acme\"",
+                "4:1",
+            ),
+            (
                 "[tenants.acme]\nmodel = \"bridge\"\n[[tenants.acme.users]]\nname = \"tenant_globex_admin\"\nrole = \"admin\"\npassword_env = \"P\"\n",
-                "role \"tenant_globex_admin\" is already declared in",
+                "user \"tenant_globex_admin\" is not named after tenant \"acme\"",
+                "4:1",
+            ),
+            (
+                "[tenants.acme]\nmodel = \"silo\"\nprofile = \"shared_db\"\n",
+                "database \"legacy\" (from profile \"shared_db\") is not named after tenant \"acme\"",
+                "1:10",
+            ),
+            (
+                "[tenants.acme]\nmodel = \"pool\"\nparent = \"globex\"\n",
+                "may only name a parent of its own team, not \"globex\"",
+                "3:1",
+            ),
+            (
+                "[tenants.acme]\nmodel = \"pool\"\ndomains = [\"Shop.Globex.example\"]\n",
+                "domain \"shop.globex.example\" is already declared in",
+                "",
+            ),
+            (
+                "[tenants.acme]\nuid = \"u-1\"\nmodel = \"pool\"\n",
+                "uid \"u-1\" is already declared in",
+                "",
+            ),
+            (
+                "[tenants.acme]\nmodel = \"silo\"\ndatabase = \"acme_ledger\"\n",
+                "database \"acme_ledger\" is already declared in",
+                "3:1",
             ),
         ];
-        for (path, text, reason) in cases {
+        for (text, reason, location) in cases {
             let err = fleet(&[
-                ("root.toml", ROOT),
-                ("globex/g.toml", "[tenants.globex]\nmodel = \"silo\"\n"),
-                (path, text),
+                (
+                    "root.toml",
+                    "[servers.main]\nurl = \"postgres://h/db\"\n\
+                     [profiles.shared_db]\nmodel = \"silo\"\ndatabase = \"legacy\"\n",
+                ),
+                // Sorted after the team directories, read before them: its names
+                // are the platform's, and the team file is the one at fault.
+                (
+                    "zz-platform.toml",
+                    "[tenants.ledger]\nmodel = \"silo\"\ndatabase = \"acme_ledger\"\n",
+                ),
+                (
+                    "globex/g.toml",
+                    "[tenants.globex]\nuid = \"u-1\"\nmodel = \"silo\"\ndomains = [\"shop.globex.example\"]\n",
+                ),
+                ("acme-labs/l.toml", "[tenants.acme-labs]\nmodel = \"pool\"\n"),
+                ("acme/t.toml", text),
             ])
             .unwrap_err()
             .to_string();
@@ -1444,9 +1794,43 @@ model = "pool"
                 err.contains(reason),
                 "{text:?}: expected {reason:?} in {err}"
             );
-            // The error names the file of the second declaration, and the first.
-            assert!(err.contains("acme/t.toml"), "{err}");
+            // The error names the team's file, where it went wrong, first.
+            let (origin, _) = err.split_once(": ").unwrap();
+            if location.is_empty() {
+                assert!(origin.contains("globex/g.toml:"), "{err}");
+                assert!(err.ends_with("acme/t.toml"), "{err}");
+            } else {
+                assert!(
+                    origin.ends_with(&format!("acme/t.toml:{location}")),
+                    "{text:?}: expected acme/t.toml:{location} in {err}"
+                );
+            }
         }
+        // Names after the team, its uid or {hash}, and a parent of the team, are
+        // the team's own.
+        let own = fleet(&[
+            ("root.toml", ROOT),
+            (
+                "acme/t.toml",
+                "[tenants.acme]\nuid = \"4783eb5d-956e-4b58-a214-790fe7ef61ba\"\nmodel = \"bridge\"\n\
+                 schema = \"tenant_{hash}\"\n[[tenants.acme.users]]\nname = \"acme_reader\"\n\
+                 role = \"customer\"\npassword_env = \"P\"\n\
+                 [tenants.acme-eu]\nmodel = \"silo\"\nparent = \"acme\"\n\
+                 [tenants.acme-labs]\nmodel = \"silo\"\ndatabase = \"reports_acme\"\n",
+            ),
+        ])
+        .unwrap();
+        let names: Vec<String> = own
+            .tenants
+            .iter()
+            .map(|t| match &t.tenant.model {
+                DataModel::Bridge { schema } => schema.to_string(),
+                DataModel::Silo { database, .. } => database.to_string(),
+                DataModel::Pool => String::new(),
+            })
+            .collect();
+        assert_eq!(names, ["tenant_af5042", "acme_eu", "reports_acme"]);
+
         let twice = fleet(&[
             ("root.toml", ROOT),
             ("a.toml", "[tenants.x]\nmodel = \"pool\"\n"),
@@ -1464,6 +1848,110 @@ model = "pool"
         assert!(
             shared_twice.contains("[shared] is already declared"),
             "{shared_twice}"
+        );
+    }
+
+    #[test]
+    fn profiles_are_declared_once_and_referenced_by_each_tenant() {
+        let text = format!(
+            "{HEAD}[servers.eu]\nurl = \"postgres://eu/app\"\n[shared]\nserver = \"main\"\n\
+             [profiles.dedicated]\nmodel = \"silo\"\nserver = \"eu\"\ndatabase = \"tenant_{{hash}}\"\n\
+             plan = \"enterprise\"\noptions.auth = {{ token_lifetime_secs = 900 }}\noptions.ui = {{ theme = \"dark\" }}\n\
+             [profiles.standard]\nmodel = \"bridge\"\nschema = \"t_{{id}}\"\n\
+             [tenants.tenant-a]\nuid = \"4783eb5d-956e-4b58-a214-790fe7ef61ba\"\nprofile = \"dedicated\"\n\
+             [tenants.tenant-b]\nuid = \"a79a8c37-9d0b-4b1d-a051-ba339eea6f21\"\nprofile = \"dedicated\"\n\
+             plan = \"custom\"\ndatabase = \"b_{{hash}}\"\noptions.ui = {{ theme = \"light\" }}\n\
+             [tenants.tenant-c]\nprofile = \"dedicated\"\nmodel = \"bridge\"\n\
+             [tenants.tenant-d]\nprofile = \"standard\"\n"
+        );
+        let file = TenantsFile::parse(&text, Format::Toml, "t.toml").unwrap();
+        let [a, b, c, d] = &file.tenants[..] else {
+            panic!("{:?}", file.tenants)
+        };
+        assert!(matches!(&a.tenant.model,
+            DataModel::Silo { database, server: Some(s) } if database.as_str() == "tenant_af5042" && s == "eu"));
+        assert_eq!(a.server, "eu");
+        assert_eq!(a.tenant.plan.as_deref(), Some("enterprise"));
+        assert_eq!(a.tenant.options["ui"]["theme"], "dark");
+        assert_eq!(a.tenant.options["auth"]["token_lifetime_secs"], 900);
+        // What the tenant sets wins; options merge section by section.
+        assert!(matches!(&b.tenant.model,
+            DataModel::Silo { database, .. } if database.as_str() == "b_f09faf"));
+        assert_eq!(b.tenant.plan.as_deref(), Some("custom"));
+        assert_eq!(b.tenant.options["ui"]["theme"], "light");
+        assert_eq!(b.tenant.options["auth"]["token_lifetime_secs"], 900);
+        // A profile's database and server are for silo tenants only.
+        assert!(matches!(&c.tenant.model,
+            DataModel::Bridge { schema } if schema.as_str() == "tenant_c"));
+        assert_eq!(c.server, "main");
+        assert!(matches!(&d.tenant.model,
+            DataModel::Bridge { schema } if schema.as_str() == "t_tenant_d"));
+
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[tenants.a]\nprofile = \"nope\"\n",
+                "t.toml:4:1:",
+                "unknown profile \"nope\" (none is declared)",
+            ),
+            (
+                "[profiles.p]\nmodel = \"pool\"\n[tenants.a]\nprofile = \"q\"\n",
+                "t.toml:6:1:",
+                "unknown profile \"q\" (declared: p)",
+            ),
+            (
+                "[tenants.a]\nname = \"A\"\n",
+                "t.toml:3:10:",
+                "missing field `model`",
+            ),
+            (
+                "[profiles.p]\nmodel = \"silo\"\nschema = \"x\"\n",
+                "t.toml:5:1:",
+                "a silo tenant has no schema: remove it from profile \"p\"",
+            ),
+            (
+                "[profiles.p]\nmodel = \"silo\"\nserver = \"eu\"\n",
+                "t.toml:5:1:",
+                "unknown server \"eu\"",
+            ),
+            (
+                "[profiles.p]\nmodel = \"silo\"\ncolour = 1\n",
+                "t.toml:5:1:",
+                "unknown field `colour`",
+            ),
+            (
+                "[profiles.p]\nmodel = \"silo\"\ndatabase = \"tenant_{hash}\"\n[tenants.a]\nprofile = \"p\"\n",
+                "t.toml:6:10:",
+                "but the tenant has no uid (from profile \"p\")",
+            ),
+            (
+                "[profiles.p]\nmodel = \"silo\"\ndatabase = \"same\"\n[tenants.a]\nprofile = \"p\"\n[tenants.b]\nprofile = \"p\"\n",
+                "t.toml:8:10:",
+                "database \"same\" is declared twice (from profile \"p\")",
+            ),
+        ];
+        for (body, location, reason) in cases {
+            let err = toml_err(body);
+            assert!(
+                err.starts_with(location),
+                "{body:?}: expected {location} in {err}"
+            );
+            assert!(
+                err.contains(reason),
+                "{body:?}: expected {reason:?} in {err}"
+            );
+        }
+        let twice = fleet(&[
+            (
+                "root.toml",
+                &format!("{ROOT}[profiles.p]\nmodel = \"pool\"\n"),
+            ),
+            ("more.toml", "[profiles.p]\nmodel = \"bridge\"\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            twice.contains("root.toml:5:11: profile \"p\" is already declared in"),
+            "{twice}"
         );
     }
 

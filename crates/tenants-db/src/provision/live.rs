@@ -6,6 +6,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, PgPool};
 use tenants_core::SqlIdent;
 
+use super::engine::is_tenant_role;
 use super::file::TableName;
 use crate::Error;
 use crate::isolation::literal;
@@ -25,6 +26,8 @@ pub(crate) struct ServerLive {
     pub(crate) roles: HashMap<String, RoleLive>,
     /// Group role → its members.
     pub(crate) members: HashMap<String, BTreeSet<String>>,
+    /// Member → the tenant group roles it is a member of.
+    pub(crate) tenant_groups: HashMap<String, BTreeSet<String>>,
     pub(crate) databases: HashSet<String>,
 }
 
@@ -62,6 +65,12 @@ impl ServerLive {
             ..ServerLive::default()
         };
         for (group, member) in members {
+            if is_tenant_role(&group) {
+                live.tenant_groups
+                    .entry(member.clone())
+                    .or_default()
+                    .insert(group.clone());
+            }
             live.members.entry(group).or_default().insert(member);
         }
         Ok(live)

@@ -55,6 +55,7 @@
 mod apply;
 mod doctor;
 mod engine;
+mod environment;
 mod file;
 mod list;
 mod live;
@@ -64,6 +65,7 @@ mod template;
 pub use apply::{ApplyOptions, Progress, Report};
 pub use doctor::Finding;
 pub use engine::Provisioner;
+pub use environment::Environment;
 pub use file::{
     DEFAULT_TEMPLATE, Format, Password, ServerSpec, SharedSpec, TableName, TenantSpec, TenantsFile,
     UrlSource, UserSpec,
