@@ -582,6 +582,57 @@ async fn runtime_provisioning_is_idempotent_and_never_planned_as_a_drop() {
     provisioner.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_migrations_provision_tenants_without_a_directory() {
+    let pg = postgres();
+    let url = pg.fresh_database();
+    let t = tag();
+    // No `[shared] migrations`: the migrations come from the binary.
+    let file = TenantsFile::parse(
+        &format!("[servers.main]\nurl = \"{url}\"\ntemplate = \"template_{t}\"\n"),
+        Format::Toml,
+        "runtime.toml",
+    )
+    .unwrap();
+    let provisioner = Provisioner::connect(file)
+        .await
+        .unwrap()
+        .migrations(sqlx::migrate!("tests/migrations"));
+    let bridge = Tenant::new(
+        format!("embedded-{t}").parse().unwrap(),
+        DataModel::Bridge {
+            schema: SqlIdent::new(format!("embedded_{t}")).unwrap(),
+        },
+    );
+    let silo = Tenant::new(
+        format!("embedded-silo-{t}").parse().unwrap(),
+        DataModel::Silo {
+            database: SqlIdent::new(format!("embedded_silo_{t}")).unwrap(),
+            server: None,
+        },
+    );
+    for tenant in [&bridge, &silo] {
+        provisioner
+            .provision(&TenantSpec::new(tenant.clone()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        pg.psql(&url, &format!("SELECT count(*) FROM embedded_{t}.notes")),
+        "0"
+    );
+    assert_eq!(
+        pg.psql(
+            &pg.url_for(&format!("embedded_silo_{t}")),
+            "SELECT max(version) FROM _sqlx_migrations"
+        ),
+        "1"
+    );
+    let plan = provisioner.plan().await.unwrap();
+    assert!(plan.is_empty(), "{plan}");
+    provisioner.close().await;
+}
+
 #[tokio::test]
 async fn missing_environment_variables_are_named_before_anything_runs() {
     let file = TenantsFile::parse(

@@ -131,6 +131,34 @@ impl Provisioner {
         self
     }
 
+    /// Migrates every tenant with `migrator` instead of the file's `[shared]
+    /// migrations` directory.
+    ///
+    /// For applications that onboard tenants at runtime
+    /// ([`provision`](Self::provision)) with their migrations embedded in the binary
+    /// by `sqlx::migrate!`, so no migrations directory has to be shipped next to it.
+    /// The same migrations must be used by every run against the same servers, as
+    /// with a directory.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(file: tenants_db::provision::TenantsFile) -> Result<(), tenants_db::Error> {
+    /// use tenants_db::provision::Provisioner;
+    ///
+    /// let provisioner = Provisioner::connect(file)
+    ///     .await?
+    ///     .migrations(sqlx::migrate!("tests/migrations"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn migrations(mut self, mut migrator: Migrator) -> Self {
+        // As for a directory: each tenant takes its own lock.
+        migrator.set_locking(false);
+        self.migrator = Some(Arc::new(migrator));
+        self
+    }
+
     fn open_pools(&mut self) {
         self.pools = self
             .servers
