@@ -611,10 +611,13 @@ async fn embedded_migrations_provision_tenants_without_a_directory() {
             server: None,
         },
     );
+    // Onboarding runs where applications run it: in a task of its own.
+    let provisioner = std::sync::Arc::new(provisioner);
     for tenant in [&bridge, &silo] {
-        provisioner
-            .provision(&TenantSpec::new(tenant.clone()))
+        let (provisioner, spec) = (provisioner.clone(), TenantSpec::new(tenant.clone()));
+        tokio::spawn(async move { provisioner.provision(&spec).await })
             .await
+            .unwrap()
             .unwrap();
     }
     assert_eq!(
@@ -631,6 +634,27 @@ async fn embedded_migrations_provision_tenants_without_a_directory() {
     let plan = provisioner.plan().await.unwrap();
     assert!(plan.is_empty(), "{plan}");
     provisioner.close().await;
+}
+
+/// Every future of the engine is `Send`, so it runs in a spawned task or an axum
+/// handler. (Checked when this file compiles.)
+#[allow(dead_code)]
+fn provisioning_futures_are_send(
+    provisioner: &'static Provisioner,
+    spec: &'static TenantSpec,
+    plan: &'static tenants_db::provision::Plan,
+    options: &'static ApplyOptions,
+) {
+    fn send<T: Send>(_: T) {}
+    send(Provisioner::connect(provisioner.file().clone()));
+    send(provisioner.plan());
+    send(provisioner.apply(plan, options));
+    send(provisioner.migrate(options));
+    send(provisioner.provision(spec));
+    send(provisioner.destroy_plan(spec.tenant.id));
+    send(provisioner.list());
+    send(provisioner.doctor());
+    send(provisioner.close());
 }
 
 #[tokio::test]

@@ -321,9 +321,10 @@ impl Provisioner {
                     .contains(server.template.as_str());
                 let applied = if exists {
                     let options = self.database(name, &server.template)?;
-                    live::with_connection(&options, async |conn| live::applied(conn).await)
-                        .await?
-                        .or(Some(BTreeSet::new()))
+                    let mut conn = live::connect(&options).await?;
+                    let applied = live::applied(&mut conn).await;
+                    live::close(conn).await;
+                    applied?.or(Some(BTreeSet::new()))
                 } else {
                     None
                 };
@@ -347,12 +348,15 @@ impl Provisioner {
         let read = futures_util::stream::iter(silos)
             .map(|(server, database)| async move {
                 let options = self.database(&server, &database)?;
-                let state = live::with_connection(&options, async |conn| {
-                    let applied = live::applied(conn).await?;
-                    let grants = live::grants_in_schemas(&mut *conn, &["public".into()]).await?;
-                    Ok((applied, grants))
-                })
-                .await?;
+                let mut conn = live::connect(&options).await?;
+                let state = async {
+                    let applied = live::applied(&mut conn).await?;
+                    let grants = live::grants_in_schemas(&mut conn, &["public".into()]).await?;
+                    Ok::<_, Error>((applied, grants))
+                }
+                .await;
+                live::close(conn).await;
+                let state = state?;
                 Ok::<_, Error>(((server, database.to_string()), state))
             })
             .buffer_unordered(self.parallel)
