@@ -700,6 +700,81 @@ async fn a_file_cannot_take_another_tenants_live_objects() {
     provisioner.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_migrations_provision_tenants_without_a_directory() {
+    let pg = postgres();
+    let url = pg.fresh_database();
+    let t = tag();
+    // No `[shared] migrations`: the migrations come from the binary.
+    let file = TenantsFile::parse(
+        &format!("[servers.main]\nurl = \"{url}\"\ntemplate = \"template_{t}\"\n"),
+        Format::Toml,
+        "runtime.toml",
+    )
+    .unwrap();
+    let provisioner = Provisioner::connect(file)
+        .await
+        .unwrap()
+        .migrations(sqlx::migrate!("tests/migrations"));
+    let bridge = Tenant::new(
+        format!("embedded-{t}").parse().unwrap(),
+        DataModel::Bridge {
+            schema: SqlIdent::new(format!("embedded_{t}")).unwrap(),
+        },
+    );
+    let silo = Tenant::new(
+        format!("embedded-silo-{t}").parse().unwrap(),
+        DataModel::Silo {
+            database: SqlIdent::new(format!("embedded_silo_{t}")).unwrap(),
+            server: None,
+        },
+    );
+    // Onboarding runs where applications run it: in a task of its own.
+    let provisioner = std::sync::Arc::new(provisioner);
+    for tenant in [&bridge, &silo] {
+        let (provisioner, spec) = (provisioner.clone(), TenantSpec::new(tenant.clone()));
+        tokio::spawn(async move { provisioner.provision(&spec).await })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        pg.psql(&url, &format!("SELECT count(*) FROM embedded_{t}.notes")),
+        "0"
+    );
+    assert_eq!(
+        pg.psql(
+            &pg.url_for(&format!("embedded_silo_{t}")),
+            "SELECT max(version) FROM _sqlx_migrations"
+        ),
+        "1"
+    );
+    let plan = provisioner.plan().await.unwrap();
+    assert!(plan.is_empty(), "{plan}");
+    provisioner.close().await;
+}
+
+/// Every future of the engine is `Send`, so it runs in a spawned task or an axum
+/// handler. (Checked when this file compiles.)
+#[allow(dead_code)]
+fn provisioning_futures_are_send(
+    provisioner: &'static Provisioner,
+    spec: &'static TenantSpec,
+    plan: &'static tenants_db::provision::Plan,
+    options: &'static ApplyOptions,
+) {
+    fn send<T: Send>(_: T) {}
+    send(Provisioner::connect(provisioner.file().clone()));
+    send(provisioner.plan());
+    send(provisioner.apply(plan, options));
+    send(provisioner.migrate(options));
+    send(provisioner.provision(spec));
+    send(provisioner.destroy_plan(spec.tenant.id));
+    send(provisioner.list());
+    send(provisioner.doctor());
+    send(provisioner.close());
+}
+
 #[tokio::test]
 async fn missing_environment_variables_are_named_before_anything_runs() {
     let file = TenantsFile::parse(

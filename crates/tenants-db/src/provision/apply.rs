@@ -160,19 +160,14 @@ impl Provisioner {
             }
         }
         options.report(Progress::Tenants(tenants.len()));
-        let mut done = futures_util::stream::iter(tenants)
-            .map(|(id, changes)| async move {
-                let mut applied = 0;
-                for change in changes {
-                    if let Err(error) = self.execute(change).await {
-                        self.record_failure(id, &error).await;
-                        return (id, applied, Err(error));
-                    }
-                    applied += 1;
-                }
-                (id, applied, Ok(()))
-            })
-            .buffer_unordered(self.parallel);
+        // The futures are made before they enter the stream: a stream mapping
+        // through a closure that borrows its argument makes `apply`'s future not
+        // provably `Send`.
+        let work: Vec<_> = tenants
+            .into_iter()
+            .map(|(id, changes)| self.apply_tenant(id, changes))
+            .collect();
+        let mut done = futures_util::stream::iter(work).buffer_unordered(self.parallel);
         while let Some((id, applied, result)) = done.next().await {
             report.applied += applied;
             options.report(Progress::TenantDone {
@@ -187,6 +182,24 @@ impl Provisioner {
         report.failures.sort_by_key(|(id, _)| *id);
         report.succeeded.sort();
         Ok(report)
+    }
+
+    /// Executes one tenant's changes in order, stopping at the first failure, which
+    /// is recorded. Returns how many were applied.
+    async fn apply_tenant(
+        &self,
+        id: TenantId,
+        changes: Vec<&Change>,
+    ) -> (TenantId, usize, Result<(), Error>) {
+        let mut applied = 0;
+        for change in changes {
+            if let Err(error) = self.execute(change).await {
+                self.record_failure(id, &error).await;
+                return (id, applied, Err(error));
+            }
+            applied += 1;
+        }
+        (id, applied, Ok(()))
     }
 
     /// Runs the pending migrations of the shared database, the templates and every
@@ -356,21 +369,16 @@ impl Provisioner {
     }
 
     async fn run_sql(&self, on: &On, statements: &[String], batched: bool) -> Result<(), Error> {
-        let run = async |conn: &mut sqlx::PgConnection| {
-            if batched {
-                return batch(conn, statements).await;
-            }
-            for sql in statements {
-                sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(())
-        };
         match &on.database {
-            None => run(&mut *self.pool(&on.server)?.acquire().await?).await,
+            None => {
+                let mut conn = self.pool(&on.server)?.acquire().await?;
+                run_statements(&mut conn, statements, batched).await
+            }
             Some(database) => {
-                live::with_connection(&self.database(&on.server, database)?, run).await
+                let mut conn = live::connect(&self.database(&on.server, database)?).await?;
+                let result = run_statements(&mut conn, statements, batched).await;
+                live::close(conn).await;
+                result
             }
         }
     }
@@ -456,14 +464,17 @@ impl Provisioner {
             }
             _ => None,
         };
-        live::with_connection(&options, async |conn| {
+        let mut conn = live::connect(&options).await?;
+        let result = async {
             // Released when the connection closes, whatever happens.
             sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
                 .bind(format!("tenants.migrate {key}"))
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await?;
+            // `run` takes an `Acquire`, whose future is not `Send` for a borrowed
+            // connection; `run_direct` (sqlx's own way around that) is.
             migrator
-                .run(&mut *conn)
+                .run_direct(None, &mut conn, false)
                 .await
                 .map_err(|source| match tenant {
                     Some(tenant) => Error::Migrate { tenant, source },
@@ -472,8 +483,10 @@ impl Provisioner {
                         source,
                     },
                 })
-        })
-        .await
+        }
+        .await;
+        live::close(conn).await;
+        result
     }
 
     async fn sync_grants(&self, spec: &TenantSpec) -> Result<(), Error> {
@@ -545,7 +558,8 @@ impl Provisioner {
             }
             DataModel::Silo { database, .. } => {
                 let options = self.database(&spec.server, database)?;
-                live::with_connection(&options, async |conn| {
+                let mut conn = live::connect(&options).await?;
+                let result = async {
                     let mut tx = conn.begin().await?;
                     let rows = live::grants_in_schemas(&mut *tx, &["public".into()]).await?;
                     let foreign = |g: &str| is_tenant_role(g) && !own(g);
@@ -553,9 +567,11 @@ impl Provisioner {
                     statements.push(format!("GRANT USAGE ON SCHEMA public TO {role_list}"));
                     batch(&mut *tx, &statements).await?;
                     tx.commit().await?;
-                    secure_tables(conn, &self.file.shared.pool_tables, true).await
-                })
-                .await?;
+                    secure_tables(&mut conn, &self.file.shared.pool_tables, true).await
+                }
+                .await;
+                live::close(conn).await;
+                result?;
             }
         }
         Ok(())
@@ -688,6 +704,23 @@ async fn secure_tables(
         batch(&mut *tx, &statements).await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Runs `statements` on `conn`: in one batch, or one at a time.
+async fn run_statements(
+    conn: &mut sqlx::PgConnection,
+    statements: &[String],
+    batched: bool,
+) -> Result<(), Error> {
+    if batched {
+        return batch(conn, statements).await;
+    }
+    for sql in statements {
+        sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 

@@ -160,6 +160,34 @@ impl Provisioner {
         self
     }
 
+    /// Migrates every tenant with `migrator` instead of the file's `[shared]
+    /// migrations` directory.
+    ///
+    /// For applications that onboard tenants at runtime
+    /// ([`provision`](Self::provision)) with their migrations embedded in the binary
+    /// by `sqlx::migrate!`, so no migrations directory has to be shipped next to it.
+    /// The same migrations must be used by every run against the same servers, as
+    /// with a directory.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(file: tenants_db::provision::TenantsFile) -> Result<(), tenants_db::Error> {
+    /// use tenants_db::provision::Provisioner;
+    ///
+    /// let provisioner = Provisioner::connect(file)
+    ///     .await?
+    ///     .migrations(sqlx::migrate!("tests/migrations"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn migrations(mut self, mut migrator: Migrator) -> Self {
+        // As for a directory: each tenant takes its own lock.
+        migrator.set_locking(false);
+        self.migrator = Some(Arc::new(migrator));
+        self
+    }
+
     fn open_pools(&mut self) {
         self.pools = self
             .servers
@@ -336,9 +364,10 @@ impl Provisioner {
                     .contains(server.template.as_str());
                 let applied = if exists {
                     let options = self.database(name, &server.template)?;
-                    live::with_connection(&options, async |conn| live::applied(conn).await)
-                        .await?
-                        .or(Some(BTreeSet::new()))
+                    let mut conn = live::connect(&options).await?;
+                    let applied = live::applied(&mut conn).await;
+                    live::close(conn).await;
+                    applied?.or(Some(BTreeSet::new()))
                 } else {
                     None
                 };
@@ -362,12 +391,15 @@ impl Provisioner {
         let read = futures_util::stream::iter(silos)
             .map(|(server, database)| async move {
                 let options = self.database(&server, &database)?;
-                let state = live::with_connection(&options, async |conn| {
-                    let applied = live::applied(conn).await?;
-                    let grants = live::grants_in_schemas(&mut *conn, &["public".into()]).await?;
-                    Ok((applied, grants))
-                })
-                .await?;
+                let mut conn = live::connect(&options).await?;
+                let state = async {
+                    let applied = live::applied(&mut conn).await?;
+                    let grants = live::grants_in_schemas(&mut conn, &["public".into()]).await?;
+                    Ok::<_, Error>((applied, grants))
+                }
+                .await;
+                live::close(conn).await;
+                let state = state?;
                 Ok::<_, Error>(((server, database.to_string()), state))
             })
             .buffer_unordered(self.parallel)

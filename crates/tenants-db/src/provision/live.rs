@@ -297,17 +297,19 @@ pub(crate) async fn applied_in_schemas(
     Ok(applied)
 }
 
-/// Opens a connection to `options`, runs `f`, and closes it.
-pub(crate) async fn with_connection<T, F>(
+/// Opens a connection to `options`; [`close`] it when done.
+///
+/// A callback taking the borrowed connection would be tidier, but the future of a
+/// closure with a borrowed argument cannot be shown to be `Send`, and every
+/// provisioning future must be (to run in a spawned task or an axum handler).
+pub(crate) async fn connect(
     options: &sqlx::postgres::PgConnectOptions,
-    f: F,
-) -> Result<T, Error>
-where
-    F: AsyncFnOnce(&mut PgConnection) -> Result<T, Error>,
-{
-    let mut conn = PgConnection::connect_with(options).await?;
-    let result = f(&mut conn).await;
+) -> Result<PgConnection, Error> {
+    Ok(PgConnection::connect_with(options).await?)
+}
+
+/// Closes a connection from [`connect`].
+pub(crate) async fn close(conn: PgConnection) {
     // Closing politely only tells the server sooner; a failure here changes nothing.
     let _ = conn.close().await;
-    result
 }
