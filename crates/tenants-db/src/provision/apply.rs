@@ -112,6 +112,10 @@ impl fmt::Display for Report {
     }
 }
 
+/// One tenant's changes being applied: the tenant, how many changes were made, and
+/// how it ended.
+type TenantRun<'a> = futures_util::future::BoxFuture<'a, (TenantId, usize, Result<(), Error>)>;
+
 impl Provisioner {
     /// Executes `plan`: the shared changes in order (any failure stops the apply),
     /// then each tenant's changes in order, [`parallelism`](Self::parallelism)
@@ -153,24 +157,30 @@ impl Provisioner {
             self.execute(change).await?;
             report.applied += 1;
         }
-        let mut tenants: BTreeMap<TenantId, Vec<&Change>> = BTreeMap::new();
-        for change in &plan.changes {
+        // Changes by index: references in the stream's items would make its futures
+        // not provably `Send`.
+        let mut tenants: BTreeMap<TenantId, Vec<usize>> = BTreeMap::new();
+        for (index, change) in plan.changes.iter().enumerate() {
             if let Scope::Tenant(id) = change.scope {
-                tenants.entry(id).or_default().push(change);
+                tenants.entry(id).or_default().push(index);
             }
         }
         options.report(Progress::Tenants(tenants.len()));
+        // Boxed: the compiler cannot prove an unboxed closure's futures `Send` for
+        // every lifetime, and applications await `apply` in spawned tasks.
         let mut done = futures_util::stream::iter(tenants)
-            .map(|(id, changes)| async move {
-                let mut applied = 0;
-                for change in changes {
-                    if let Err(error) = self.execute(change).await {
-                        self.record_failure(id, &error).await;
-                        return (id, applied, Err(error));
+            .map(|(id, changes)| -> TenantRun<'_> {
+                Box::pin(async move {
+                    let mut applied = 0;
+                    for index in changes {
+                        if let Err(error) = self.execute(&plan.changes[index]).await {
+                            self.record_failure(id, &error).await;
+                            return (id, applied, Err(error));
+                        }
+                        applied += 1;
                     }
-                    applied += 1;
-                }
-                (id, applied, Ok(()))
+                    (id, applied, Ok(()))
+                })
             })
             .buffer_unordered(self.parallel);
         while let Some((id, applied, result)) = done.next().await {
@@ -350,27 +360,22 @@ impl Provisioner {
                 .await?;
                 Ok(())
             }
+            Work::Move(tenant, origin) => self.move_rows(tenant, *origin).await,
             Work::Destroy(doomed) => self.destroy(doomed).await,
             Work::Note => Ok(()),
         }
     }
 
     async fn run_sql(&self, on: &On, statements: &[String], batched: bool) -> Result<(), Error> {
-        let run = async |conn: &mut sqlx::PgConnection| {
-            if batched {
-                return batch(conn, statements).await;
-            }
-            for sql in statements {
-                sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(())
-        };
         match &on.database {
-            None => run(&mut *self.pool(&on.server)?.acquire().await?).await,
+            None => {
+                let mut conn = self.pool(&on.server)?.acquire().await?;
+                run_statements(&mut conn, statements, batched).await
+            }
             Some(database) => {
-                live::with_connection(&self.database(&on.server, database)?, run).await
+                let mut conn = live::connect(&self.database(&on.server, database)?).await?;
+                let result = run_statements(&mut conn, statements, batched).await;
+                live::close(conn, result).await
             }
         }
     }
@@ -456,14 +461,18 @@ impl Provisioner {
             }
             _ => None,
         };
-        live::with_connection(&options, async |conn| {
+        let mut conn = live::connect(&options).await?;
+        let result = async {
             // Released when the connection closes, whatever happens.
             sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
                 .bind(format!("tenants.migrate {key}"))
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await?;
+            // `run_direct` rather than `run`: sqlx's `run(&mut conn)` cannot be proven
+            // `Send` ("`Acquire` is not general enough"), and sqlx keeps this entry
+            // point for that reason.
             migrator
-                .run(&mut *conn)
+                .run_direct(None, &mut conn, false)
                 .await
                 .map_err(|source| match tenant {
                     Some(tenant) => Error::Migrate { tenant, source },
@@ -472,8 +481,9 @@ impl Provisioner {
                         source,
                     },
                 })
-        })
-        .await
+        }
+        .await;
+        live::close(conn, result).await
     }
 
     async fn sync_grants(&self, spec: &TenantSpec) -> Result<(), Error> {
@@ -545,7 +555,8 @@ impl Provisioner {
             }
             DataModel::Silo { database, .. } => {
                 let options = self.database(&spec.server, database)?;
-                live::with_connection(&options, async |conn| {
+                let mut conn = live::connect(&options).await?;
+                let result = async {
                     let mut tx = conn.begin().await?;
                     let rows = live::grants_in_schemas(&mut *tx, &["public".into()]).await?;
                     let foreign = |g: &str| is_tenant_role(g) && !own(g);
@@ -553,9 +564,10 @@ impl Provisioner {
                     statements.push(format!("GRANT USAGE ON SCHEMA public TO {role_list}"));
                     batch(&mut *tx, &statements).await?;
                     tx.commit().await?;
-                    secure_tables(conn, &self.file.shared.pool_tables, true).await
-                })
-                .await?;
+                    secure_tables(&mut conn, &self.file.shared.pool_tables, true).await
+                }
+                .await;
+                live::close(conn, result).await?;
             }
         }
         Ok(())
@@ -582,7 +594,11 @@ impl Provisioner {
                     .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                for (table, live) in doomed.pool_tables.iter().zip(state) {
+                // Owned: a borrowed iterator held across an await would make the
+                // future not provably `Send`.
+                let tables: Vec<(TableName, live::PoolTableLive)> =
+                    doomed.pool_tables.iter().cloned().zip(state).collect();
+                for (table, live) in tables {
                     if live.exists && live.tenant_column {
                         let sql = format!("DELETE FROM {} WHERE tenant_id = $1", table.quoted());
                         sqlx::query(AssertSqlSafe(sql))
@@ -650,7 +666,10 @@ async fn secure_tables(
 ) -> Result<(), Error> {
     let state = live::pool_tables(&mut *conn, tables).await?;
     let mut tx = conn.begin().await?;
-    for (table, live) in tables.iter().zip(state) {
+    // Owned: a borrowed iterator held across an await would make the future not
+    // provably `Send`.
+    let tables: Vec<(TableName, live::PoolTableLive)> = tables.iter().cloned().zip(state).collect();
+    for (table, live) in tables {
         if !live.exists {
             if missing_ok {
                 continue;
@@ -691,9 +710,30 @@ async fn secure_tables(
     Ok(())
 }
 
+/// Runs `statements` in one round trip (`batched`), or one by one for those that
+/// refuse a transaction.
+async fn run_statements(
+    conn: &mut sqlx::PgConnection,
+    statements: &[String],
+    batched: bool,
+) -> Result<(), Error> {
+    if batched {
+        return batch(conn, statements).await;
+    }
+    for sql in statements {
+        sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Runs `statements` in one round trip (an implicit transaction of its own, or
 /// part of the caller's).
-async fn batch<'c, E: sqlx::PgExecutor<'c>>(db: E, statements: &[String]) -> Result<(), Error> {
+pub(crate) async fn batch<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    statements: &[String],
+) -> Result<(), Error> {
     if !statements.is_empty() {
         sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
             .execute(db)

@@ -288,17 +288,21 @@ pub(crate) async fn applied_in_schemas(
     Ok(applied)
 }
 
-/// Opens a connection to `options`, runs `f`, and closes it.
-pub(crate) async fn with_connection<T, F>(
+/// Opens a connection of its own to `options` (a silo or template database, or a
+/// session whose settings must not reach a pool). Close it with [`close`].
+///
+/// Not a `with_connection(options, async |conn| ..)` helper: the compiler cannot
+/// prove the futures of async closures taking a borrowed connection `Send` for
+/// every lifetime, and applications await the engine in spawned tasks.
+pub(crate) async fn connect(
     options: &sqlx::postgres::PgConnectOptions,
-    f: F,
-) -> Result<T, Error>
-where
-    F: AsyncFnOnce(&mut PgConnection) -> Result<T, Error>,
-{
-    let mut conn = PgConnection::connect_with(options).await?;
-    let result = f(&mut conn).await;
-    // Closing politely only tells the server sooner; a failure here changes nothing.
+) -> Result<PgConnection, Error> {
+    Ok(PgConnection::connect_with(options).await?)
+}
+
+/// Closes a connection of [`connect`] and returns `result`: closing politely only
+/// tells the server sooner, so a failure to close changes nothing.
+pub(crate) async fn close<T>(conn: PgConnection, result: T) -> T {
     let _ = conn.close().await;
     result
 }

@@ -58,6 +58,7 @@ mod engine;
 mod file;
 mod list;
 mod live;
+mod moving;
 mod plan;
 mod template;
 
@@ -71,3 +72,24 @@ pub use file::{
 pub use list::{TenantListing, TenantState};
 pub use plan::{Action, Change, Plan, Scope};
 pub use template::uid_hash;
+
+/// Application code awaits the engine inside request handlers and spawned tasks,
+/// which need `Send` futures: this stops compiling if one of them is not.
+#[allow(dead_code)]
+fn futures_are_send(
+    provisioner: &Provisioner,
+    spec: &TenantSpec,
+    plan: &Plan,
+    options: &ApplyOptions,
+    tenant: tenants_core::TenantId,
+) {
+    fn send<T: Send>(_: T) {}
+    send(provisioner.plan());
+    send(provisioner.apply(plan, options));
+    send(provisioner.migrate(options));
+    send(provisioner.provision(spec));
+    send(provisioner.move_tenant(tenant, tenants_core::DataModel::Pool));
+    send(provisioner.destroy_plan(tenant));
+    send(provisioner.list());
+    send(provisioner.doctor());
+}
