@@ -124,7 +124,7 @@ mod verify;
 
 #[cfg(feature = "sqlx")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
-pub use catalog::{CATALOG_CHANNEL, PgCatalog};
+pub use catalog::{CATALOG_CHANNEL, EVENTS_CHANNEL, PgCatalog, TenantEvent};
 #[cfg(feature = "deadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub use deadpool_driver::{Deadpool, TenantTransaction};
