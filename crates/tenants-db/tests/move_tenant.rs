@@ -15,6 +15,7 @@ use tenants_test_support::{TestServer, postgres, unique_name};
 const MIGRATION: &str = "
 CREATE TABLE todos (id bigserial PRIMARY KEY, tenant_id text, title text NOT NULL);
 CREATE TABLE notes (id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_id text, body text);
+CREATE INDEX todos_by_tenant ON todos (tenant_id, id);
 ";
 
 struct Setup {

@@ -124,6 +124,7 @@ WITH t AS (
     SELECT oid FROM t
     UNION
     SELECT d.objid FROM pg_depend d JOIN t ON d.refobjid = t.oid
+    JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
       AND d.deptype IN ('a', 'i')
 )
@@ -163,7 +164,8 @@ where
     Ok(rows(tuples))
 }
 
-/// Grants on these tables and the sequences they own.
+/// Grants on these tables and the sequences they own (not their indexes, which
+/// depend on them too but take no grants).
 pub(crate) async fn grants_on_tables<'c, E>(
     db: E,
     tables: &[TableName],
