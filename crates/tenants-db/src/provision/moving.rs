@@ -301,7 +301,7 @@ async fn copy_rows(
         .await?;
     let mut plans = Vec::new();
     for (from, to) in tables {
-        let wanted = columns(&mut *tx, to).await?;
+        let wanted = columns(&mut tx, to).await?;
         if wanted.is_empty() {
             return Err(Error::Config(format!(
                 "tenant {tenant}: table {to} is missing from its new storage; the shared \
