@@ -18,9 +18,12 @@
 //!   lists of their user at the time they were issued, so a share reaches the other
 //!   user with their next token: the page asks for one (`GET /api/me`) when it loads,
 //!   on "Refresh", and once when a list answers 403. A token lives 15 minutes, which
-//!   also bounds how long a removed membership would go on working.
+//!   also bounds how long a removed membership would go on working. Listing every
+//!   list in the token bounds a user to a few hundred lists (the resolver reads
+//!   tokens up to 16 KiB); an app with more would check membership in its database.
 //! - **Metering**: per-list request counts, latencies and bytes at `/metrics`
-//!   (Prometheus).
+//!   (Prometheus); the first 1,000 lists get a label each, later ones count as
+//!   `other`.
 //! - **Pool, then silo**: `tenants move` copies a list's rows into its own database,
 //!   switches its catalog record (every instance's cache hears of it through
 //!   `NOTIFY`) and removes the rows from the shared table; the same handlers serve it

@@ -278,6 +278,11 @@ impl PgCatalog {
     /// was down (it reconnects by itself) are not heard. Keep what must not be
     /// lost (billing, an audit trail) in a table written by the same transaction.
     ///
+    /// An event is a hint, not a proof: PostgreSQL lets any role connected to the
+    /// shared database `NOTIFY` on any channel (a bridge tenant's login users
+    /// included), so read the tenant's record from the catalog before an event
+    /// decides anything that matters.
+    ///
     /// # Examples
     ///
     /// ```no_run

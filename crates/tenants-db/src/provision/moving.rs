@@ -66,7 +66,7 @@ impl Provisioner {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn example(provisioner: tenants_db::provision::Provisioner) -> Result<(), tenants_db::Error> {
+    /// # async fn example(provisioner: tenants_db::provision::Provisioner) -> Result<(), Box<dyn std::error::Error>> {
     /// use tenants_core::{DataModel, SqlIdent};
     ///
     /// let to = DataModel::Silo { database: SqlIdent::new("acme")?, server: None };
