@@ -6,6 +6,7 @@
 //! tenants apply   -f tenants.toml        # make it so; --allow-destroy to drop tenants
 //! tenants migrate -f tenants.toml        # pending migrations of every tenant
 //! tenants destroy -f tenants.toml acme --confirm acme
+//! tenants move    -f tenants.toml acme --to silo   # out of the pool, with its rows
 //! tenants list    -f tenants.toml
 //! tenants doctor  -f tenants.toml        # isolation hazards; exit 2 when any is found
 //! ```
@@ -27,7 +28,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tenants_core::TenantId;
+use tenants_core::{DataModel, SqlIdent, TenantId};
 use tenants_db::Error;
 use tenants_db::provision::{ApplyOptions, Progress, Provisioner, Report, TenantsFile};
 
@@ -65,10 +66,39 @@ enum Command {
         #[arg(long, value_name = "TENANT")]
         confirm: Option<String>,
     },
+    /// Moves a tenant out of the pool into a database (silo) or schema (bridge) of its
+    /// own, with its rows; safe to run again after an interruption.
+    Move {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant to move.
+        tenant: String,
+        /// The model to move it to.
+        #[arg(long, value_enum)]
+        to: Target,
+        /// The tenant's database (silo; default: its id, '-' written '_').
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
+        /// The tenant's schema (bridge; default: its id, '-' written '_').
+        #[arg(long, value_name = "NAME")]
+        schema: Option<String>,
+        /// The server of its database (silo; default: the shared one).
+        #[arg(long, value_name = "NAME")]
+        server: Option<String>,
+    },
     /// Lists the tenants, where they live and whether they match the file.
     List(Common),
     /// Checks the servers for isolation hazards (exit 2 when any is found).
     Doctor(Common),
+}
+
+/// Where `tenants move` puts a tenant.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Target {
+    /// A schema of its own in the shared database.
+    Bridge,
+    /// A database of its own.
+    Silo,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +259,38 @@ async fn run(command: Command, env: &Environment, out: &mut dyn Write) -> Result
                     finish(&report, out)
                 }
             }
+        }
+        Command::Move {
+            common,
+            tenant,
+            to,
+            database,
+            schema,
+            server,
+        } => {
+            let id: TenantId = tenant.parse().map_err(|e| Error::Config(format!("{e}")))?;
+            let name = |given: Option<String>| {
+                SqlIdent::new(given.unwrap_or_else(|| id.as_str().replace('-', "_")))
+                    .map_err(|e| Error::Config(e.to_string()))
+            };
+            let model = match to {
+                Target::Silo => DataModel::Silo {
+                    database: name(database)?,
+                    server,
+                },
+                Target::Bridge => DataModel::Bridge {
+                    schema: name(schema)?,
+                },
+            };
+            let provisioner = connect(&common, env).await?;
+            let place = match &model {
+                DataModel::Silo { database, .. } => format!("database {database}"),
+                DataModel::Bridge { schema } => format!("schema {schema}"),
+                DataModel::Pool => "the pool".to_owned(),
+            };
+            provisioner.move_tenant(id, model).await?;
+            writeln!(out, "Tenant {id} lives in {place} now.")?;
+            Ok(Outcome::Done)
         }
         Command::List(common) => {
             let provisioner = connect(&common, env).await?;

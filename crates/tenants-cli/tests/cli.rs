@@ -330,3 +330,70 @@ fn errors_are_one_clean_message_with_exit_code_one() {
     assert!(usage.stderr.contains("--file"), "{}", usage.stderr);
     assert_eq!(tenants(&dir, &["--help"]).code, 0);
 }
+
+#[test]
+fn move_takes_a_runtime_tenant_out_of_the_pool_and_refuses_the_rest() {
+    let s = Setup::new();
+    let t = &s.tag;
+    s.write(&format!("\n[tenants.pool-{t}]\nmodel = \"pool\"\n"));
+    assert_eq!(s.run(&["apply", "-f", "tenants.toml"]).code, 0);
+    // A tenant an application registered at runtime, with rows in the pool.
+    s.shared(&format!(
+        "INSERT INTO tenants.tenants (id, record) VALUES ('app-{t}', '{{\"id\": \"app-{t}\", \"model\": \"pool\"}}'); \
+         INSERT INTO orders (tenant_id, item) VALUES ('app-{t}', 'nut'), ('app-{t}', 'bolt'), ('pool-{t}', 'gear')"
+    ));
+
+    let moved = s.run(&[
+        "move",
+        "-f",
+        "tenants.toml",
+        &format!("app-{t}"),
+        "--to",
+        "bridge",
+    ]);
+    assert_eq!(moved.code, 0, "{}{}", moved.stdout, moved.stderr);
+    assert!(
+        moved
+            .stdout
+            .contains(&format!("lives in schema app_{t} now")),
+        "{}",
+        moved.stdout
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT string_agg(item, ',' ORDER BY id) FROM app_{t}.orders"
+        )),
+        "nut,bolt"
+    );
+    assert_eq!(
+        s.shared("SELECT string_agg(tenant_id || ':' || item, ',') FROM public.orders"),
+        format!("pool-{t}:gear")
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT record ->> 'model' FROM tenants.tenants WHERE id = 'app-{t}'"
+        )),
+        "bridge"
+    );
+
+    for (tenant, refusal) in [
+        (format!("nobody-{t}"), "not in the catalog"),
+        (format!("store-{t}"), "only tenants in the pool"),
+        (format!("pool-{t}"), "write its new model there"),
+    ] {
+        let refused = s.run(&["move", "-f", "tenants.toml", &tenant, "--to", "silo"]);
+        assert_eq!(refused.code, 1, "{tenant}: {}", refused.stdout);
+        assert!(
+            refused.stderr.contains(refusal),
+            "{tenant}: {}",
+            refused.stderr
+        );
+    }
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM public.orders WHERE tenant_id = 'pool-{t}'"
+        )),
+        "1",
+        "refused moves change nothing"
+    );
+}

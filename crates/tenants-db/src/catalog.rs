@@ -6,13 +6,123 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tenants_core::{CachedCatalog, Tenant, TenantCatalog, TenantId};
+use tenants_core::{CachedCatalog, DataModel, Tenant, TenantCatalog, TenantId, TenantStatus};
 
 use crate::Error;
 
 /// The channel on which changes to the catalog table are announced; the payload is
 /// the changed tenant's id.
 pub const CATALOG_CHANNEL: &str = "tenants_catalog";
+
+/// The channel on which the catalog table announces each change as a
+/// [`TenantEvent`] (read with [`PgCatalog::subscribe`]); the payload is JSON:
+/// `{"id": ..., "before": {"status": ..., "model": ..., ...}, "after": {...}}`.
+pub const EVENTS_CHANNEL: &str = "tenants_events";
+
+/// A change in a tenant's life, as the catalog table saw it: whichever process made
+/// it (the application, `tenants apply`, `tenants move`, or SQL by hand), every
+/// [subscriber](PgCatalog::subscribe) hears of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TenantEvent {
+    /// A tenant was registered.
+    Created {
+        /// The tenant.
+        tenant: TenantId,
+        /// Where its data lives.
+        model: DataModel,
+    },
+    /// A tenant's data moved to another model or place (pool → silo, say).
+    Moved {
+        /// The tenant.
+        tenant: TenantId,
+        /// Where its data lived.
+        from: DataModel,
+        /// Where it lives now.
+        to: DataModel,
+    },
+    /// A tenant's status changed: suspended, resumed, deleted.
+    StatusChanged {
+        /// The tenant.
+        tenant: TenantId,
+        /// The status before.
+        from: TenantStatus,
+        /// The status now.
+        to: TenantStatus,
+    },
+    /// Something else of its record changed (name, plan, domains, options).
+    Updated {
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// A tenant's record was removed from the catalog.
+    Removed {
+        /// The tenant.
+        tenant: TenantId,
+    },
+}
+
+impl TenantEvent {
+    /// The tenant the event is about.
+    pub fn tenant(&self) -> TenantId {
+        match self {
+            TenantEvent::Created { tenant, .. }
+            | TenantEvent::Moved { tenant, .. }
+            | TenantEvent::StatusChanged { tenant, .. }
+            | TenantEvent::Updated { tenant }
+            | TenantEvent::Removed { tenant } => *tenant,
+        }
+    }
+
+    /// The events one notification on [`EVENTS_CHANNEL`] stands for (a change of
+    /// both model and status is two events); `None` for a payload that does not
+    /// read as one.
+    pub fn parse(payload: &str) -> Option<Vec<TenantEvent>> {
+        #[derive(serde::Deserialize)]
+        struct State {
+            #[serde(default)]
+            status: TenantStatus,
+            #[serde(flatten)]
+            model: DataModel,
+        }
+        #[derive(serde::Deserialize)]
+        struct Payload {
+            id: TenantId,
+            before: Option<State>,
+            after: Option<State>,
+        }
+        let Payload { id, before, after } = serde_json::from_str(payload).ok()?;
+        Some(match (before, after) {
+            (None, Some(after)) => vec![TenantEvent::Created {
+                tenant: id,
+                model: after.model,
+            }],
+            (Some(_), None) => vec![TenantEvent::Removed { tenant: id }],
+            (Some(before), Some(after)) => {
+                let mut events = Vec::new();
+                if before.model != after.model {
+                    events.push(TenantEvent::Moved {
+                        tenant: id,
+                        from: before.model,
+                        to: after.model,
+                    });
+                }
+                if before.status != after.status {
+                    events.push(TenantEvent::StatusChanged {
+                        tenant: id,
+                        from: before.status,
+                        to: after.status,
+                    });
+                }
+                if events.is_empty() {
+                    events.push(TenantEvent::Updated { tenant: id });
+                }
+                events
+            }
+            (None, None) => return None,
+        })
+    }
+}
 
 /// Creates the catalog table and its change trigger; idempotent, and safe to run
 /// from several instances at once (it holds an advisory lock).
@@ -25,10 +135,20 @@ CREATE TABLE IF NOT EXISTS tenants.tenants (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS tenants_domains ON tenants.tenants USING gin ((record -> 'domains'));
+CREATE OR REPLACE FUNCTION tenants.event_state(record jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'status', record -> 'status', 'model', record -> 'model', 'schema', record -> 'schema',
+        'database', record -> 'database', 'server', record -> 'server'))
+$$;
 CREATE OR REPLACE FUNCTION tenants.announce_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('tenants_catalog', COALESCE(NEW.id, OLD.id));
+    PERFORM pg_notify('tenants_events', jsonb_build_object(
+        'id', COALESCE(NEW.id, OLD.id),
+        'before', CASE WHEN TG_OP <> 'INSERT' THEN tenants.event_state(OLD.record) END,
+        'after', CASE WHEN TG_OP <> 'DELETE' THEN tenants.event_state(NEW.record) END)::text);
     RETURN NULL;
 END
 $$;
@@ -149,6 +269,63 @@ impl PgCatalog {
         }))
     }
 
+    /// Calls `subscriber` with every [`TenantEvent`] of the catalog table, from any
+    /// process, in the order they were committed: listens on [`EVENTS_CHANNEL`]
+    /// over a connection of `pool`. Returns once listening, so changes made after
+    /// it returns are heard; the listener runs until the returned handle is aborted.
+    ///
+    /// Delivery is at most once: events committed while the listening connection
+    /// was down (it reconnects by itself) are not heard. Keep what must not be
+    /// lost (billing, an audit trail) in a table written by the same transaction.
+    ///
+    /// An event is a hint, not a proof: PostgreSQL lets any role connected to the
+    /// shared database `NOTIFY` on any channel (a bridge tenant's login users
+    /// included), so read the tenant's record from the catalog before an event
+    /// decides anything that matters.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(pool: sqlx::PgPool) -> Result<(), tenants_db::Error> {
+    /// use tenants_db::{PgCatalog, TenantEvent};
+    ///
+    /// let listener = PgCatalog::subscribe(&pool, |event| match event {
+    ///     TenantEvent::Moved { tenant, to, .. } => println!("{tenant} now lives in the {} model", to.name()),
+    ///     other => println!("{other:?}"),
+    /// })
+    /// .await?;
+    /// # listener.abort();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn subscribe(
+        pool: &PgPool,
+        subscriber: impl Fn(TenantEvent) + Send + Sync + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        Ok(tokio::spawn(async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => match TenantEvent::parse(notification.payload()) {
+                        Some(events) => events.into_iter().for_each(&subscriber),
+                        None => tracing::warn!(
+                            payload = notification.payload(),
+                            "unreadable tenant event"
+                        ),
+                    },
+                    Ok(None) => tracing::warn!(
+                        "tenant event listener reconnected; events may have been missed"
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, "tenant event listener failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }))
+    }
+
     async fn one(&self, sql: &str, key: &str) -> Result<Option<Arc<Tenant>>, tenants_core::Error> {
         let row: Option<(sqlx::types::Json<Tenant>,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(key)
@@ -197,4 +374,64 @@ impl TenantCatalog for PgCatalog {
 /// the catalog cannot answer, which is never the same as "no such tenant".
 fn unavailable(error: sqlx::Error) -> tenants_core::Error {
     tenants_core::Error::unavailable(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use tenants_core::SqlIdent;
+
+    use super::*;
+
+    #[test]
+    fn notifications_read_as_events() {
+        let id: TenantId = "acme".parse().unwrap();
+        let pool = r#"{"model": "pool", "status": "active"}"#;
+        let silo = r#"{"model": "silo", "database": "acme", "status": "suspended"}"#;
+        let event = |before: &str, after: &str| {
+            TenantEvent::parse(&format!(
+                r#"{{"id": "acme", "before": {before}, "after": {after}}}"#
+            ))
+        };
+        assert_eq!(
+            event("null", pool),
+            Some(vec![TenantEvent::Created {
+                tenant: id,
+                model: DataModel::Pool
+            }])
+        );
+        assert_eq!(
+            event(pool, silo),
+            Some(vec![
+                TenantEvent::Moved {
+                    tenant: id,
+                    from: DataModel::Pool,
+                    to: DataModel::Silo {
+                        database: SqlIdent::new("acme").unwrap(),
+                        server: None
+                    }
+                },
+                TenantEvent::StatusChanged {
+                    tenant: id,
+                    from: TenantStatus::Active,
+                    to: TenantStatus::Suspended
+                }
+            ])
+        );
+        assert_eq!(
+            event(pool, pool),
+            Some(vec![TenantEvent::Updated { tenant: id }])
+        );
+        assert_eq!(
+            event(pool, "null"),
+            Some(vec![TenantEvent::Removed { tenant: id }])
+        );
+        assert_eq!(event("null", "null"), None);
+        assert_eq!(TenantEvent::parse("acme"), None);
+        assert_eq!(
+            TenantEvent::parse(
+                r#"{"id": "Not Valid", "before": null, "after": {"model": "pool"}}"#
+            ),
+            None
+        );
+    }
 }

@@ -9,8 +9,10 @@
 //!   ([`Deadpool`], feature `deadpool`). Handlers keep writing ordinary driver code.
 //! - [`sqlite::SqliteSilo`] (feature `sqlite`) keeps each silo tenant in a SQLite
 //!   file: the embedded default that runs with no server to install.
-//! - [`PgCatalog`] (feature `sqlx`) keeps tenant records in a PostgreSQL table and
-//!   invalidates every instance's cache through `LISTEN`/`NOTIFY`.
+//! - [`PgCatalog`] (feature `sqlx`) keeps tenant records in a PostgreSQL table,
+//!   invalidates every instance's cache through `LISTEN`/`NOTIFY`, and announces
+//!   each tenant's lifecycle ([`TenantEvent`]: created, moved, suspended, ...) to
+//!   [subscribers](PgCatalog::subscribe).
 //! - [`TenantRole`] names the per-tenant admin / developer / customer roles, whose
 //!   grants the database enforces.
 //! - [`provision`] (feature `sqlx`) declares tenants as code: a tenants file, a plan
@@ -124,7 +126,7 @@ mod verify;
 
 #[cfg(feature = "sqlx")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
-pub use catalog::{CATALOG_CHANNEL, PgCatalog};
+pub use catalog::{CATALOG_CHANNEL, EVENTS_CHANNEL, PgCatalog, TenantEvent};
 #[cfg(feature = "deadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub use deadpool_driver::{Deadpool, TenantTransaction};

@@ -112,6 +112,10 @@ impl fmt::Display for Report {
     }
 }
 
+/// One tenant's changes being applied: the tenant, how many changes were made, and
+/// how it ended.
+type TenantRun<'a> = futures_util::future::BoxFuture<'a, (TenantId, usize, Result<(), Error>)>;
+
 impl Provisioner {
     /// Executes `plan`: the shared changes in order (any failure stops the apply),
     /// then each tenant's changes in order, [`parallelism`](Self::parallelism)
@@ -153,21 +157,32 @@ impl Provisioner {
             self.execute(change).await?;
             report.applied += 1;
         }
-        let mut tenants: BTreeMap<TenantId, Vec<&Change>> = BTreeMap::new();
-        for change in &plan.changes {
+        // Changes by index: references in the stream's items would make its futures
+        // not provably `Send`.
+        let mut tenants: BTreeMap<TenantId, Vec<usize>> = BTreeMap::new();
+        for (index, change) in plan.changes.iter().enumerate() {
             if let Scope::Tenant(id) = change.scope {
-                tenants.entry(id).or_default().push(change);
+                tenants.entry(id).or_default().push(index);
             }
         }
         options.report(Progress::Tenants(tenants.len()));
-        // The futures are made before they enter the stream: a stream mapping
-        // through a closure that borrows its argument makes `apply`'s future not
-        // provably `Send`.
-        let work: Vec<_> = tenants
-            .into_iter()
-            .map(|(id, changes)| self.apply_tenant(id, changes))
-            .collect();
-        let mut done = futures_util::stream::iter(work).buffer_unordered(self.parallel);
+        // Boxed: the compiler cannot prove an unboxed closure's futures `Send` for
+        // every lifetime, and applications await `apply` in spawned tasks.
+        let mut done = futures_util::stream::iter(tenants)
+            .map(|(id, changes)| -> TenantRun<'_> {
+                Box::pin(async move {
+                    let mut applied = 0;
+                    for index in changes {
+                        if let Err(error) = self.execute(&plan.changes[index]).await {
+                            self.record_failure(id, &error).await;
+                            return (id, applied, Err(error));
+                        }
+                        applied += 1;
+                    }
+                    (id, applied, Ok(()))
+                })
+            })
+            .buffer_unordered(self.parallel);
         while let Some((id, applied, result)) = done.next().await {
             report.applied += applied;
             options.report(Progress::TenantDone {
@@ -182,24 +197,6 @@ impl Provisioner {
         report.failures.sort_by_key(|(id, _)| *id);
         report.succeeded.sort();
         Ok(report)
-    }
-
-    /// Executes one tenant's changes in order, stopping at the first failure, which
-    /// is recorded. Returns how many were applied.
-    async fn apply_tenant(
-        &self,
-        id: TenantId,
-        changes: Vec<&Change>,
-    ) -> (TenantId, usize, Result<(), Error>) {
-        let mut applied = 0;
-        for change in changes {
-            if let Err(error) = self.execute(change).await {
-                self.record_failure(id, &error).await;
-                return (id, applied, Err(error));
-            }
-            applied += 1;
-        }
-        (id, applied, Ok(()))
     }
 
     /// Runs the pending migrations of the shared database, the templates and every
@@ -363,6 +360,7 @@ impl Provisioner {
                 .await?;
                 Ok(())
             }
+            Work::Move(tenant, origin) => self.move_rows(tenant, *origin).await,
             Work::Destroy(doomed) => self.destroy(doomed).await,
             Work::Note => Ok(()),
         }
@@ -377,8 +375,7 @@ impl Provisioner {
             Some(database) => {
                 let mut conn = live::connect(&self.database(&on.server, database)?).await?;
                 let result = run_statements(&mut conn, statements, batched).await;
-                live::close(conn).await;
-                result
+                live::close(conn, result).await
             }
         }
     }
@@ -471,8 +468,9 @@ impl Provisioner {
                 .bind(format!("tenants.migrate {key}"))
                 .execute(&mut conn)
                 .await?;
-            // `run` takes an `Acquire`, whose future is not `Send` for a borrowed
-            // connection; `run_direct` (sqlx's own way around that) is.
+            // `run_direct` rather than `run`: sqlx's `run(&mut conn)` cannot be proven
+            // `Send` ("`Acquire` is not general enough"), and sqlx keeps this entry
+            // point for that reason.
             migrator
                 .run_direct(None, &mut conn, false)
                 .await
@@ -485,8 +483,7 @@ impl Provisioner {
                 })
         }
         .await;
-        live::close(conn).await;
-        result
+        live::close(conn, result).await
     }
 
     async fn sync_grants(&self, spec: &TenantSpec) -> Result<(), Error> {
@@ -570,8 +567,7 @@ impl Provisioner {
                     secure_tables(&mut conn, &self.file.shared.pool_tables, true).await
                 }
                 .await;
-                live::close(conn).await;
-                result?;
+                live::close(conn, result).await?;
             }
         }
         Ok(())
@@ -598,7 +594,11 @@ impl Provisioner {
                     .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                for (table, live) in doomed.pool_tables.iter().zip(state) {
+                // Owned: a borrowed iterator held across an await would make the
+                // future not provably `Send`.
+                let tables: Vec<(TableName, live::PoolTableLive)> =
+                    doomed.pool_tables.iter().cloned().zip(state).collect();
+                for (table, live) in tables {
                     if live.exists && live.tenant_column {
                         let sql = format!("DELETE FROM {} WHERE tenant_id = $1", table.quoted());
                         sqlx::query(AssertSqlSafe(sql))
@@ -666,7 +666,10 @@ async fn secure_tables(
 ) -> Result<(), Error> {
     let state = live::pool_tables(&mut *conn, tables).await?;
     let mut tx = conn.begin().await?;
-    for (table, live) in tables.iter().zip(state) {
+    // Owned: a borrowed iterator held across an await would make the future not
+    // provably `Send`.
+    let tables: Vec<(TableName, live::PoolTableLive)> = tables.iter().cloned().zip(state).collect();
+    for (table, live) in tables {
         if !live.exists {
             if missing_ok {
                 continue;
@@ -707,7 +710,8 @@ async fn secure_tables(
     Ok(())
 }
 
-/// Runs `statements` on `conn`: in one batch, or one at a time.
+/// Runs `statements` in one round trip (`batched`), or one by one for those that
+/// refuse a transaction.
 async fn run_statements(
     conn: &mut sqlx::PgConnection,
     statements: &[String],
@@ -726,7 +730,10 @@ async fn run_statements(
 
 /// Runs `statements` in one round trip (an implicit transaction of its own, or
 /// part of the caller's).
-async fn batch<'c, E: sqlx::PgExecutor<'c>>(db: E, statements: &[String]) -> Result<(), Error> {
+pub(crate) async fn batch<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    statements: &[String],
+) -> Result<(), Error> {
     if !statements.is_empty() {
         sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
             .execute(db)

@@ -72,6 +72,10 @@ pub(crate) struct Live {
 /// A silo database's applied migrations (`None`: no migrations table) and grants.
 pub(crate) type SiloLive = (Option<BTreeSet<i64>>, Vec<GrantRow>);
 
+/// Reading one silo database: `(server, database)` and what it holds.
+type SiloRead<'a> =
+    futures_util::future::BoxFuture<'a, Result<((String, String), SiloLive), Error>>;
+
 impl Provisioner {
     /// Prepares to provision `file`'s tenants: reads each server's URL (from the
     /// environment for `url_env`) and the migrations. Connections open on first use.
@@ -366,8 +370,7 @@ impl Provisioner {
                     let options = self.database(name, &server.template)?;
                     let mut conn = live::connect(&options).await?;
                     let applied = live::applied(&mut conn).await;
-                    live::close(conn).await;
-                    applied?.or(Some(BTreeSet::new()))
+                    live::close(conn, applied).await?.or(Some(BTreeSet::new()))
                 } else {
                     None
                 };
@@ -389,18 +392,20 @@ impl Provisioner {
             })
             .collect();
         let read = futures_util::stream::iter(silos)
-            .map(|(server, database)| async move {
-                let options = self.database(&server, &database)?;
-                let mut conn = live::connect(&options).await?;
-                let state = async {
-                    let applied = live::applied(&mut conn).await?;
-                    let grants = live::grants_in_schemas(&mut conn, &["public".into()]).await?;
-                    Ok::<_, Error>((applied, grants))
-                }
-                .await;
-                live::close(conn).await;
-                let state = state?;
-                Ok::<_, Error>(((server, database.to_string()), state))
+            .map(|(server, database)| -> SiloRead<'_> {
+                Box::pin(async move {
+                    let options = self.database(&server, &database)?;
+                    let mut conn = live::connect(&options).await?;
+                    let state = async {
+                        let applied = live::applied(&mut conn).await?;
+                        let public = ["public".to_owned()];
+                        let grants = live::grants_in_schemas(&mut conn, &public).await?;
+                        Ok::<_, Error>((applied, grants))
+                    }
+                    .await;
+                    let state = live::close(conn, state).await?;
+                    Ok(((server, database.to_string()), state))
+                })
             })
             .buffer_unordered(self.parallel)
             .try_collect::<Vec<_>>()
@@ -462,7 +467,10 @@ impl Provisioner {
                             server: name.clone(),
                             name: app.clone(),
                             member_of: None,
-                            password: server.app_password_env.clone().map(Password::Env),
+                            password: server
+                                .app_password
+                                .clone()
+                                .or_else(|| server.app_password_env.clone().map(Password::Env)),
                             search_path: None,
                         },
                     )
@@ -935,6 +943,59 @@ impl Provisioner {
             .map_err(|e| Error::Config(format!("tenant {id}: {e}")))?;
         let registered = live.records.get(id.as_str());
         let origin_now = live.provisioned.get(id.as_str());
+        let model_now =
+            registered.and_then(|r| serde_json::from_value::<DataModel>(r.clone()).ok());
+        if let Some(from) = &model_now
+            && *from != spec.tenant.model
+        {
+            self.check_storage_is_free(spec, live)?;
+            if *from == DataModel::Pool {
+                // The rows move with the record, in one step: see `Work::Move`.
+                let tables: Vec<String> = self
+                    .file
+                    .shared
+                    .pool_tables
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                let detail = if tables.is_empty() {
+                    format!(
+                        "pool → {}: no pool tables to copy",
+                        spec.tenant.model.name()
+                    )
+                } else {
+                    format!(
+                        "pool → {}: copies its rows of {} there, then removes them from the shared tables",
+                        spec.tenant.model.name(),
+                        tables.join(", ")
+                    )
+                };
+                changes.push(
+                    Change::new(
+                        scope,
+                        Action::Update,
+                        "model",
+                        Work::Move(Box::new(spec.tenant.clone()), origin),
+                    )
+                    .detail(detail),
+                );
+                return Ok(());
+            }
+            changes.push(
+                Change::new(
+                    scope,
+                    Action::Update,
+                    "catalog entry",
+                    Work::Register(Box::new(spec.tenant.clone()), origin),
+                )
+                .detail(format!(
+                    "model {} → {}: its data is NOT copied (only moves out of the pool copy rows)",
+                    from.name(),
+                    spec.tenant.model.name()
+                )),
+            );
+            return Ok(());
+        }
         let register = Work::Register(Box::new(spec.tenant.clone()), origin);
         match registered {
             None => changes.push(Change::new(
@@ -954,6 +1015,45 @@ impl Provisioner {
                 );
             }
             Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Refuses to move a tenant into a database or schema another tenant's record
+    /// names: the move empties the target's copies of the pool tables first.
+    fn check_storage_is_free(&self, spec: &TenantSpec, live: &Live) -> Result<(), Error> {
+        let id = spec.tenant.id;
+        let server = |model: &DataModel| match model {
+            DataModel::Silo {
+                server: Some(server),
+                ..
+            } => server.clone(),
+            _ => self.file.default_server.clone(),
+        };
+        for (other, record) in &live.records {
+            if other == id.as_str() {
+                continue;
+            }
+            let Ok(model) = serde_json::from_value::<DataModel>(record.clone()) else {
+                continue;
+            };
+            let clash = match (&model, &spec.tenant.model) {
+                (DataModel::Silo { database: a, .. }, DataModel::Silo { database: b, .. }) => {
+                    a == b && server(&model) == server(&spec.tenant.model)
+                }
+                (DataModel::Bridge { schema: a }, DataModel::Bridge { schema: b }) => a == b,
+                _ => false,
+            };
+            if clash {
+                return Err(Error::Config(format!(
+                    "tenant {id} cannot move to the {} of tenant {other}",
+                    match model {
+                        DataModel::Bridge { schema } => format!("schema {schema}"),
+                        DataModel::Silo { database, .. } => format!("database {database}"),
+                        DataModel::Pool => "pool".to_owned(),
+                    }
+                )));
+            }
         }
         Ok(())
     }

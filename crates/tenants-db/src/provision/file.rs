@@ -148,6 +148,10 @@ pub struct ServerSpec {
     /// The environment variable holding the application role's password, set when
     /// the role is created.
     pub app_password_env: Option<String>,
+    /// The application role's password given by code (an application that
+    /// provisions itself at start); it takes precedence over `app_password_env`.
+    /// Never read from a file.
+    pub app_password: Option<Password>,
     /// The template database silo databases on this server are copied from.
     pub template: SqlIdent,
 }
@@ -935,6 +939,7 @@ fn server_spec(source: &Source, name: &str, raw: &RawServer) -> Result<ServerSpe
         url,
         app_role: raw.app_role.clone(),
         app_password_env: raw.app_password_env.clone(),
+        app_password: None,
         template,
     })
 }

@@ -133,6 +133,7 @@ WITH t AS (
     SELECT oid FROM t
     UNION
     SELECT d.objid FROM pg_depend d JOIN t ON d.refobjid = t.oid
+    JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
       AND d.deptype IN ('a', 'i')
 )
@@ -172,7 +173,8 @@ where
     Ok(rows(tuples))
 }
 
-/// Grants on these tables and the sequences they own.
+/// Grants on these tables and the sequences they own (not their indexes, which
+/// depend on them too but take no grants).
 pub(crate) async fn grants_on_tables<'c, E>(
     db: E,
     tables: &[TableName],
@@ -297,19 +299,21 @@ pub(crate) async fn applied_in_schemas(
     Ok(applied)
 }
 
-/// Opens a connection to `options`; [`close`] it when done.
+/// Opens a connection of its own to `options` (a silo or template database, or a
+/// session whose settings must not reach a pool). Close it with [`close`].
 ///
-/// A callback taking the borrowed connection would be tidier, but the future of a
-/// closure with a borrowed argument cannot be shown to be `Send`, and every
-/// provisioning future must be (to run in a spawned task or an axum handler).
+/// Not a `with_connection(options, async |conn| ..)` helper: the compiler cannot
+/// prove the futures of async closures taking a borrowed connection `Send` for
+/// every lifetime, and applications await the engine in spawned tasks.
 pub(crate) async fn connect(
     options: &sqlx::postgres::PgConnectOptions,
 ) -> Result<PgConnection, Error> {
     Ok(PgConnection::connect_with(options).await?)
 }
 
-/// Closes a connection from [`connect`].
-pub(crate) async fn close(conn: PgConnection) {
-    // Closing politely only tells the server sooner; a failure here changes nothing.
+/// Closes a connection of [`connect`] and returns `result`: closing politely only
+/// tells the server sooner, so a failure to close changes nothing.
+pub(crate) async fn close<T>(conn: PgConnection, result: T) -> T {
     let _ = conn.close().await;
+    result
 }

@@ -48,6 +48,17 @@
 //! - the tenant's record in the catalog table `tenants.tenants` ([`PgCatalog`](crate::PgCatalog)),
 //!   last, so applications see a tenant only once it is ready.
 //!
+//! # Moving a tenant out of the pool
+//!
+//! A pool tenant that outgrows the shared tables moves into a database (or schema)
+//! of its own with [`Provisioner::move_tenant`] (`tenants move`), or, for a tenant
+//! the file declares, by writing its new model in the file and running apply, which
+//! plans the same move (`~ model (pool → silo: copies its rows of ...)`). The rows
+//! are copied, the record switched and the shared rows deleted in one step that an
+//! interruption leaves undone and a new run completes. Other model changes (out of
+//! a bridge schema or a silo database) switch the record without copying the data,
+//! and the plan says so.
+//!
 //! Progress is recorded per tenant (each schema's or database's
 //! `_sqlx_migrations`, and `tenants.provisioned`), so an interrupted run resumes,
 //! and a failing tenant does not stop the others.
@@ -59,6 +70,7 @@ mod environment;
 mod file;
 mod list;
 mod live;
+mod moving;
 mod plan;
 mod template;
 
@@ -73,3 +85,24 @@ pub use file::{
 pub use list::{TenantListing, TenantState};
 pub use plan::{Action, Change, Plan, Scope};
 pub use template::uid_hash;
+
+/// Application code awaits the engine inside request handlers and spawned tasks,
+/// which need `Send` futures: this stops compiling if one of them is not.
+#[allow(dead_code)]
+fn futures_are_send(
+    provisioner: &Provisioner,
+    spec: &TenantSpec,
+    plan: &Plan,
+    options: &ApplyOptions,
+    tenant: tenants_core::TenantId,
+) {
+    fn send<T: Send>(_: T) {}
+    send(provisioner.plan());
+    send(provisioner.apply(plan, options));
+    send(provisioner.migrate(options));
+    send(provisioner.provision(spec));
+    send(provisioner.move_tenant(tenant, tenants_core::DataModel::Pool));
+    send(provisioner.destroy_plan(tenant));
+    send(provisioner.list());
+    send(provisioner.doctor());
+}

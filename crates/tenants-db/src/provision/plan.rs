@@ -128,6 +128,10 @@ pub(crate) enum Work {
     SecurePoolTables(Vec<TableName>),
     /// Registers the tenant in the catalog.
     Register(Box<Tenant>, Origin),
+    /// Moves a pool tenant's rows into its new storage (created by the changes
+    /// before it) and registers its new record, in one step: see
+    /// `Provisioner::move_tenant`.
+    Move(Box<Tenant>, Origin),
     /// Drops a tenant and its data.
     Destroy(Box<Doomed>),
     /// Shown, nothing to run (work done by another change).

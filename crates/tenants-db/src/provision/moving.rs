@@ -1,0 +1,370 @@
+//! Moving a tenant out of the pool: its rows go where its record goes.
+
+use std::collections::BTreeSet;
+
+use futures_util::StreamExt;
+use sqlx::postgres::PgConnection;
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Connection};
+use tenants_core::{DataModel, Tenant, TenantId};
+
+use super::apply::batch;
+use super::engine::Provisioner;
+use super::file::{TableName, TenantSpec};
+use super::live::{self, quote_ident};
+use super::plan::Origin;
+use crate::isolation::literal;
+use crate::{Error, TENANT_SETTING, TenantRole};
+
+/// How long a move waits for the writes under way on the pool tables to finish.
+const LOCK_TIMEOUT: &str = "30s";
+
+impl Provisioner {
+    /// Moves a tenant out of the pool into `to` (a database of its own, or a schema),
+    /// with its rows: the step that turns a growing free-tier tenant into a silo one.
+    ///
+    /// The tenant's new storage is created as [`provision`](Self::provision) creates
+    /// it (a database copied from the migrated template, or a migrated schema, with
+    /// the tenant's grants and the pool tables' row-level security). Then, in one
+    /// transaction of the shared database:
+    ///
+    /// 1. the pool tables are locked against writes (`SHARE ROW EXCLUSIVE`: reads go
+    ///    on, writes of every tenant wait, at most 30 s, until the move commits);
+    /// 2. the tenant's rows of every `[shared] pool_tables` table are copied
+    ///    (`COPY`, streamed) into the new storage's copies of those tables, which are
+    ///    emptied first, and their serial and identity sequences set past the
+    ///    copied ids; the copy commits on the new storage;
+    /// 3. the tenant's catalog record is switched to `to` (every instance watching
+    ///    the catalog drops its cached record on the `NOTIFY` this sends);
+    /// 4. the rows are deleted from the shared tables, and the tenant's roles lose
+    ///    their privileges on them: a transaction begun as one of those roles
+    ///    ([`begin_as`](crate::TenantRouter::begin_as)) by an instance still
+    ///    holding the old record fails, rather than writing rows nobody will read.
+    ///
+    /// Nothing of the tenant is ever readable by another tenant: the copies carry
+    /// the same `tenant_id` and policies, and the new storage belongs to this tenant
+    /// alone (a move into a database or schema another record names is refused).
+    ///
+    /// It is safe to run again after an interruption: until step 3 commits, the
+    /// record still says pool, the shared rows are untouched and a new run copies
+    /// again from scratch; once it has committed, the move is done and running
+    /// again changes nothing.
+    ///
+    /// A tenant the tenants file declares is moved by writing its new model in the
+    /// file and running [`apply`](Self::apply), which plans this same move
+    /// (`~ model (pool → silo: copies its rows ...)`); calling this for such a
+    /// tenant with another model than the file's is refused, so the next plan
+    /// does not undo it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the tenant is not in the catalog, does not live in
+    /// the pool, is declared otherwise in the tenants file, when `to` is the pool,
+    /// or when the new storage lacks a pool table. Any database error of the steps
+    /// (the move is then left as described above, and can be run again).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(provisioner: tenants_db::provision::Provisioner) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenants_core::{DataModel, SqlIdent};
+    ///
+    /// let to = DataModel::Silo { database: SqlIdent::new("acme")?, server: None };
+    /// provisioner.move_tenant("acme".parse()?, to).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn move_tenant(&self, tenant: TenantId, to: DataModel) -> Result<(), Error> {
+        let shared = self.shared_pool()?;
+        let installed: bool =
+            sqlx::query_scalar("SELECT to_regclass('tenants.tenants') IS NOT NULL")
+                .fetch_one(shared)
+                .await?;
+        let record: Option<Json<Tenant>> = if installed {
+            sqlx::query_scalar("SELECT record FROM tenants.tenants WHERE id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(shared)
+                .await?
+        } else {
+            None
+        };
+        let Some(Json(current)) = record else {
+            return Err(Error::Config(format!(
+                "tenant {tenant} is not in the catalog: provision it first"
+            )));
+        };
+        if current.model == to {
+            return Ok(());
+        }
+        if current.model != DataModel::Pool {
+            return Err(Error::Config(format!(
+                "tenant {tenant} lives in the {} model: only tenants in the pool can be \
+                 moved with their rows",
+                current.model.name()
+            )));
+        }
+        if to == DataModel::Pool {
+            return Err(Error::Config(format!(
+                "tenant {tenant} is in the pool already"
+            )));
+        }
+        let spec = match self.file.tenant(&tenant) {
+            Some(declared) if declared.tenant.model == to => declared.clone(),
+            Some(declared) => {
+                return Err(Error::Config(format!(
+                    "tenant {tenant} is declared in {} as {}: write its new model there and \
+                     run apply, which moves its rows the same way",
+                    declared.origin,
+                    declared.tenant.model.name()
+                )));
+            }
+            None => {
+                let mut moved = current;
+                moved.model = to;
+                TenantSpec::new(moved)
+            }
+        };
+        self.provision(&spec).await
+    }
+
+    /// Executes a planned move: copies the rows, switches the record, removes the
+    /// rows from the pool. See [`move_tenant`](Self::move_tenant).
+    pub(crate) async fn move_rows(&self, tenant: &Tenant, origin: Origin) -> Result<(), Error> {
+        let id = tenant.id;
+        let tables = &self.file.shared.pool_tables;
+        let shared = self.file.default_server.as_str();
+        let shared_options = self
+            .servers
+            .get(shared)
+            .cloned()
+            .ok_or_else(|| Error::Config(format!("unknown server {shared:?}")))?;
+        let (target_options, target_tables) = match &tenant.model {
+            DataModel::Silo { database, server } => (
+                self.database(server.as_deref().unwrap_or(shared), database)?,
+                tables.clone(),
+            ),
+            DataModel::Bridge { schema } => (
+                shared_options.clone(),
+                tables
+                    .iter()
+                    .map(|t| TableName {
+                        schema: schema.clone(),
+                        table: t.table.clone(),
+                    })
+                    .collect(),
+            ),
+            DataModel::Pool => {
+                return Err(Error::Config(format!(
+                    "tenant {id}: a move needs another model than pool"
+                )));
+            }
+        };
+        let mut source = live::connect(&shared_options).await?;
+        let result = self
+            .switch(&mut source, &target_options, tenant, origin, &target_tables)
+            .await;
+        live::close(source, result).await
+    }
+
+    /// Copies the rows and switches the record, in one transaction of `source` (a
+    /// connection to the shared database).
+    async fn switch(
+        &self,
+        source: &mut PgConnection,
+        target_options: &sqlx::postgres::PgConnectOptions,
+        tenant: &Tenant,
+        origin: Origin,
+        target_tables: &[TableName],
+    ) -> Result<(), Error> {
+        let id = tenant.id;
+        let tables = &self.file.shared.pool_tables;
+        {
+            let mut tx = source.begin().await?;
+            batch(
+                &mut *tx,
+                &[
+                    format!("SET LOCAL lock_timeout = {}", literal(LOCK_TIMEOUT)),
+                    format!("SET LOCAL {TENANT_SETTING} = {}", literal(id.as_str())),
+                ],
+            )
+            .await?;
+            let state = live::pool_tables(&mut *tx, tables).await?;
+            let present: Vec<(&TableName, &TableName)> = tables
+                .iter()
+                .zip(target_tables)
+                .zip(state)
+                .filter(|(_, live)| live.exists && live.tenant_column)
+                .map(|(pair, _)| pair)
+                .collect();
+            if !present.is_empty() {
+                let list: Vec<String> = present.iter().map(|(t, _)| t.quoted()).collect();
+                let lock = format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", list.join(", "));
+                sqlx::raw_sql(AssertSqlSafe(lock)).execute(&mut *tx).await?;
+            }
+            // Under the lock, the record is read again: another run may have moved
+            // the tenant meanwhile.
+            let record: Option<Json<Tenant>> =
+                sqlx::query_scalar("SELECT record FROM tenants.tenants WHERE id = $1 FOR UPDATE")
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match record {
+                Some(Json(now)) if now.model == DataModel::Pool => {}
+                Some(Json(now)) if now.model == tenant.model => return Ok(()),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "tenant {id} changed while it was being moved: run the move again"
+                    )));
+                }
+            }
+
+            let mut target = live::connect(target_options).await?;
+            let copied = copy_rows(&mut tx, &mut target, id, &present).await;
+            live::close(target, copied).await?;
+
+            let record = serde_json::to_value(tenant)
+                .map_err(|e| Error::Config(format!("tenant {id}: {e}")))?;
+            sqlx::query("UPDATE tenants.tenants SET record = $2, updated_at = now() WHERE id = $1")
+                .bind(id.as_str())
+                .bind(record)
+                .execute(&mut *tx)
+                .await?;
+            for (table, _) in &present {
+                let sql = format!("DELETE FROM {} WHERE tenant_id = $1", table.quoted());
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let roles: Vec<String> = TenantRole::ALL
+                .iter()
+                .map(|r| r.role_name(&id).to_string())
+                .collect();
+            let revokes: BTreeSet<String> = live::grants_on_tables(&mut *tx, tables)
+                .await?
+                .into_iter()
+                .filter_map(|row| {
+                    let grantee = row.grantee.as_ref().filter(|g| roles.contains(g))?;
+                    let kind = if row.is_sequence() {
+                        "SEQUENCE"
+                    } else {
+                        "TABLE"
+                    };
+                    Some(format!(
+                        "REVOKE ALL ON {kind} {} FROM {}",
+                        row.quoted(),
+                        quote_ident(grantee)
+                    ))
+                })
+                .collect();
+            batch(&mut *tx, &revokes.into_iter().collect::<Vec<_>>()).await?;
+            sqlx::query(
+                "INSERT INTO tenants.provisioned (id, origin) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET origin = EXCLUDED.origin, error = NULL, \
+                 updated_at = now()",
+            )
+            .bind(id.as_str())
+            .bind(origin.as_str())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+    }
+}
+
+/// The columns of `table` a copy can write, in order (none when it does not exist).
+async fn columns(conn: &mut PgConnection, table: &TableName) -> Result<Vec<String>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_attribute a \
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+           AND a.attgenerated = '' ORDER BY a.attnum",
+    )
+    .bind(table.quoted())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Copies the tenant's rows of each `(source, target)` table, in one transaction
+/// of the target that empties the targets first (an earlier, interrupted move may
+/// have left rows there) and sets their sequences past the copied values.
+async fn copy_rows(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    tenant: TenantId,
+    tables: &[(&TableName, &TableName)],
+) -> Result<(), Error> {
+    let mut tx = target.begin().await?;
+    let scope = format!("SET LOCAL {TENANT_SETTING} = {}", literal(tenant.as_str()));
+    sqlx::raw_sql(AssertSqlSafe(scope))
+        .execute(&mut *tx)
+        .await?;
+    let mut plans = Vec::new();
+    for (from, to) in tables {
+        let wanted = columns(&mut tx, to).await?;
+        if wanted.is_empty() {
+            return Err(Error::Config(format!(
+                "tenant {tenant}: table {to} is missing from its new storage; the shared \
+                 migrations must create every pool table"
+            )));
+        }
+        let have = columns(source, from).await?;
+        let list: Vec<String> = have
+            .iter()
+            .filter(|c| wanted.contains(c))
+            .map(|c| quote_ident(c))
+            .collect();
+        plans.push((*from, *to, list.join(", ")));
+    }
+    for (_, to, _) in plans.iter().rev() {
+        let sql = format!("DELETE FROM {}", to.quoted());
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    }
+    for (from, to, list) in &plans {
+        let out = format!(
+            "COPY (SELECT {list} FROM {} WHERE tenant_id = {}) TO STDOUT",
+            from.quoted(),
+            literal(tenant.as_str())
+        );
+        let into = format!("COPY {} ({list}) FROM STDIN", to.quoted());
+        let mut rows = source.copy_out_raw(&out).await?;
+        let mut sink = tx.copy_in_raw(&into).await?;
+        while let Some(chunk) = rows.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    sink.send(chunk).await?;
+                }
+                Err(error) => {
+                    // The source failed: the copy is abandoned, and with it the
+                    // target's transaction.
+                    let _ = sink.abort("the source of the copy failed").await;
+                    return Err(error.into());
+                }
+            }
+        }
+        sink.finish().await?;
+        drop(rows);
+        let sequences: Vec<(String, String)> = sqlx::query_as(
+            "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname) FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+               AND pg_get_serial_sequence($1, a.attname) IS NOT NULL",
+        )
+        .bind(to.quoted())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (column, sequence) in sequences {
+            let sql = format!(
+                "SELECT setval($1::regclass, m) FROM (SELECT max({})::bigint AS m FROM {}) x \
+                 WHERE m IS NOT NULL",
+                quote_ident(&column),
+                to.quoted()
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(sequence)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
