@@ -171,6 +171,14 @@ fn catalog(c: &mut Criterion) {
     group.bench_function("CachedCatalog::get (async, boxed)", |b| {
         b.iter(|| ready(cached.get(black_box(acme))).unwrap())
     });
+    // The cache store CachedCatalog does not use, for comparison: moka's hit.
+    let moka: moka::sync::Cache<TenantId, Arc<Tenant>> = moka::sync::Cache::new(10_000);
+    for (id, tenant) in &map {
+        moka.insert(*id, tenant.clone());
+    }
+    group.bench_function("moka::sync::Cache::get (comparison)", |b| {
+        b.iter(|| moka.get(black_box(&acme)).unwrap())
+    });
     group.finish();
 
     let mut group = c.benchmark_group("subdomain + catalog hit");
