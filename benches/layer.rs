@@ -9,6 +9,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -40,7 +41,10 @@ fn catalog() -> CachedCatalog<StaticCatalog> {
         json.push_str(&format!(r#", "tenant-{i}": {{"model": "pool"}}"#));
     }
     json.push_str("}}");
-    let catalog = CachedCatalog::new(StaticCatalog::from_json_str(&json).unwrap());
+    // A TTL longer than the whole run: the benches measure warm hits.
+    let catalog = CachedCatalog::builder(StaticCatalog::from_json_str(&json).unwrap())
+        .ttl(Duration::from_secs(3600))
+        .build();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

@@ -29,6 +29,8 @@
 //! | `metrics` | `tower::metering::MeteringLayer`: per-tenant request metrics | no |
 //! | `db` | [`db`]: the connection router | with `sqlite` |
 //! | `sqlite` | `db::sqlite::SqliteSilo`: silo tenants in SQLite files, no server needed | yes |
+//! | `sqlx` | PostgreSQL routing handing out sqlx types, and the PostgreSQL catalog | no |
+//! | `deadpool` | PostgreSQL routing handing out deadpool-postgres clients | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use tenants_core;

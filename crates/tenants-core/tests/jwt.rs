@@ -440,3 +440,43 @@ fn header_must_agree_with_the_token() {
         .0;
     assert_eq!(chain.resolve(&p).unwrap().unwrap().id().unwrap(), "globex");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A signed token names exactly the tenant of its claim, folded to lowercase.
+        #[test]
+        fn a_signed_claim_names_its_tenant(label in "[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?") {
+            let token = hs256(&claims(json!({"tenant_id": label})));
+            let found = resolver().resolve(&bearer(&token)).unwrap().unwrap();
+            prop_assert_eq!(found.id().unwrap().to_string(), label.to_ascii_lowercase());
+            prop_assert!(found.token.is_some());
+        }
+
+        /// Changing any one character of a signed token's header or payload makes it
+        /// untrusted: the resolver refuses it, never answers with a tenant.
+        #[test]
+        fn a_tampered_token_never_names_a_tenant(at in any::<prop::sample::Index>(), with in "[A-Za-z0-9_.=-]") {
+            let token = hs256(&claims(json!({})));
+            let signed_len = token.rfind('.').unwrap();
+            let at = at.index(signed_len);
+            prop_assume!(token[at..at + 1] != with);
+            let tampered = format!("{}{}{}", &token[..at], with, &token[at + 1..]);
+            prop_assert!(resolver().resolve(&bearer(&tampered)).is_err(), "{}", tampered);
+        }
+
+        /// Whatever the token text, the resolver answers (no panic), and anything it
+        /// accepts `jsonwebtoken` alone verifies too.
+        #[test]
+        fn arbitrary_tokens_are_refused(text in "[ -~]{0,200}") {
+            if let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {text}")) {
+                let parts = Request::get("/").header("authorization", value).body(()).unwrap().into_parts().0;
+                prop_assert!(!matches!(resolver().resolve(&parts), Ok(Some(_))));
+            }
+        }
+    }
+}

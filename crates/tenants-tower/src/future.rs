@@ -11,11 +11,12 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tenants_core::resolve::{Resolved, Resolver, TenantKey};
 use tenants_core::{Error, Tenant, TenantCatalog};
+use tokio::task::futures::TaskLocalFuture;
 use tower_service::Service;
 
 use crate::layer::Config;
 use crate::reject::TenantRejection;
-use crate::service::{admit, respond, span};
+use crate::service::{admit, call_admitted, respond};
 
 type BoxLookup = Pin<Box<dyn Future<Output = Result<Option<Arc<Tenant>>, Error>> + Send>>;
 
@@ -68,8 +69,10 @@ pin_project! {
     #[project = StateProj]
     enum State<F, S, ReqBody, R, C> {
         Rejected { response: Option<Response<String>> },
-        Lookup { lookup: Lookup<S, ReqBody, R, C> },
+        // Boxed: a miss allocates anyway, and the hit path then moves a small future.
+        Lookup { lookup: Box<Lookup<S, ReqBody, R, C>> },
         Inner { #[pin] future: F },
+        Scoped { #[pin] future: TaskLocalFuture<Arc<Tenant>, F> },
     }
 }
 
@@ -87,6 +90,16 @@ impl<F, S, ReqBody, R, C> ResponseFuture<F, S, ReqBody, R, C> {
         }
     }
 
+    pub(crate) fn scoped(
+        future: TaskLocalFuture<Arc<Tenant>, F>,
+        span: Option<tracing::Span>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Scoped { future },
+            span,
+        }
+    }
+
     pub(crate) fn rejected(response: Response<String>) -> Self {
         ResponseFuture {
             state: State::Rejected {
@@ -98,7 +111,9 @@ impl<F, S, ReqBody, R, C> ResponseFuture<F, S, ReqBody, R, C> {
 
     pub(crate) fn lookup(lookup: Lookup<S, ReqBody, R, C>) -> Self {
         ResponseFuture {
-            state: State::Lookup { lookup },
+            state: State::Lookup {
+                lookup: Box::new(lookup),
+            },
             span: None,
         }
     }
@@ -124,6 +139,10 @@ where
                     let _entered = this.span.as_ref().map(tracing::Span::enter);
                     return future.poll(cx);
                 }
+                StateProj::Scoped { future } => {
+                    let _entered = this.span.as_ref().map(tracing::Span::enter);
+                    return future.poll(cx);
+                }
                 StateProj::Lookup { lookup } => {
                     let found = ready!(lookup.future.as_mut().poll(cx));
                     let Some((mut parts, body, mut inner)) = lookup.request.take() else {
@@ -137,19 +156,14 @@ where
                             admit(config, &mut parts, &lookup.resolved.key, found, token)
                         });
                     match admitted {
-                        Ok(tenant) => {
-                            *this.span = Some(span(&tenant));
-                            State::Inner {
-                                future: inner.call(Request::from_parts(parts, body)),
-                            }
-                        }
-                        Err(rejection) => State::Rejected {
-                            response: Some(respond(config, &rejection)),
-                        },
+                        Ok(id) => call_admitted(config, &mut inner, id, parts, body),
+                        Err(rejection) => ResponseFuture::rejected(respond(config, &rejection)),
                     }
                 }
             };
-            this.state.set(next);
+            // The lookup is done: go on as the future of an admitted or refused request.
+            *this.span = next.span;
+            this.state.set(next.state);
         }
     }
 }

@@ -53,6 +53,7 @@ pub(crate) struct Config<R, C> {
     pub(crate) no_tenant: NoTenant,
     pub(crate) suspended_status: StatusCode,
     pub(crate) strip_prefix: bool,
+    pub(crate) task_scope: bool,
     pub(crate) membership: Option<Arc<dyn Membership>>,
     pub(crate) responder: SharedResponder,
     pub(crate) retry_after: Duration,
@@ -103,6 +104,7 @@ pub struct TenantLayer<R, C> {
     no_tenant: NoTenant,
     suspended_status: StatusCode,
     strip_prefix: bool,
+    task_scope: bool,
     membership: Option<Arc<dyn Membership>>,
     responder: SharedResponder,
     retry_after: Duration,
@@ -116,6 +118,7 @@ impl<R, C> Clone for TenantLayer<R, C> {
             no_tenant: self.no_tenant,
             suspended_status: self.suspended_status,
             strip_prefix: self.strip_prefix,
+            task_scope: self.task_scope,
             membership: self.membership.clone(),
             responder: self.responder.clone(),
             retry_after: self.retry_after,
@@ -129,6 +132,7 @@ impl<R, C> fmt::Debug for TenantLayer<R, C> {
             .field("no_tenant", &self.no_tenant)
             .field("suspended_status", &self.suspended_status)
             .field("strip_prefix", &self.strip_prefix)
+            .field("task_scope", &self.task_scope)
             .field("membership", &self.membership.is_some())
             .field("retry_after", &self.retry_after)
             .finish_non_exhaustive()
@@ -145,6 +149,7 @@ impl<R: Resolver, C: TenantCatalog> TenantLayer<R, C> {
             no_tenant: NoTenant::Reject,
             suspended_status: StatusCode::FORBIDDEN,
             strip_prefix: false,
+            task_scope: false,
             membership: None,
             responder: Arc::new(ProblemResponder),
             retry_after: Duration::from_secs(5),
@@ -171,6 +176,16 @@ impl<R: Resolver, C: TenantCatalog> TenantLayer<R, C> {
     /// `Router::layer` runs after routing, too late to change the path it routes on.
     pub fn strip_path_prefix(mut self, strip: bool) -> Self {
         self.strip_prefix = strip;
+        self
+    }
+
+    /// Runs the inner service of every admitted request in a [task scope](crate::task)
+    /// of its tenant, so code without the request at hand reads it with
+    /// [`task::current`](crate::task::current) and background work started with
+    /// [`task::spawn_with_tenant`](crate::task::spawn_with_tenant) keeps it (default
+    /// off: it costs an `Arc` clone and a task-local swap per poll).
+    pub fn task_scope(mut self, enabled: bool) -> Self {
+        self.task_scope = enabled;
         self
     }
 
@@ -208,6 +223,7 @@ impl<S, R, C> Layer<S> for TenantLayer<R, C> {
                 no_tenant: self.no_tenant,
                 suspended_status: self.suspended_status,
                 strip_prefix: self.strip_prefix,
+                task_scope: self.task_scope,
                 membership: self.membership.clone(),
                 responder: self.responder.clone(),
                 retry_after: self.retry_after,

@@ -36,6 +36,11 @@
 //! # }
 //! ```
 //!
+//! The tenant reaches the handler in the request extensions (`Arc<Tenant>`, read
+//! with `CurrentTenant` or `Extension<Arc<Tenant>>`), and, with
+//! [`TenantLayer::task_scope`], as the [task-local current tenant](task) that
+//! [`task::spawn_with_tenant`] hands on to background work.
+//!
 //! # Rejections
 //!
 //! | situation | status | problem `type` |
@@ -68,6 +73,7 @@ pub mod limit;
 pub mod metering;
 mod reject;
 mod service;
+pub mod task;
 
 #[cfg(feature = "axum")]
 pub use extract::{CurrentTenant, TenantOptions};

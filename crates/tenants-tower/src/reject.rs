@@ -162,7 +162,9 @@ impl TenantRejection {
             }
             TenantRejection::Unavailable { retry_after, .. }
             | TenantRejection::LimitExceeded { retry_after, .. } => {
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let secs = retry_after
+                    .as_secs()
+                    .saturating_add(u64::from(retry_after.subsec_nanos() > 0));
                 headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             _ => {}
@@ -206,3 +208,26 @@ impl Responder for ProblemResponder {
 }
 
 pub(crate) type SharedResponder = Arc<dyn Responder>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_never_overflows() {
+        let unavailable = |retry_after| TenantRejection::Unavailable {
+            error: Error::Config("down".into()),
+            retry_after,
+        };
+        for (wait, header) in [
+            (Duration::ZERO, "1".to_owned()),
+            (Duration::from_millis(1500), "2".to_owned()),
+            (Duration::from_secs(7), "7".to_owned()),
+            (Duration::MAX, u64::MAX.to_string()),
+        ] {
+            let response = unavailable(wait).problem_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[RETRY_AFTER], header.as_str(), "{wait:?}");
+        }
+    }
+}

@@ -8,7 +8,7 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use tenants_core::resolve::{Resolved, Resolver, TenantKey, VerifiedToken};
-use tenants_core::{Tenant, TenantCatalog, TenantStatus};
+use tenants_core::{Tenant, TenantCatalog, TenantId, TenantStatus};
 use tower_service::Service;
 
 use crate::future::{Lookup, ResponseFuture};
@@ -85,10 +85,7 @@ where
             && let Some(found) = config.catalog.get_now(id)
         {
             return match admit(config, &mut parts, &resolved.key, found, resolved.token) {
-                Ok(tenant) => {
-                    let request = Request::from_parts(parts, body);
-                    ResponseFuture::inner(self.inner.call(request), Some(span(&tenant)))
-                }
+                Ok(id) => call_admitted(config, &mut self.inner, id, parts, body),
                 Err(rejection) => self.reject(&rejection),
             };
         }
@@ -122,15 +119,15 @@ pub(crate) fn respond<R, C>(
     config.responder.respond(rejection)
 }
 
-/// Checks a looked-up tenant and puts it into the request. Shared by the hit path and
-/// the lookup future.
+/// Checks a looked-up tenant and moves it into the request extensions; returns its
+/// id. Shared by the hit path and the lookup future.
 pub(crate) fn admit<R, C>(
     config: &Config<R, C>,
     parts: &mut Parts,
     key: &TenantKey,
     found: Option<Arc<Tenant>>,
     token: Option<Arc<VerifiedToken>>,
-) -> Result<Arc<Tenant>, TenantRejection> {
+) -> Result<TenantId, TenantRejection> {
     let tenant = match found {
         Some(tenant) if tenant.status != TenantStatus::Deleted => tenant,
         _ => {
@@ -158,12 +155,53 @@ pub(crate) fn admit<R, C>(
         }
         parts.extensions.insert(token);
     }
-    parts.extensions.insert(tenant.clone());
-    Ok(tenant)
+    let id = tenant.id;
+    // The first insert allocates the extension map (three small allocations in
+    // `http::Extensions`); nothing else on the hit path allocates.
+    parts.extensions.insert(tenant);
+    Ok(id)
 }
 
-pub(crate) fn span(tenant: &Tenant) -> tracing::Span {
-    tracing::info_span!("tenant", tenant = %tenant.id)
+/// Calls the inner service with an admitted request, inside the tenant's span and,
+/// when configured, its task scope. Shared by the hit path and the lookup future.
+// Inlined so that the request head is not copied once more on its way through.
+#[inline(always)]
+pub(crate) fn call_admitted<S, ReqBody, R, C>(
+    config: &Config<R, C>,
+    inner: &mut S,
+    id: TenantId,
+    parts: Parts,
+    body: ReqBody,
+) -> ResponseFuture<S::Future, S, ReqBody, R, C>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let span = span(id);
+    let scoped = match config.task_scope {
+        true => parts.extensions.get::<Arc<Tenant>>().cloned(),
+        false => None,
+    };
+    let request = Request::from_parts(parts, body);
+    match scoped {
+        None => ResponseFuture::inner(inner.call(request), span),
+        Some(tenant) => {
+            let future = crate::task::sync_scope(tenant.clone(), || inner.call(request));
+            ResponseFuture::scoped(crate::task::scope(tenant, future), span)
+        }
+    }
+}
+
+/// The `tenant` span the inner service runs in, when anyone records INFO spans.
+///
+/// Building a span costs something even when no subscriber takes it (with the `log`
+/// feature of `tracing`, which sqlx turns on, it goes through the `log` fallback), so
+/// the cheap global level check comes first; the macro then asks the subscriber.
+pub(crate) fn span(id: TenantId) -> Option<tracing::Span> {
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return None;
+    }
+    let span = tracing::info_span!("tenant", tenant = %id);
+    (!span.is_disabled()).then_some(span)
 }
 
 /// Removes the first `len` bytes of the path (`/t/acme/todos?x` → `/todos?x`).

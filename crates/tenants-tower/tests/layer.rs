@@ -441,3 +441,51 @@ async fn hostile_requests_never_panic() {
         assert!(status.is_client_error(), "{h:?} → {status}");
     }
 }
+
+#[tokio::test]
+async fn the_task_scope_carries_the_tenant_to_code_without_the_request() {
+    async fn repository_call() -> String {
+        tenants_tower::task::current().map_or("none".to_owned(), |t| t.id.to_string())
+    }
+    let routes = || {
+        Router::new().route(
+            "/",
+            get(|| async {
+                let job = tenants_tower::task::spawn_with_tenant(repository_call());
+                format!("{} {}", repository_call().await, job.await.unwrap())
+            }),
+        )
+    };
+    let scoped = routes().layer(
+        TenantLayer::new(SubdomainResolver::new(["example.com"]), catalog()).task_scope(true),
+    );
+    let (status, _, body) = send(&scoped, host("acme.example.com", "/")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "acme acme"));
+    // A cache miss goes through the lookup future: the same scope.
+    let cached = routes().layer(
+        TenantLayer::new(
+            SubdomainResolver::new(["example.com"]),
+            CachedCatalog::new(catalog()),
+        )
+        .task_scope(true),
+    );
+    assert_eq!(
+        send(&cached, host("acme.example.com", "/")).await.2,
+        "acme acme"
+    );
+    // Requests do not see each other's tenant, nor one after the scope ended.
+    assert_eq!(
+        send(&scoped, host("globex.example.com", "/")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(tenants_tower::task::current().map(|t| t.id), None);
+
+    let unscoped = routes().layer(TenantLayer::new(
+        SubdomainResolver::new(["example.com"]),
+        catalog(),
+    ));
+    assert_eq!(
+        send(&unscoped, host("acme.example.com", "/")).await.2,
+        "none none"
+    );
+}

@@ -15,10 +15,27 @@ use crate::{Error, Tenant, TenantId};
 
 /// A cached answer, a tenant or "no such tenant" (a negative entry), and when it
 /// stops being fresh.
+///
+/// Freshness is read from the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE` on
+/// Linux, a few milliseconds of resolution): the hit path reads the clock on every
+/// request, and the precise clock costs more than the rest of a hit on some machines.
+/// TTLs are seconds, so milliseconds of slack do not matter.
 #[derive(Clone)]
 struct Entry {
     tenant: Option<Arc<Tenant>>,
-    fresh_until: Instant,
+    fresh_until: coarsetime::Instant,
+}
+
+/// Longest TTL honoured (about 68 years); the coarse clock's range is bounded.
+const MAX_TTL: Duration = Duration::from_secs(1 << 31);
+
+fn coarse(ttl: Duration) -> coarsetime::Duration {
+    coarsetime::Duration::from(ttl.min(MAX_TTL))
+}
+
+fn now() -> coarsetime::Instant {
+    // Not `now()`: that also stores into a process-wide cache line on every call.
+    coarsetime::Instant::now_without_cache_update()
 }
 
 type Load = Shared<BoxFuture<'static, Result<Option<Arc<Tenant>>, Error>>>;
@@ -40,7 +57,7 @@ impl<K: Eq + Hash + Clone> Tier<K> {
     fn fresh(&self, key: &K) -> Option<Option<Arc<Tenant>>> {
         self.entries
             .get(key)
-            .filter(|entry| entry.fresh_until > Instant::now())
+            .filter(|entry| entry.fresh_until > now())
             .map(|entry| entry.tenant)
     }
 
@@ -80,7 +97,9 @@ impl<K: Eq + Hash + Clone> Tier<K> {
 /// Caches tenant lookups of an inner catalog.
 ///
 /// - A hit is answered by [`get_now`](TenantCatalog::get_now) without a future or an
-///   allocation: a hash lookup, a freshness check and an `Arc` clone.
+///   allocation: a hash lookup, a freshness check against the coarse monotonic clock
+///   (milliseconds of resolution, a fraction of the precise clock's cost) and an `Arc`
+///   clone.
 /// - Misses are single-flight: concurrent lookups of one id cause one inner load, and
 ///   share its answer, error included.
 /// - Unknown ids are cached too (negative caching) with their own, shorter TTL, so a
@@ -125,6 +144,8 @@ pub struct CachedCatalog<C> {
     last_known: quick_cache::sync::Cache<TenantId, (Arc<Tenant>, Instant)>,
     ttl: Duration,
     negative_ttl: Duration,
+    coarse_ttl: coarsetime::Duration,
+    coarse_negative_ttl: coarsetime::Duration,
     stale_for: Option<Duration>,
 }
 
@@ -190,9 +211,9 @@ impl<C: TenantCatalog + 'static> CachedCatalog<C> {
 
     fn entry(&self, tenant: Option<Arc<Tenant>>) -> Entry {
         let ttl = if tenant.is_some() {
-            self.ttl
+            self.coarse_ttl
         } else {
-            self.negative_ttl
+            self.coarse_negative_ttl
         };
         if let Some(tenant) = &tenant
             && self.stale_for.is_some()
@@ -202,7 +223,7 @@ impl<C: TenantCatalog + 'static> CachedCatalog<C> {
         }
         Entry {
             tenant,
-            fresh_until: Instant::now() + ttl,
+            fresh_until: now().saturating_add(ttl),
         }
     }
 
@@ -220,7 +241,8 @@ impl<C: TenantCatalog + 'static> CachedCatalogBuilder<C> {
         self
     }
 
-    /// How long a found tenant is served from the cache (default 60 s).
+    /// How long a found tenant is served from the cache (default 60 s; at most about
+    /// 68 years).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -248,6 +270,8 @@ impl<C: TenantCatalog + 'static> CachedCatalogBuilder<C> {
             last_known: quick_cache::sync::Cache::new(self.max_capacity),
             ttl: self.ttl,
             negative_ttl: self.negative_ttl,
+            coarse_ttl: coarse(self.ttl),
+            coarse_negative_ttl: coarse(self.negative_ttl),
             stale_for: self.stale_for,
         }
     }

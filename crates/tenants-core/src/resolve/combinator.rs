@@ -238,4 +238,58 @@ mod tests {
         let boxed: Box<dyn Resolver> = Box::new(chain);
         assert!(boxed.resolve(&parts("/", None)).unwrap().is_some());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A tenant id, or none, or a malformed one.
+        fn named() -> impl Strategy<Value = Option<String>> {
+            prop_oneof![
+                Just(None),
+                "[a-c]".prop_map(Some),
+                Just(Some("bad_id".to_owned())),
+            ]
+        }
+
+        fn request(header: &Option<String>, path: &Option<String>) -> Parts {
+            let uri = match path {
+                Some(p) => format!("/t/{p}/x"),
+                None => "/x".to_owned(),
+            };
+            parts(&uri, header.as_deref())
+        }
+
+        fn valid(s: &Option<String>) -> bool {
+            s.as_deref().is_some_and(|s| s != "bad_id")
+        }
+
+        proptest! {
+            #[test]
+            fn or_takes_the_first_answer_and_never_hides_an_error(header in named(), path in named()) {
+                let chain = HeaderResolver::new("x-tenant-id").or(PathResolver::new("/t/{tenant}").unwrap());
+                let got = chain.resolve(&request(&header, &path));
+                match (&header, &path) {
+                    (Some(h), _) if valid(&header) => prop_assert_eq!(got.unwrap().unwrap().id().unwrap(), h.as_str()),
+                    (Some(_), _) => prop_assert!(got.is_err(), "a malformed first answer is an error"),
+                    (None, Some(p)) if valid(&path) => prop_assert_eq!(got.unwrap().unwrap().id().unwrap(), p.as_str()),
+                    (None, Some(_)) => prop_assert!(got.is_err()),
+                    (None, None) => prop_assert_eq!(got.unwrap(), None),
+                }
+            }
+
+            #[test]
+            fn agree_answers_only_when_no_side_contradicts(header in named(), path in named()) {
+                let both = HeaderResolver::new("x-tenant-id").agree(PathResolver::new("/t/{tenant}").unwrap());
+                let got = both.resolve(&request(&header, &path));
+                let malformed = (header.is_some() && !valid(&header)) || (path.is_some() && !valid(&path));
+                match (&header, &path) {
+                    _ if malformed => prop_assert!(got.is_err()),
+                    (Some(h), Some(p)) if h != p => prop_assert!(matches!(got, Err(Error::Disagree { .. })), "{:?}", got),
+                    (Some(id), _) | (None, Some(id)) => prop_assert_eq!(got.unwrap().unwrap().id().unwrap(), id.as_str()),
+                    (None, None) => prop_assert_eq!(got.unwrap(), None),
+                }
+            }
+        }
+    }
 }

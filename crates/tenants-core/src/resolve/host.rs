@@ -1,6 +1,5 @@
 //! Host-based resolvers: subdomain of a base domain, or a tenant's custom domain.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use http::header::HOST;
@@ -38,28 +37,48 @@ pub fn request_host(parts: &Parts) -> Result<Option<&str>, Error> {
 /// dot, in its original case. IP literals, empty labels, bad characters and over-long
 /// names are refused.
 pub(crate) fn host_name(raw: &str) -> Result<&str, Error> {
-    if raw.starts_with('[') {
+    host_labels(raw).map(|(host, _)| host)
+}
+
+/// A byte a host name may hold: letters, digits, `-`, `_` and the label dots.
+fn host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
+/// `host` equals `lowercase` (already lowercase), ignoring ASCII case in `host`.
+///
+/// Folds over every byte instead of stopping at the first difference, so the compiler
+/// compares many bytes at once; these comparisons run on every request.
+fn eq_folded(host: &[u8], lowercase: &[u8]) -> bool {
+    host.len() == lowercase.len()
+        && host
+            .iter()
+            .zip(lowercase)
+            .fold(true, |eq, (h, l)| eq & (h.to_ascii_lowercase() == *l))
+}
+
+/// [`host_name`], plus the length of the host's first label. Runs on every request:
+/// one branch-free pass checks the characters, one pass over the dots the labels.
+fn host_labels(raw: &str) -> Result<(&str, usize), Error> {
+    let bytes = raw.as_bytes();
+    if bytes.first() == Some(&b'[') {
         return Err(Error::invalid_host(
             raw,
             "IP addresses do not name a tenant",
         ));
     }
-    if raw.contains('@') {
-        return Err(Error::invalid_host(
-            raw,
-            "user info is not allowed in a host",
-        ));
-    }
-    let host = match raw.rsplit_once(':') {
-        Some((host, port)) => {
-            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
-                return Err(Error::invalid_host(raw, "the port is not a number"));
-            }
-            host
+    let mut end = bytes.len();
+    if let Some(colon) = bytes.iter().rposition(|&b| b == b':') {
+        let port = &bytes[colon + 1..];
+        if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
+            return Err(Error::invalid_host(raw, "the port is not a number"));
         }
-        None => raw,
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
+        end = colon;
+    }
+    let mut host = &bytes[..end];
+    if let [name @ .., b'.'] = host {
+        host = name;
+    }
     if host.is_empty() {
         return Err(Error::invalid_host(raw, "the host is empty"));
     }
@@ -69,8 +88,20 @@ pub(crate) fn host_name(raw: &str) -> Result<&str, Error> {
             "the host is longer than 253 characters",
         ));
     }
-    let mut last = "";
-    for label in host.split('.') {
+    if !host.iter().fold(true, |ok, &b| ok & host_byte(b)) {
+        return Err(Error::invalid_host(
+            raw,
+            if host.contains(&b'@') {
+                "user info is not allowed in a host"
+            } else {
+                "the host has an invalid character"
+            },
+        ));
+    }
+    let mut labels = host.split(|&b| b == b'.');
+    let first = labels.next().unwrap_or_default();
+    let mut last = first;
+    for label in std::iter::once(first).chain(labels) {
         if label.is_empty() {
             return Err(Error::invalid_host(raw, "the host has an empty label"));
         }
@@ -80,24 +111,19 @@ pub(crate) fn host_name(raw: &str) -> Result<&str, Error> {
                 "a label is longer than 63 characters",
             ));
         }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(Error::invalid_host(
-                raw,
-                "the host has an invalid character",
-            ));
-        }
         last = label;
     }
-    if last.bytes().all(|b| b.is_ascii_digit()) || host.parse::<Ipv4Addr>().is_ok() {
+    // An IPv4 literal always ends in an all-digit label, and no top-level domain is
+    // all digits, so this one test refuses every IPv4 form (dotted, short, numeric).
+    if last.iter().all(u8::is_ascii_digit) {
         return Err(Error::invalid_host(
             raw,
             "IP addresses do not name a tenant",
         ));
     }
-    Ok(host)
+    // Only ASCII bytes were accepted, so the cut is on a character boundary.
+    let host = raw.get(..host.len()).unwrap_or_default();
+    Ok((host, first.len()))
 }
 
 /// What a host resolver does with a host under none of its base domains.
@@ -184,19 +210,19 @@ impl Resolver for SubdomainResolver {
         let Some(raw) = request_host(parts)? else {
             return Ok(None);
         };
-        let host = host_name(raw)?;
+        let (host, first_label) = host_labels(raw)?;
         for base in self.bases.iter() {
             let Some(split) = host.len().checked_sub(base.len() + 1) else {
-                if host.eq_ignore_ascii_case(base) {
+                if eq_folded(host.as_bytes(), base.as_bytes()) {
                     return Ok(None);
                 }
                 continue;
             };
             let (label, rest) = host.split_at(split);
-            if rest.as_bytes()[0] != b'.' || !rest[1..].eq_ignore_ascii_case(base) {
+            if rest.as_bytes()[0] != b'.' || !eq_folded(&rest.as_bytes()[1..], base.as_bytes()) {
                 continue;
             }
-            if label.contains('.') {
+            if split != first_label {
                 return Err(Error::invalid_host(
                     raw,
                     "nested subdomains do not name a tenant",
@@ -433,6 +459,31 @@ mod tests {
                     prop_assert!(host.to_ascii_lowercase().starts_with(&expected));
                 }
             }
+        }
+
+        #[test]
+        fn custom_domains_are_the_lowercase_host_without_port_or_dot(
+            labels in proptest::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?", 1..5),
+            tld in "[a-zA-Z]{2,6}",
+            dot in any::<bool>(),
+            port in proptest::option::of(any::<u16>()),
+        ) {
+            let domain = format!("{}.{tld}", labels.join("."));
+            let host = format!("{domain}{}{}", if dot { "." } else { "" }, port.map(|p| format!(":{p}")).unwrap_or_default());
+            let found = CustomDomainResolver::new().resolve(&parts(&host)).unwrap().unwrap();
+            prop_assert_eq!(found.key, super::super::TenantKey::Domain(domain.to_ascii_lowercase().into()));
+            let ignoring = CustomDomainResolver::new().ignore([domain.to_ascii_uppercase()]);
+            prop_assert_eq!(ignoring.resolve(&parts(&host)).unwrap(), None);
+        }
+
+        #[test]
+        fn ip_literals_never_name_a_tenant(ip in any::<u32>(), port in proptest::option::of(any::<u16>())) {
+            let ip = std::net::Ipv4Addr::from(ip);
+            let host = match port { Some(p) => format!("{ip}:{p}"), None => ip.to_string() };
+            prop_assert!(host_name(&host).is_err());
+            let r = SubdomainResolver::new(["example.com"]).no_tenant_for_foreign_hosts();
+            prop_assert!(r.resolve(&parts(&host)).is_err());
+            prop_assert!(CustomDomainResolver::new().resolve(&parts(&host)).is_err());
         }
 
         #[test]

@@ -107,7 +107,9 @@ impl TenantState {
                     return Err(TenantRejection::LimitExceeded {
                         tenant: tenant.id,
                         limit: "rate",
-                        retry_after: Duration::from_secs_f64((1.0 - bucket.tokens) / rate),
+                        // A tiny configured rate makes the wait overflow a Duration.
+                        retry_after: Duration::try_from_secs_f64((1.0 - bucket.tokens) / rate)
+                            .unwrap_or(Duration::MAX),
                     });
                 }
                 bucket.tokens -= 1.0;
@@ -186,6 +188,24 @@ mod tests {
                 assert!(retry_after <= Duration::from_secs(1) && retry_after > Duration::ZERO);
             }
             _ => panic!("the fourth request is over the rate"),
+        }
+    }
+
+    #[test]
+    fn a_vanishing_rate_caps_the_wait_instead_of_panicking() {
+        let t = tenant();
+        let state = Arc::new(TenantState::new(
+            t.clone(),
+            Limits::unlimited().rate(1e-300, 1),
+        ));
+        drop(state.admit(&t, |_| unreachable!()).unwrap());
+        match state.admit(&t, |_| unreachable!()) {
+            Err(rejection @ TenantRejection::LimitExceeded { retry_after, .. }) => {
+                assert_eq!(retry_after, Duration::MAX);
+                let response = rejection.problem_response();
+                assert_eq!(response.headers()["retry-after"], u64::MAX.to_string());
+            }
+            _ => panic!("the second request is over the rate"),
         }
     }
 
