@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::FutureExt;
-use tenants_core::{SqlIdent, Tenant};
+use tenants_core::{SqlIdent, Tenant, TenantId};
 use tokio_postgres::NoTls;
 
 use crate::driver::Driver;
@@ -16,7 +16,7 @@ use crate::driver::sealed::{Backend, PoolSettings};
 use crate::isolation::Scope;
 use crate::router::{SILO_RETRIES, Target};
 use crate::verify::HAZARDS_SQL;
-use crate::{Error, Hazard, TenantRole, TenantRouter};
+use crate::{Error, Hazard, TENANT_SETTING, TenantRole, TenantRouter};
 
 /// The deadpool-postgres driver for [`TenantRouter`]: `TenantRouter<Deadpool>`
 /// hands out [`TenantTransaction`]s and deadpool-postgres [`Client`]s, both of
@@ -76,12 +76,18 @@ impl Backend for Deadpool {
 
     fn open_pool(
         server: &tokio_postgres::Config,
-        database: Option<&str>,
+        silo: Option<(&str, TenantId)>,
         settings: &PoolSettings,
     ) -> Result<Pool, Error> {
         let mut config = server.clone();
-        if let Some(database) = database {
-            config.dbname(database);
+        if let Some((database, tenant)) = silo {
+            // A tenant id needs no escaping in `options` (no space, no backslash).
+            let setting = format!("-c {TENANT_SETTING}={tenant}");
+            let options = match config.get_options() {
+                Some(given) => format!("{given} {setting}"),
+                None => setting,
+            };
+            config.dbname(database).options(options);
         }
         let manager = Manager::from_config(
             config,
@@ -181,7 +187,7 @@ impl TenantRouter<Deadpool> {
         tenant: &Tenant,
         role: Option<SqlIdent>,
     ) -> Result<TenantTransaction, Error> {
-        let (client, scope) = self.hand_out(tenant).await?;
+        let (client, scope, _) = self.hand_out(tenant).await?;
         // From here on, dropping the guard (an error, or this future being
         // cancelled mid-way) rolls back whatever the server got.
         let transaction = TenantTransaction {
@@ -203,10 +209,12 @@ impl TenantRouter<Deadpool> {
     /// pool gets its own tenant's settings first, so what a previous user left is
     /// replaced before anything else runs. (Setting a custom setting or
     /// `search_path` cannot fail on a live connection; on a dead one, the caller's
-    /// statements fail too.)
+    /// statements fail too.) A silo connection was opened with its tenant's setting
+    /// and serves no other tenant: it is handed out as it is.
     pub async fn client(&self, tenant: &Tenant) -> Result<Client, Error> {
-        let (client, scope) = self.hand_out(tenant).await?;
-        if let Some(sent) = client.batch_execute(&scope.session()).now_or_never() {
+        let (client, scope, silo) = self.hand_out(tenant).await?;
+        // A silo connection was opened with its tenant's setting.
+        if !silo && let Some(sent) = client.batch_execute(&scope.session()).now_or_never() {
             // Answered at once: only a closed connection does that.
             sent?;
         }
@@ -214,16 +222,16 @@ impl TenantRouter<Deadpool> {
     }
 
     /// A connection for `tenant`, with its statement cache made safe for the
-    /// tenant's schema, and the settings it must carry.
-    async fn hand_out(&self, tenant: &Tenant) -> Result<(Client, Scope), Error> {
+    /// tenant's schema, the settings it must carry, and whether it is a silo's.
+    async fn hand_out(&self, tenant: &Tenant) -> Result<(Client, Scope, bool), Error> {
         let mut attempt = 0;
-        let (client, scope) = loop {
+        let (client, scope, silo) = loop {
             let Target { pool, scope, silo } = self.target(tenant).await?;
             match pool.get().await {
                 Err(deadpool_postgres::PoolError::Closed) if silo && attempt < SILO_RETRIES => {
                     attempt += 1;
                 }
-                result => break (result?, scope),
+                result => break (result?, scope, silo),
             }
         };
         if let Some(path) = scope.search_path() {
@@ -234,7 +242,7 @@ impl TenantRouter<Deadpool> {
                 paths.insert(id, path.into());
             }
         }
-        Ok((client, scope))
+        Ok((client, scope, silo))
     }
 }
 

@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tenants_core::TenantId;
+
 use crate::{Error, Hazard};
 
 /// A database driver the [`TenantRouter`](crate::TenantRouter) can hand out
@@ -46,11 +48,14 @@ pub(crate) mod sealed {
         /// Parses a server's connection URL.
         fn parse_server(url: &str) -> Result<Self::Server, Error>;
 
-        /// Opens a pool to `database` on `server` (the URL's own database when
-        /// `None`), without connecting yet.
+        /// Opens a pool to `server`'s own database, or to a silo's `(database,
+        /// tenant)`, without connecting yet. A silo pool serves one tenant: each of
+        /// its connections starts its session with
+        /// [`TENANT_SETTING`](crate::TENANT_SETTING) set to that tenant (a startup
+        /// parameter), so handing one out needs no statement of its own.
         fn open_pool(
             server: &Self::Server,
-            database: Option<&str>,
+            silo: Option<(&str, TenantId)>,
             settings: &PoolSettings,
         ) -> Result<Self::Pool, Error>;
 

@@ -88,6 +88,7 @@ impl Scope {
     /// Scopes a whole session (a connection handed out outside a transaction). Every
     /// hand-out from a shared pool runs one of these first, so a session value left
     /// by the previous user is replaced before anything else reaches the server.
+    /// (Silo connections serve one tenant and get the setting when they connect.)
     pub(crate) fn session(&self) -> String {
         let mut sql = String::with_capacity(96);
         self.push_settings(&mut sql, "SET ");

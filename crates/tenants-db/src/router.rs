@@ -27,7 +27,9 @@ use crate::{Error, Placement};
 ///   schemas](RouterBuilder::shared_schemas)).
 /// - **silo**: a pool per tenant database, on the server the record names, opened on
 ///   first use, closed when idle, all within one [connection
-///   budget](RouterBuilder::silo_budget).
+///   budget](RouterBuilder::silo_budget). Its connections are opened with
+///   `tenants.tenant_id` set to the tenant (policies of a pool tenant moved to its
+///   own database keep working), so a session needs no statement of its own.
 ///
 /// The driver decides the types handed out: sqlx's own `Transaction` and
 /// `PoolConnection` (`Sqlx`, feature `sqlx`) or deadpool-postgres clients
@@ -176,6 +178,7 @@ impl<D: Driver> TenantRouter<D> {
                 let key = SiloKey {
                     server: name.clone(),
                     database,
+                    tenant: tenant.id,
                 };
                 let pool = inner.silos.pool(&key, server).await?;
                 Target {

@@ -6,18 +6,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tenants_core::SqlIdent;
+use tenants_core::{SqlIdent, TenantId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Error;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 
-/// A silo database: which server, which database.
+/// A silo pool: which server, which database, and the tenant its connections are
+/// opened for (two tenant records naming one database get a pool each, so a
+/// connection only ever carries one tenant's setting).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct SiloKey {
     pub(crate) server: Arc<str>,
     pub(crate) database: SqlIdent,
+    pub(crate) tenant: TenantId,
 }
 
 /// One open silo pool and the share of the budget it holds.
@@ -100,7 +103,11 @@ impl<D: Backend> SiloPools<D> {
 
     async fn open(&self, key: &SiloKey, server: &D::Server) -> Result<Arc<Silo<D::Pool>>, Error> {
         let reserved = self.reserve().await?;
-        let pool = D::open_pool(server, Some(key.database.as_str()), &self.settings)?;
+        let pool = D::open_pool(
+            server,
+            Some((key.database.as_str(), key.tenant)),
+            &self.settings,
+        )?;
         tracing::debug!(server = %key.server, database = %key.database, "opened silo pool");
         Ok(Arc::new(Silo {
             pool,

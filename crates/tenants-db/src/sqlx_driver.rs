@@ -7,14 +7,14 @@ use std::task::{Context, Poll, ready};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Postgres, Transaction};
-use tenants_core::{SqlIdent, Tenant};
+use tenants_core::{SqlIdent, Tenant, TenantId};
 
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 use crate::router::{SILO_RETRIES, Target};
 use crate::verify::HAZARDS_SQL;
-use crate::{Error, Hazard, TenantRole, TenantRouter};
+use crate::{Error, Hazard, TENANT_SETTING, TenantRole, TenantRouter};
 
 /// The sqlx driver for [`TenantRouter`]: `TenantRouter<Sqlx>` hands out
 /// [`sqlx::Transaction`]s and [`sqlx::pool::PoolConnection`]s.
@@ -58,12 +58,14 @@ impl Backend for Sqlx {
 
     fn open_pool(
         server: &PgConnectOptions,
-        database: Option<&str>,
+        silo: Option<(&str, TenantId)>,
         settings: &PoolSettings,
     ) -> Result<PgPool, Error> {
         let mut options = server.clone();
-        if let Some(database) = database {
-            options = options.database(database);
+        if let Some((database, tenant)) = silo {
+            options = options
+                .database(database)
+                .options([(TENANT_SETTING, tenant.as_str())]);
         }
         if !settings.statement_cache {
             options = options.statement_cache_capacity(0);
@@ -143,11 +145,13 @@ impl TenantRouter<Sqlx> {
     }
 
     /// A connection scoped to `tenant` for work outside a transaction (each
-    /// statement commits on its own), in one round trip.
+    /// statement commits on its own).
     ///
-    /// The tenant's settings are made for the session; every connection the router
-    /// hands out from a shared pool gets its own tenant's settings first, so what a
-    /// previous user left is replaced before anything else runs.
+    /// The tenant's settings are made for the session, in one round trip; every
+    /// connection the router hands out from a shared pool gets its own tenant's
+    /// settings first, so what a previous user left is replaced before anything else
+    /// runs. A silo connection was opened with its tenant's setting and serves no
+    /// other tenant: it is handed out as it is.
     pub async fn acquire(&self, tenant: &Tenant) -> Result<PoolConnection<Postgres>, Error> {
         let mut attempt = 0;
         loop {
@@ -156,7 +160,10 @@ impl TenantRouter<Sqlx> {
                 Err(sqlx::Error::PoolClosed) if silo && attempt < SILO_RETRIES => attempt += 1,
                 result => {
                     let mut connection = result?;
-                    connection.execute(AssertSqlSafe(scope.session())).await?;
+                    // A silo connection was opened with its tenant's setting.
+                    if !silo {
+                        connection.execute(AssertSqlSafe(scope.session())).await?;
+                    }
                     return Ok(connection);
                 }
             }

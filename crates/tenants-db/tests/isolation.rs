@@ -92,6 +92,55 @@ async fn leak_hunt_deadpool() {
     leak_hunt::<Deadpool>().await;
 }
 
+/// Sessions handed out outside a transaction carry their own tenant and nothing
+/// else: shared pools set it on every hand-out; silo connections get it when they
+/// connect, beside the `options` the server's URL asks for; two tenant records
+/// naming one database get a pool each, so no connection serves both. Pools of one
+/// connection and a silo budget below the silo tenants force reuse and reopening.
+async fn sessions_carry_their_own_tenant<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(2, 2, 2);
+    let twin = Tenant::new(
+        format!("{}-twin", world.silo[0].id).parse().unwrap(),
+        world.silo[0].model.clone(),
+    );
+    let mut tenants = world.tenants();
+    tenants.push(twin);
+    let url = world.app_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let router: TenantRouter<D> = TenantRouter::builder()
+        .server(
+            "main",
+            format!("{url}{separator}options=-c%20statement_timeout%3D4321"),
+        )
+        .pool_connections(1)
+        .bridge_connections(1)
+        .silo_connections_per_tenant(1)
+        .silo_budget(2)
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        for tenant in &tenants {
+            let (setting, timeout) = router.session_settings(tenant).await.unwrap();
+            assert_eq!(setting, tenant.id.as_str(), "round {round}");
+            assert_eq!(timeout, "4321ms", "round {round}, tenant {}", tenant.id);
+        }
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn sessions_carry_their_own_tenant_sqlx() {
+    sessions_carry_their_own_tenant::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn sessions_carry_their_own_tenant_deadpool() {
+    sessions_carry_their_own_tenant::<Deadpool>().await;
+}
+
 /// A tenant transaction cut at every await point in turn, before and after its
 /// settings are in place: on the single pooled connection, the next tenant's
 /// transaction must carry only its own tenant setting, schema and role, in a

@@ -245,6 +245,13 @@ pub trait Probe: Clone + Send + Sync + 'static {
         tenant: &Tenant,
     ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 
+    /// Outside a transaction (the driver's connection form): the session's
+    /// `tenants.tenant_id` and `statement_timeout`.
+    fn session_settings(
+        &self,
+        tenant: &Tenant,
+    ) -> impl Future<Output = Result<(String, String), String>> + Send;
+
     /// At the start of a tenant transaction (as `role`, if any): its settings.
     fn seen(
         &self,
@@ -273,6 +280,10 @@ pub trait Probe: Clone + Send + Sync + 'static {
         kill: impl Fn(i32) + Send,
     ) -> impl Future<Output = Result<String, String>> + Send;
 }
+
+/// What [`Probe::session_settings`] reads.
+const SESSION_SETTINGS: &str = "SELECT coalesce(current_setting('tenants.tenant_id', true), ''), \
+     current_setting('statement_timeout')";
 
 /// Drops the inner future at its `polls`-th poll, before polling it: run with
 /// `polls` = 0, 1, 2, ... it cuts a future at every await point in turn.
@@ -349,6 +360,14 @@ mod sqlx_probe {
             let mut conn = self.acquire(tenant).await.map_err(text)?;
             sqlx::query_scalar("SELECT secret FROM notes")
                 .fetch_all(&mut *conn)
+                .await
+                .map_err(text)
+        }
+
+        async fn session_settings(&self, tenant: &Tenant) -> Result<(String, String), String> {
+            let mut conn = self.acquire(tenant).await.map_err(text)?;
+            sqlx::query_as(SESSION_SETTINGS)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(text)
         }
@@ -476,6 +495,15 @@ mod deadpool_probe {
                 .iter()
                 .map(|row| row.get(0))
                 .collect())
+        }
+
+        async fn session_settings(&self, tenant: &Tenant) -> Result<(String, String), String> {
+            let client = self.client(tenant).await.map_err(text)?;
+            let row = client
+                .query_one(SESSION_SETTINGS, &[])
+                .await
+                .map_err(text)?;
+            Ok((row.get(0), row.get(1)))
         }
 
         async fn seen(&self, tenant: &Tenant, role: Option<TenantRole>) -> Result<Seen, String> {
