@@ -216,11 +216,17 @@ async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
     assert_eq!(titles(&router, &moved).await, ["a1", "a2", "a3", "a4"]);
 
     // b cannot move into a's database, and nothing moves into the pool.
+    // Refused before anything runs: a's rows stay in its database (a move empties
+    // its target's tables first), and b stays in the pool.
     let clash = provisioner.move_tenant(b, s.silo("a")).await.unwrap_err();
     assert!(
-        matches!(&clash, Error::Config(m) if m.contains(&format!("tenant a-{t}"))),
+        matches!(&clash, Error::Config(m)
+            if m.contains(&format!("database a_{t} is tenant a-{t}'s"))
+                && m.contains("nothing was changed")),
         "{clash}"
     );
+    assert_eq!(titles(&router, &moved).await, ["a1", "a2", "a3", "a4"]);
+    assert_eq!(record(&catalog, b).await.model, DataModel::Pool);
     let into_pool = provisioner
         .move_tenant(a, DataModel::Pool)
         .await

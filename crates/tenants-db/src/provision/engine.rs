@@ -637,7 +637,8 @@ impl Provisioner {
     /// onboarded at runtime, or still registered under a previous id), a login user
     /// that belongs to another tenant's roles, or another tenant's group role.
     /// Apply would otherwise adopt them: revoke the other tenant's grants, or give
-    /// the other tenant's users this tenant's data.
+    /// the other tenant's users this tenant's data; a move out of the pool would
+    /// empty the other tenant's copies of the pool tables before copying its rows.
     fn check_not_foreign(
         &self,
         spec: &TenantSpec,
@@ -948,7 +949,6 @@ impl Provisioner {
         if let Some(from) = &model_now
             && *from != spec.tenant.model
         {
-            self.check_storage_is_free(spec, live)?;
             if *from == DataModel::Pool {
                 // The rows move with the record, in one step: see `Work::Move`.
                 let tables: Vec<String> = self
@@ -1015,45 +1015,6 @@ impl Provisioner {
                 );
             }
             Some(_) => {}
-        }
-        Ok(())
-    }
-
-    /// Refuses to move a tenant into a database or schema another tenant's record
-    /// names: the move empties the target's copies of the pool tables first.
-    fn check_storage_is_free(&self, spec: &TenantSpec, live: &Live) -> Result<(), Error> {
-        let id = spec.tenant.id;
-        let server = |model: &DataModel| match model {
-            DataModel::Silo {
-                server: Some(server),
-                ..
-            } => server.clone(),
-            _ => self.file.default_server.clone(),
-        };
-        for (other, record) in &live.records {
-            if other == id.as_str() {
-                continue;
-            }
-            let Ok(model) = serde_json::from_value::<DataModel>(record.clone()) else {
-                continue;
-            };
-            let clash = match (&model, &spec.tenant.model) {
-                (DataModel::Silo { database: a, .. }, DataModel::Silo { database: b, .. }) => {
-                    a == b && server(&model) == server(&spec.tenant.model)
-                }
-                (DataModel::Bridge { schema: a }, DataModel::Bridge { schema: b }) => a == b,
-                _ => false,
-            };
-            if clash {
-                return Err(Error::Config(format!(
-                    "tenant {id} cannot move to the {} of tenant {other}",
-                    match model {
-                        DataModel::Bridge { schema } => format!("schema {schema}"),
-                        DataModel::Silo { database, .. } => format!("database {database}"),
-                        DataModel::Pool => "pool".to_owned(),
-                    }
-                )));
-            }
         }
         Ok(())
     }
