@@ -10,7 +10,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection};
 use tenants_core::{DataModel, SqlIdent, TenantId};
 
-use super::engine::{Provisioner, diff_grants, is_tenant_role};
+use super::engine::{Provisioner, tenant_grant_diff};
 use super::file::{Password, TableName, TenantSpec};
 use super::live::{self, POLICY, quote_ident};
 use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
@@ -488,14 +488,9 @@ impl Provisioner {
 
     async fn sync_grants(&self, spec: &TenantSpec) -> Result<(), Error> {
         let tenant = spec.tenant.id;
-        let roles: Vec<(TenantRole, SqlIdent)> = TenantRole::ALL
+        let role_list = TenantRole::ALL
             .iter()
-            .map(|r| (*r, r.role_name(&tenant)))
-            .collect();
-        let own = |grantee: &str| roles.iter().any(|(_, n)| n.as_str() == grantee);
-        let role_list = roles
-            .iter()
-            .map(|(_, n)| n.quoted())
+            .map(|r| r.role_name(&tenant).quoted())
             .collect::<Vec<_>>()
             .join(", ");
         match &spec.tenant.model {
@@ -509,7 +504,7 @@ impl Provisioner {
                 .execute(&mut *tx)
                 .await?;
                 let rows = live::grants_on_tables(&mut *tx, &self.file.shared.pool_tables).await?;
-                let mut statements = diff_grants(&rows, &roles, |_| false).statements();
+                let mut statements = tenant_grant_diff(spec, &rows).statements();
                 let schemas: std::collections::BTreeSet<&SqlIdent> = self
                     .file
                     .shared
@@ -530,8 +525,7 @@ impl Provisioner {
                 let pool = self.shared_pool()?;
                 let mut tx = pool.begin().await?;
                 let rows = live::grants_in_schemas(&mut *tx, &[schema.to_string()]).await?;
-                let foreign = |g: &str| is_tenant_role(g) && !own(g);
-                let mut statements = diff_grants(&rows, &roles, foreign).statements();
+                let mut statements = tenant_grant_diff(spec, &rows).statements();
                 statements.push(format!(
                     "GRANT USAGE ON SCHEMA {} TO {role_list}",
                     schema.quoted()
@@ -559,8 +553,7 @@ impl Provisioner {
                 let result = async {
                     let mut tx = conn.begin().await?;
                     let rows = live::grants_in_schemas(&mut *tx, &["public".into()]).await?;
-                    let foreign = |g: &str| is_tenant_role(g) && !own(g);
-                    let mut statements = diff_grants(&rows, &roles, foreign).statements();
+                    let mut statements = tenant_grant_diff(spec, &rows).statements();
                     statements.push(format!("GRANT USAGE ON SCHEMA public TO {role_list}"));
                     batch(&mut *tx, &statements).await?;
                     tx.commit().await?;
