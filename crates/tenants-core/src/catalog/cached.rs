@@ -67,13 +67,14 @@ impl<K: Eq + Hash + Clone> Tier<K> {
         loading.entry(key.clone()).or_insert_with(start).clone()
     }
 
-    /// Stores a finished load's answer and forgets the load, unless an
-    /// invalidation superseded the load meanwhile: its answer may predate the change
-    /// that caused the invalidation, so it is handed to its waiters but not cached.
-    fn finish(&self, key: &K, load: &Load, answer: Option<Entry>) {
+    /// Stores a finished load's answer (made by `answer`, once, by the first waiter
+    /// to get here) and forgets the load, unless an invalidation superseded the load
+    /// meanwhile: its answer may predate the change that caused the invalidation, so
+    /// it is handed to its waiters but neither cached nor remembered.
+    fn finish(&self, key: &K, load: &Load, answer: impl FnOnce() -> Option<Entry>) {
         let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
         if loading.get(key).is_some_and(|l| l.ptr_eq(load)) {
-            if let Some(entry) = answer {
+            if let Some(entry) = answer() {
                 self.entries.insert(key.clone(), entry);
             }
             loading.remove(key);
@@ -144,8 +145,6 @@ pub struct CachedCatalog<C> {
     last_known: quick_cache::sync::Cache<TenantId, (Arc<Tenant>, Instant)>,
     ttl: Duration,
     negative_ttl: Duration,
-    coarse_ttl: coarsetime::Duration,
-    coarse_negative_ttl: coarsetime::Duration,
     stale_for: Option<Duration>,
 }
 
@@ -209,21 +208,28 @@ impl<C: TenantCatalog + 'static> CachedCatalog<C> {
         self.last_known.clear();
     }
 
-    fn entry(&self, tenant: Option<Arc<Tenant>>) -> Entry {
-        let ttl = if tenant.is_some() {
-            self.coarse_ttl
-        } else {
-            self.coarse_negative_ttl
-        };
-        if let Some(tenant) = &tenant
-            && self.stale_for.is_some()
-        {
-            self.last_known
-                .insert(tenant.id, (tenant.clone(), Instant::now()));
+    /// The cache entry for a load's answer. A found record is also remembered for
+    /// stale serving; an id the store no longer knows (`looked_up`, for loads by
+    /// id) is forgotten there too, so an outage cannot bring a deleted tenant back.
+    fn entry(&self, looked_up: Option<TenantId>, tenant: Option<Arc<Tenant>>) -> Entry {
+        match (&tenant, looked_up) {
+            (Some(tenant), _) if self.stale_for.is_some() => {
+                self.last_known
+                    .insert(tenant.id, (tenant.clone(), Instant::now()));
+            }
+            (None, Some(id)) => {
+                self.last_known.remove(&id);
+            }
+            _ => {}
         }
+        let ttl = if tenant.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        };
         Entry {
             tenant,
-            fresh_until: now().saturating_add(ttl),
+            fresh_until: now().saturating_add(coarse(ttl)),
         }
     }
 
@@ -270,8 +276,6 @@ impl<C: TenantCatalog + 'static> CachedCatalogBuilder<C> {
             last_known: quick_cache::sync::Cache::new(self.max_capacity),
             ttl: self.ttl,
             negative_ttl: self.negative_ttl,
-            coarse_ttl: coarse(self.ttl),
-            coarse_negative_ttl: coarse(self.negative_ttl),
             stale_for: self.stale_for,
         }
     }
@@ -288,11 +292,12 @@ impl<C: TenantCatalog + 'static> TenantCatalog for CachedCatalog<C> {
             async move { inner.get(id).await }.boxed().shared()
         });
         let answer = load.clone().await;
-        self.by_id.finish(
-            &id,
-            &load,
-            answer.as_ref().ok().map(|t| self.entry(t.clone())),
-        );
+        self.by_id.finish(&id, &load, || {
+            answer
+                .as_ref()
+                .ok()
+                .map(|t| self.entry(Some(id), t.clone()))
+        });
         match answer {
             Ok(tenant) => Ok(tenant),
             Err(error) => self.stale(id).map(Some).ok_or(error),
@@ -316,11 +321,9 @@ impl<C: TenantCatalog + 'static> TenantCatalog for CachedCatalog<C> {
                 .shared()
         });
         let answer = load.clone().await;
-        self.by_domain.finish(
-            &key,
-            &load,
-            answer.as_ref().ok().map(|t| self.entry(t.clone())),
-        );
+        self.by_domain.finish(&key, &load, || {
+            answer.as_ref().ok().map(|t| self.entry(None, t.clone()))
+        });
         answer
     }
 
@@ -340,6 +343,8 @@ mod tests {
         inner: StaticCatalog,
         loads: AtomicUsize,
         failing: AtomicBool,
+        /// The store has deleted every tenant.
+        emptied: AtomicBool,
         delay: Duration,
     }
 
@@ -352,6 +357,7 @@ mod tests {
                 .unwrap(),
                 loads: AtomicUsize::new(0),
                 failing: AtomicBool::new(false),
+                emptied: AtomicBool::new(false),
                 delay,
             }
         }
@@ -372,6 +378,9 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             if self.failing.load(Ordering::SeqCst) {
                 return Err(Error::unavailable(Down));
+            }
+            if self.emptied.load(Ordering::SeqCst) {
+                return Ok(None);
             }
             self.inner.get(id).await
         }
@@ -538,11 +547,35 @@ mod tests {
             catalog.get_now(id("a")).is_none(),
             "the superseded answer must not be cached"
         );
+        catalog.inner().failing.store(true, Ordering::SeqCst);
+        assert!(
+            catalog.get(id("a")).await.is_err(),
+            "nor kept to serve while the store fails"
+        );
+        catalog.inner().failing.store(false, Ordering::SeqCst);
         catalog.get(id("a")).await.unwrap();
         assert_eq!(
             catalog.inner().loads(),
-            2,
+            3,
             "a fresh load after invalidation"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tenant_gone_from_the_store_is_not_served_stale() {
+        let catalog = CachedCatalog::builder(Probe::new(Duration::ZERO))
+            .ttl(Duration::from_millis(20))
+            .negative_ttl(Duration::from_millis(20))
+            .build();
+        assert!(catalog.get(id("a")).await.unwrap().is_some());
+        catalog.inner().emptied.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(catalog.get(id("a")).await.unwrap().is_none(), "deleted");
+        catalog.inner().failing.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(
+            catalog.get(id("a")).await.is_err(),
+            "an outage does not bring the deleted tenant back"
         );
     }
 }
