@@ -693,11 +693,7 @@ impl Provisioner {
     ) -> Result<(), Error> {
         let id = spec.tenant.id;
         let scope = Scope::Tenant(id);
-        let server = if spec.server.is_empty() {
-            self.file.default_server.as_str()
-        } else {
-            spec.server.as_str()
-        };
+        let server = spec.server.as_str();
         let server_live = live
             .servers
             .get(server)
