@@ -733,8 +733,8 @@ impl Provisioner {
             }
         }
 
-        let (new_storage, pending, grant_rows) = match &spec.tenant.model {
-            DataModel::Pool => (false, Vec::new(), live.pool_grants.as_slice()),
+        let (new_storage, pending) = match &spec.tenant.model {
+            DataModel::Pool => (false, Vec::new()),
             DataModel::Bridge { schema } => {
                 let exists = live.schemas.contains(schema.as_str());
                 if !exists {
@@ -762,11 +762,7 @@ impl Provisioner {
                 } else {
                     self.pending(None)
                 };
-                let rows = live
-                    .bridge_grants
-                    .get(schema.as_str())
-                    .map_or(&[][..], Vec::as_slice);
-                (!exists, pending, rows)
+                (!exists, pending)
             }
             DataModel::Silo { database, .. } => {
                 let exists = server_live.databases.contains(database.as_str());
@@ -805,8 +801,7 @@ impl Provisioner {
                     Some((applied, _)) => self.pending(applied.as_ref().or(Some(&BTreeSet::new()))),
                     None => Vec::new(),
                 };
-                let rows = state.map_or(&[][..], |(_, rows)| rows.as_slice());
-                (!exists, pending, rows)
+                (!exists, pending)
             }
         };
         if let Some(target) = migrate_target(spec, server)
@@ -817,7 +812,7 @@ impl Provisioner {
                     .detail(pending_detail(&pending)),
             );
         }
-        let diff = tenant_grant_diff(spec, grant_rows);
+        let diff = tenant_grant_diff(spec, tenant_grant_rows(spec, live));
         let new_roles = roles.iter().any(|(_, n)| !server_live.has_role(n));
         let shared_pending = spec.tenant.model == DataModel::Pool
             && !self.file.shared.pool_tables.is_empty()
