@@ -7,14 +7,15 @@
 #[allow(dead_code)]
 mod identity_routes;
 
-use axum::body::Body;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+#[path = "common/http.rs"]
+mod http;
+
+use axum::http::{Request, StatusCode};
+use http::Answer;
 use serde_json::{Value, json};
 use tenants::db::{Sqlx, TenantRole, TenantRouter};
 use tenants::{DataModel, SqlIdent, Tenant};
 use tenants_test_support::{postgres, unique_name};
-use tower::ServiceExt;
 
 /// A service on a fresh database, with names unique to one test (roles are shared by
 /// every database of the cluster).
@@ -50,28 +51,8 @@ impl Service {
     }
 
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> Answer {
-        let mut request = Request::builder().method(method).uri(uri);
-        let body = match body {
-            Some(json) => {
-                request = request.header("content-type", "application/json");
-                Body::from(json.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self
-            .app
-            .clone()
-            .oneshot(request.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
+        let request = Request::builder().method(method).uri(uri);
+        http::send(&self.app, http::with_json(request, body)).await
     }
 
     async fn get(&self, uri: &str) -> Answer {
@@ -94,33 +75,6 @@ impl Service {
 
     fn psql(&self, sql: &str) -> String {
         postgres().psql(&self.url, sql)
-    }
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    /// Asserts a problem+json answer of this status and type; returns its detail.
-    fn problem(&self, status: StatusCode, kind: &str) -> String {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(
-            self.headers["content-type"], "application/problem+json",
-            "{}",
-            self.body
-        );
-        let problem = self.json();
-        assert_eq!(problem["type"], kind, "{}", self.body);
-        assert_eq!(problem["status"], status.as_u16());
-        problem["detail"].as_str().unwrap().to_owned()
     }
 }
 

@@ -17,14 +17,15 @@ mod usual_store;
 
 use std::process::Command;
 
-use axum::body::Body;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+#[path = "common/http.rs"]
+mod http;
+
+use axum::http::{Request, StatusCode};
+use http::Answer;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use tenants_test_support::{TestServer, postgres};
-use tower::ServiceExt;
 
 /// Set in the child process, which does the work.
 const CHILD: &str = "USUAL_STORE_TEST_CHILD";
@@ -207,32 +208,6 @@ struct Store {
     app: axum::Router,
 }
 
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    /// Asserts a problem+json answer of this status and type; returns its detail.
-    fn problem(&self, status: StatusCode, kind: &str) -> String {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(
-            self.headers["content-type"], "application/problem+json",
-            "{}",
-            self.body
-        );
-        let problem = self.json();
-        assert_eq!(problem["type"], kind, "{}", self.body);
-        problem["detail"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
 /// A token for `role` of `tenant`.
 fn token(tenant: &str, role: &str) -> String {
     usual_store::token(SECRET, tenant, role, &format!("{role}@{tenant}"), 600).unwrap()
@@ -254,27 +229,7 @@ impl Store {
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        let body = match body {
-            Some(json) => {
-                request = request.header("content-type", "application/json");
-                Body::from(json.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self
-            .app
-            .clone()
-            .oneshot(request.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
+        http::send(&self.app, http::with_json(request, body)).await
     }
 
     /// A request to `tenant`'s subdomain as `role`.
