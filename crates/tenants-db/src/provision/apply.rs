@@ -420,13 +420,7 @@ impl Provisioner {
     ) -> Result<(PgConnectOptions, String), Error> {
         let shared = &self.file.default_server;
         Ok(match target {
-            MigrateTarget::Shared => (
-                self.servers
-                    .get(shared)
-                    .cloned()
-                    .ok_or_else(|| Error::Config(format!("unknown server {shared:?}")))?,
-                "shared".into(),
-            ),
+            MigrateTarget::Shared => (self.server_options(shared)?, "shared".into()),
             MigrateTarget::Template { server, database } => (
                 self.database(server, database)?,
                 format!("template {server}"),
@@ -435,10 +429,7 @@ impl Provisioner {
                 let mut path = vec![schema.quoted()];
                 path.extend(self.file.shared.schemas.iter().map(SqlIdent::quoted));
                 let options = self
-                    .servers
-                    .get(shared)
-                    .cloned()
-                    .ok_or_else(|| Error::Config(format!("unknown server {shared:?}")))?
+                    .server_options(shared)?
                     .options([("search_path", path.join(","))]);
                 (options, format!("tenant {tenant}"))
             }

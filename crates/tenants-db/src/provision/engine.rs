@@ -228,17 +228,22 @@ impl Provisioner {
         self.pool(&self.file.default_server)
     }
 
+    /// Connection options for a server's admin database (the shared database, for
+    /// the default server).
+    pub(crate) fn server_options(&self, server: &str) -> Result<PgConnectOptions, Error> {
+        self.servers
+            .get(server)
+            .cloned()
+            .ok_or_else(|| Error::Config(format!("unknown server {server:?}")))
+    }
+
     /// Connection options for one database of a server.
     pub(crate) fn database(
         &self,
         server: &str,
         database: &SqlIdent,
     ) -> Result<PgConnectOptions, Error> {
-        let options = self
-            .servers
-            .get(server)
-            .ok_or_else(|| Error::Config(format!("unknown server {server:?}")))?;
-        Ok(options.clone().database(database.as_str()))
+        Ok(self.server_options(server)?.database(database.as_str()))
     }
 
     /// Compares the file with the servers: what [`apply`](Self::apply) would do.

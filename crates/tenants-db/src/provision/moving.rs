@@ -133,11 +133,7 @@ impl Provisioner {
         let id = tenant.id;
         let tables = &self.file.shared.pool_tables;
         let shared = self.file.default_server.as_str();
-        let shared_options = self
-            .servers
-            .get(shared)
-            .cloned()
-            .ok_or_else(|| Error::Config(format!("unknown server {shared:?}")))?;
+        let shared_options = self.server_options(shared)?;
         let (target_options, target_tables) = match &tenant.model {
             DataModel::Silo { database, server } => (
                 self.database(server.as_deref().unwrap_or(shared), database)?,
