@@ -228,6 +228,18 @@ impl Provisioner {
         self.pool(&self.file.default_server)
     }
 
+    /// The server holding a tenant's data: the one its silo names, or the default
+    /// server (that of the shared database, pool and bridge tenants).
+    pub(crate) fn server_of<'a>(&'a self, model: &'a DataModel) -> &'a str {
+        match model {
+            DataModel::Silo {
+                server: Some(server),
+                ..
+            } => server,
+            _ => &self.file.default_server,
+        }
+    }
+
     /// Connection options for a server's admin database (the shared database, for
     /// the default server).
     pub(crate) fn server_options(&self, server: &str) -> Result<PgConnectOptions, Error> {
@@ -625,13 +637,8 @@ impl Provisioner {
         match model {
             DataModel::Pool => None,
             DataModel::Bridge { schema } => Some(format!("schema {schema}")),
-            DataModel::Silo {
-                database,
-                server: named,
-            } => {
-                let server = server
-                    .or(named.as_deref())
-                    .unwrap_or(&self.file.default_server);
+            DataModel::Silo { database, .. } => {
+                let server = server.unwrap_or_else(|| self.server_of(model));
                 Some(format!("database {server}/{database}"))
             }
         }
@@ -1023,15 +1030,9 @@ impl Provisioner {
                     .get(id.as_str())
                     .and_then(|r| serde_json::from_value(r.clone()).ok())
             });
-        let server = match record.as_ref().map(|t| &t.model) {
-            Some(DataModel::Silo {
-                server: Some(server),
-                ..
-            }) => server.clone(),
-            _ => self
-                .file
-                .tenant(&id)
-                .map_or_else(|| self.file.default_server.clone(), |s| s.server.clone()),
+        let server = match &record {
+            Some(tenant) => self.server_of(&tenant.model).to_owned(),
+            None => self.file.default_server.clone(),
         };
         let Some(server_live) = live.servers.get(&server) else {
             return;

@@ -135,8 +135,8 @@ impl Provisioner {
         let shared = self.file.default_server.as_str();
         let shared_options = self.server_options(shared)?;
         let (target_options, target_tables) = match &tenant.model {
-            DataModel::Silo { database, server } => (
-                self.database(server.as_deref().unwrap_or(shared), database)?,
+            DataModel::Silo { database, .. } => (
+                self.database(self.server_of(&tenant.model), database)?,
                 tables.clone(),
             ),
             DataModel::Bridge { schema } => (
