@@ -6,9 +6,9 @@
 //! binary), with `DATABASE_URL` pointing at the test cluster.
 //!
 //! The script itself runs with the real binary in
-//! `crates/tenants-cli/tests/examples.rs`: only that package's tests are given the
-//! binary's path. Here it is checked for syntax (`sh -n`) and its gates are run
-//! against a stand-in command that exits with chosen codes.
+//! `crates/tenants-cli/tests/pipeline_script.rs`: only that package's tests are
+//! given the binary's path. Here it is checked for syntax (`sh -n`) and its gates
+//! are run against a stand-in command that exits with chosen codes.
 //!
 //! The example's names are fixed (databases `tenant_af5042`, ..., roles
 //! `tenant_tenant_a_admin`, ...) and roles are cluster-wide, so the tests that apply
