@@ -333,7 +333,7 @@ async fn users_stay_with_their_tenant_and_application_tenant() {
     assert_eq!(profile["path"], format!("/t/{acme}/mobile"));
     assert_eq!(profile["token_lifetime_secs"], 300);
 
-    // The same email in five places is five users; each list shows its own only.
+    // The same email in four places is four users; each list shows its own only.
     let places = [
         format!("/t/{acme}"),
         format!("/t/{acme}/mobile"),
