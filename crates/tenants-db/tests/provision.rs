@@ -9,8 +9,8 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use tenants_core::{DataModel, SqlIdent, Tenant};
 use tenants_db::provision::{
-    Action, ApplyOptions, Finding, Format, Password, Provisioner, Scope, TenantSpec, TenantsFile,
-    UserSpec,
+    Action, ApplyOptions, Finding, Format, Password, Provisioner, Scope, TenantSpec, TenantState,
+    TenantsFile, UserSpec,
 };
 use tenants_db::{Error, Hazard, Sqlx, TenantRole, TenantRouter};
 use tenants_test_support::{TestServer, postgres, unique_name};
@@ -846,15 +846,36 @@ database = "far_{t}"
         "0"
     );
 
-    let plan = provisioner
-        .destroy_plan(format!("far-{t}").parse().unwrap())
-        .await
-        .unwrap();
-    let report = provisioner
-        .apply(&plan, &ApplyOptions::new().allow_destroy(true))
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{report}");
+    // A silo tenant onboarded at runtime on eu is listed there, as the file's is.
+    let near = format!("near-{t}").parse().unwrap();
+    let model = DataModel::Silo {
+        database: SqlIdent::new(format!("near_{t}")).unwrap(),
+        server: Some("eu".into()),
+    };
+    let spec = TenantSpec::new(Tenant::new(near, model));
+    provisioner.provision(&spec).await.unwrap();
+    let listed = provisioner.list().await.unwrap();
+    let location = |id: &str| {
+        let tenant = listed.iter().find(|l| l.id == id).unwrap();
+        (tenant.location.clone(), tenant.state.clone())
+    };
+    assert_eq!(
+        location(&format!("far-{t}")),
+        (format!("database far_{t} on eu"), TenantState::Ready)
+    );
+    assert_eq!(
+        location(&format!("near-{t}")),
+        (format!("database near_{t} on eu"), TenantState::Runtime)
+    );
+
+    for id in [format!("far-{t}").parse().unwrap(), near] {
+        let plan = provisioner.destroy_plan(id).await.unwrap();
+        let report = provisioner
+            .apply(&plan, &ApplyOptions::new().allow_destroy(true))
+            .await
+            .unwrap();
+        assert!(report.is_success(), "{report}");
+    }
     assert_eq!(
         s.shared(&format!(
             "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant_far_{t}_%'"
@@ -864,6 +885,12 @@ database = "far_{t}"
     assert_eq!(
         s.shared(&format!(
             "SELECT count(*) FROM pg_database WHERE datname = 'far_{t}'"
+        )),
+        "0"
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = 'near_{t}'"
         )),
         "0"
     );

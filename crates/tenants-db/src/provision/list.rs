@@ -119,7 +119,7 @@ impl Provisioner {
             let (model, location) = match &record {
                 Some(record) => (
                     record.0.model.name(),
-                    location(&record.0, &self.file.default_server),
+                    location(&record.0, self.server_of(&record.0.model)),
                 ),
                 None => ("?", "-".into()),
             };
