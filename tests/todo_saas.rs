@@ -6,6 +6,8 @@
 #[allow(dead_code)]
 mod todo_saas;
 
+#[allow(dead_code)] // Only `tenants` is used here.
+mod common;
 // `Saas::call` reads an answer's status and body only.
 #[path = "common/http.rs"]
 #[allow(dead_code)]
@@ -15,8 +17,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::http::{Request, StatusCode};
+use common::tenants;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
+use tenants::db::provision::Environment;
 use tenants::{DataModel, SqlIdent, TenantId};
 use tenants_test_support::{postgres, unique_name};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -436,26 +440,15 @@ async fn a_list_moves_to_its_own_database_and_is_served_the_same() {
         );
     let path = dir.join("tenants.toml");
     std::fs::write(&path, file).unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let args = [
-        "tenants",
-        "move",
-        "-f",
-        path.to_str().unwrap(),
-        &big,
-        "--to",
-        "silo",
-    ];
-    let code = tenants_cli::execute(args, &mut out, &mut err).await;
-    let (out, err) = (
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    // The file names no variable: its URL is written in.
+    let args = ["move", "-f", path.to_str().unwrap(), &big, "--to", "silo"];
+    let run = tenants(&Environment::empty(), &args).await;
+    assert_eq!(run.code, 0, "{run}");
     let database = big.replace('-', "_");
     assert!(
-        out.contains(&format!("lives in database {database}")),
-        "{out}"
+        run.stdout
+            .contains(&format!("lives in database {database}")),
+        "{run}"
     );
     s.expect_event(Event::Moved {
         list: big.parse().unwrap(),

@@ -4,31 +4,31 @@
 //! an admin deletes an order, a developer is refused with a 403 problem, a customer
 //! only reads.
 //!
-//! `tenants apply` reads the admin URL and the users' passwords from the
-//! environment, as it does in a shell. A test may not set its own environment
+//! `tenants apply` reads the admin URL and the users' passwords from the variables
+//! the tenants file names, as it does in a shell; the store reads its application
+//! role's password the same way. A test may not set its own environment
 //! (`std::env::set_var` is `unsafe` since edition 2024, and racy between test
-//! threads), so the test runs its own binary again with that environment set, and
-//! the child does the work: the very command a user runs, in-process
-//! (`tenants_cli::execute`), then the store.
+//! threads), so both are given an `Environment` of exactly those variables: the
+//! very command a user runs, in-process (`tenants_cli::execute_with_env`), then the
+//! store.
 
 #[path = "../examples/usual_store/main.rs"]
 #[allow(dead_code)]
 mod usual_store;
 
-use std::process::Command;
-
+#[allow(dead_code)] // Only `tenants` is used here.
+mod common;
 #[path = "common/http.rs"]
 mod http;
 
 use axum::http::{Request, StatusCode};
+use common::tenants;
 use http::Answer;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use tenants::db::provision::Environment;
 use tenants_test_support::{TestServer, postgres};
-
-/// Set in the child process, which does the work.
-const CHILD: &str = "USUAL_STORE_TEST_CHILD";
 
 const TENANTS_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -48,47 +48,21 @@ const PASSWORDS: [(&str, &str); 7] = [
 
 const SECRET: &[u8] = b"the test's signing key, thirty-two bytes at least";
 
-#[test]
-fn the_store_end_to_end() {
-    if std::env::var_os(CHILD).is_some() {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(end_to_end());
-        return;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_end_to_end() {
     let pg = postgres();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "the_store_end_to_end",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD, "1")
-        // The child works on this process's server, not a cluster of its own.
-        .env(tenants_test_support::DATABASE_URL_ENV, pg.admin_url())
-        .env("DATABASE_URL", pg.fresh_database())
-        .envs(PASSWORDS)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the test failed in its child process:\n{stdout}\n{stderr}"
-    );
-}
-
-async fn end_to_end() {
-    let pg = postgres();
-    provisioned_by_tenants_apply(pg).await;
+    let database_url = pg.fresh_database();
+    let env = PASSWORDS
+        .iter()
+        .fold(Environment::empty(), |env, (var, value)| {
+            env.var(*var, *value)
+        })
+        .var("DATABASE_URL", &database_url);
+    provisioned_by_tenants_apply(pg, &env, &database_url).await;
     let settings = usual_store::Settings {
-        database_url: std::env::var("DATABASE_URL").unwrap(),
+        database_url,
         jwt_secret: SECRET.to_vec(),
+        env: env.clone(),
     };
     let store = Store {
         app: usual_store::app(&settings).await.unwrap(),
@@ -97,26 +71,13 @@ async fn end_to_end() {
     customers_see_only_their_own_database(&store, pg).await;
     tokens_are_verified_and_bound_to_their_tenant(&store).await;
     bad_requests_are_problems(&store).await;
-    destroyed_by_tenants_destroy(pg).await;
+    destroyed_by_tenants_destroy(pg, &env).await;
 }
 
-/// Runs the `tenants` command in-process; returns its exit code and output.
-async fn tenants(args: &[&str]) -> (u8, String) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = tenants_cli::execute(
-        std::iter::once("tenants").chain(args.iter().copied()),
-        &mut out,
-        &mut err,
-    )
-    .await;
-    let out = String::from_utf8(out).unwrap();
-    let err = String::from_utf8(err).unwrap();
-    (code, format!("{out}{err}"))
-}
-
-async fn provisioned_by_tenants_apply(pg: &TestServer) {
-    let (code, plan) = tenants(&["plan", "-f", TENANTS_FILE]).await;
-    assert_eq!(code, 2, "changes pending:\n{plan}");
+async fn provisioned_by_tenants_apply(pg: &TestServer, env: &Environment, url: &str) {
+    let plan = tenants(env, &["plan", "-f", TENANTS_FILE]).await;
+    assert_eq!(plan.code, 2, "changes pending:\n{plan}");
+    let plan = plan.stdout;
     for line in [
         "+ database building_shop",
         "+ database hardware_store",
@@ -127,15 +88,14 @@ async fn provisioned_by_tenants_apply(pg: &TestServer) {
     ] {
         assert!(plan.contains(line), "{line:?} in:\n{plan}");
     }
-    let (code, applied) = tenants(&["apply", "-f", TENANTS_FILE]).await;
-    assert_eq!(code, 0, "{applied}");
-    let (code, plan) = tenants(&["plan", "-f", TENANTS_FILE]).await;
-    assert_eq!(code, 0, "a second plan has nothing to do:\n{plan}");
+    let applied = tenants(env, &["apply", "-f", TENANTS_FILE]).await;
+    assert_eq!(applied.code, 0, "{applied}");
+    let plan = tenants(env, &["plan", "-f", TENANTS_FILE]).await;
+    assert_eq!(plan.code, 0, "a second plan has nothing to do:\n{plan}");
 
-    let url = std::env::var("DATABASE_URL").unwrap();
     assert_eq!(
         pg.psql(
-            &url,
+            url,
             "SELECT string_agg(id || ':' || (record->>'database'), ' ' ORDER BY id) FROM tenants.tenants"
         ),
         "building-shop:building_shop hardware-store:hardware_store"
@@ -602,11 +562,14 @@ async fn bad_requests_are_problems(store: &Store) {
         );
 }
 
-async fn destroyed_by_tenants_destroy(pg: &TestServer) {
+async fn destroyed_by_tenants_destroy(pg: &TestServer, env: &Environment) {
     for tenant in ["building-shop", "hardware-store"] {
-        let (code, out) =
-            tenants(&["destroy", "-f", TENANTS_FILE, tenant, "--confirm", tenant]).await;
-        assert_eq!(code, 0, "{out}");
+        let run = tenants(
+            env,
+            &["destroy", "-f", TENANTS_FILE, tenant, "--confirm", tenant],
+        )
+        .await;
+        assert_eq!(run.code, 0, "{run}");
     }
     assert_eq!(
         pg.psql(

@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tenants::db::provision::{Format, TenantsFile};
+use tenants::db::provision::{Environment, Format, TenantsFile};
 use tenants::db::{PgCatalog, Sqlx, TenantRole, TenantRouter};
 use tenants::resolve::{Algorithm, JwtKeys, JwtResolver, SubdomainResolver, VerifiedToken};
 use tenants::tower::{CurrentTenant, TenantLayer};
@@ -82,6 +82,9 @@ pub(crate) struct Settings {
     pub(crate) database_url: String,
     /// The HMAC key tokens are signed with (32 bytes at least).
     pub(crate) jwt_secret: Vec<u8>,
+    /// Where the application role's password (`app_password_env` of `tenants.toml`)
+    /// is read: the process environment when run.
+    pub(crate) env: Environment,
 }
 
 /// The store: the tenant from the subdomain, the role from the verified token, and
@@ -97,8 +100,10 @@ pub(crate) async fn app(settings: &Settings) -> Result<Router, Box<dyn std::erro
         .as_ref()
         .ok_or("tenants.toml names no app_role")?;
     let password = match &server.app_password_env {
-        Some(var) => std::env::var(var)
-            .map_err(|_| format!("{var} is not set: the store connects as {role} with it"))?,
+        Some(var) => settings
+            .env
+            .get(var)
+            .ok_or_else(|| format!("{var} is not set: the store connects as {role} with it"))?,
         None => String::new(),
     };
     let served_as = settings
@@ -592,6 +597,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings {
         database_url,
         jwt_secret: jwt_secret(),
+        env: Environment::process(),
     };
     let app = app(&settings).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
