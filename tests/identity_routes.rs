@@ -34,7 +34,7 @@ impl Service {
         let settings = identity_routes::Settings {
             admin_url: url.clone(),
             app_role: app_role.clone(),
-            app_password_env: None,
+            app_password: None,
         };
         let app = identity_routes::app(&settings).await.unwrap();
         Service {

@@ -62,7 +62,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use tenants::db::provision::{ApplyOptions, Format, Provisioner, TenantSpec, TenantsFile};
+use tenants::db::provision::{
+    ApplyOptions, Format, Password, Provisioner, TenantSpec, TenantsFile,
+};
 use tenants::db::{PgCatalog, Sqlx, TenantRole, TenantRouter};
 use tenants::resolve::{PathResolver, Resolved, Resolver};
 use tenants::tower::{CurrentTenant, TenantLayer, TenantOptions};
@@ -73,15 +75,15 @@ use tenants::{
 use tower::Layer;
 
 /// How the service connects to PostgreSQL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Settings {
     /// An admin connection URL. It provisions tenants (schemas, roles, the catalog)
     /// and serves no request.
     pub(crate) admin_url: String,
     /// The login role requests are served as; created when missing.
     pub(crate) app_role: String,
-    /// The environment variable holding that role's password, if it has one.
-    pub(crate) app_password_env: Option<String>,
+    /// That role's password, if it has one.
+    pub(crate) app_password: Option<String>,
 }
 
 /// What every handler shares.
@@ -271,12 +273,13 @@ impl Resolver for TenantPath {
 /// right to read the catalog), as `tenants apply` would with the service's tenants
 /// file, which declares the server and no tenant: tenants come at runtime.
 pub(crate) async fn app(settings: &Settings) -> Result<Router, Box<dyn std::error::Error>> {
-    let mut server = json!({"url": settings.admin_url, "app_role": settings.app_role});
-    if let Some(var) = &settings.app_password_env {
-        server["app_password_env"] = json!(var);
-    }
+    let server = json!({"url": settings.admin_url, "app_role": settings.app_role});
     let file = json!({"servers": {"main": server}}).to_string();
-    let file = TenantsFile::parse(&file, Format::Json, "identity_routes")?;
+    let mut file = TenantsFile::parse(&file, Format::Json, "identity_routes")?;
+    if let Some(password) = &settings.app_password {
+        let server = file.servers.get_mut("main").ok_or("no server \"main\"")?;
+        server.app_password = Some(Password::Given(password.clone()));
+    }
     let provisioner = Provisioner::connect(file)
         .await?
         .parallelism(2)
@@ -290,14 +293,10 @@ pub(crate) async fn app(settings: &Settings) -> Result<Router, Box<dyn std::erro
 
     let admin: PgConnectOptions = settings.admin_url.parse()?;
     // The application's connection: the admin's server and database, its own role.
-    let password = match &settings.app_password_env {
-        Some(var) => std::env::var(var).map_err(|_| format!("{var} is not set"))?,
-        None => String::new(),
-    };
     let served_as = admin
         .clone()
         .username(&settings.app_role)
-        .password(&password);
+        .password(settings.app_password.as_deref().unwrap_or_default());
     let router = TenantRouter::<Sqlx>::builder()
         .server("main", served_as.to_url_lossy().as_str())
         .build()?;
@@ -723,8 +722,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings {
         admin_url,
         app_role: std::env::var("IDENTITY_APP_ROLE").unwrap_or_else(|_| "identity_app".into()),
-        app_password_env: std::env::var_os("IDENTITY_APP_PASSWORD")
-            .map(|_| "IDENTITY_APP_PASSWORD".to_owned()),
+        app_password: std::env::var("IDENTITY_APP_PASSWORD").ok(),
     };
     let app = app(&settings).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
