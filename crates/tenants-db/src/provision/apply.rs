@@ -525,16 +525,7 @@ impl Provisioner {
                 tx.commit().await?;
                 // The tenant's copies of the pool tables carry the same policy, so a
                 // tenant moved between models keeps working.
-                let copies: Vec<TableName> = self
-                    .file
-                    .shared
-                    .pool_tables
-                    .iter()
-                    .map(|t| TableName {
-                        schema: schema.clone(),
-                        table: t.table.clone(),
-                    })
-                    .collect();
+                let copies = self.tenant_tables(&spec.tenant.model);
                 let mut conn = pool.acquire().await?;
                 secure_tables(&mut conn, &copies, true).await?;
             }

@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
 
 use super::environment::Environment;
-use super::file::{Password, TenantSpec, TenantsFile, UrlSource};
+use super::file::{Password, TableName, TenantSpec, TenantsFile, UrlSource};
 use super::live::{self, GrantRow, PoolTableLive, ServerLive, quote_ident};
 use super::plan::{Action, Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
 use crate::{Error, TenantRole};
@@ -237,6 +237,23 @@ impl Provisioner {
                 ..
             } => server,
             _ => &self.file.default_server,
+        }
+    }
+
+    /// The tables holding a tenant's rows of the `[shared] pool_tables`: those
+    /// tables (in the shared database, or in a silo's own database, where they keep
+    /// their names), or their copies in a bridge tenant's schema.
+    pub(crate) fn tenant_tables(&self, model: &DataModel) -> Vec<TableName> {
+        let tables = &self.file.shared.pool_tables;
+        match model {
+            DataModel::Bridge { schema } => tables
+                .iter()
+                .map(|t| TableName {
+                    schema: schema.clone(),
+                    table: t.table.clone(),
+                })
+                .collect(),
+            DataModel::Pool | DataModel::Silo { .. } => tables.clone(),
         }
     }
 

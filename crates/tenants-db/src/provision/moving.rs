@@ -131,30 +131,20 @@ impl Provisioner {
     /// rows from the pool. See [`move_tenant`](Self::move_tenant).
     pub(crate) async fn move_rows(&self, tenant: &Tenant, origin: Origin) -> Result<(), Error> {
         let id = tenant.id;
-        let tables = &self.file.shared.pool_tables;
         let shared = self.file.default_server.as_str();
         let shared_options = self.server_options(shared)?;
-        let (target_options, target_tables) = match &tenant.model {
-            DataModel::Silo { database, .. } => (
-                self.database(self.server_of(&tenant.model), database)?,
-                tables.clone(),
-            ),
-            DataModel::Bridge { schema } => (
-                shared_options.clone(),
-                tables
-                    .iter()
-                    .map(|t| TableName {
-                        schema: schema.clone(),
-                        table: t.table.clone(),
-                    })
-                    .collect(),
-            ),
+        let target_options = match &tenant.model {
+            DataModel::Silo { database, .. } => {
+                self.database(self.server_of(&tenant.model), database)?
+            }
+            DataModel::Bridge { .. } => shared_options.clone(),
             DataModel::Pool => {
                 return Err(Error::Config(format!(
                     "tenant {id}: a move needs another model than pool"
                 )));
             }
         };
+        let target_tables = self.tenant_tables(&tenant.model);
         let mut source = live::connect(&shared_options).await?;
         let result = self
             .switch(&mut source, &target_options, tenant, origin, &target_tables)
