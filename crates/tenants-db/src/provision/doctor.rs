@@ -1,5 +1,6 @@
 //! `doctor`: isolation hazards of the live servers, checked against the tenants file.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use sqlx::Acquire;
@@ -164,6 +165,12 @@ impl Provisioner {
         }
 
         // Drift between the file and the database.
+        let users: HashSet<&str> = self
+            .file
+            .tenants
+            .iter()
+            .flat_map(|t| t.users.iter().map(|u| u.name.as_str()))
+            .collect();
         for spec in &specs {
             let id = spec.tenant.id;
             let server = &live.servers[&spec.server];
@@ -232,15 +239,9 @@ impl Provisioner {
             for (_, grant) in tenant_grant_diff(spec, rows).revokes {
                 findings.push(Finding::ExtraGrant { tenant: id, grant });
             }
-            let users: Vec<&str> = self
-                .file
-                .tenants
-                .iter()
-                .flat_map(|t| t.users.iter().map(|u| u.name.as_str()))
-                .collect();
             for row in rows {
                 if let (Some(grantee), Some(privilege)) = (&row.grantee, &row.privilege)
-                    && users.contains(&grantee.as_str())
+                    && users.contains(grantee.as_str())
                 {
                     findings.push(Finding::ExtraGrant {
                         tenant: id,
