@@ -235,10 +235,7 @@ impl Provisioner {
     pub async fn provision(&self, spec: &TenantSpec) -> Result<(), Error> {
         let spec = self.check_runtime(spec)?;
         let live = self.read_live(&[&spec]).await?;
-        let origin = match self.file.tenant(&spec.tenant.id) {
-            Some(_) => Origin::File,
-            None => Origin::Runtime,
-        };
+        let origin = self.origin(spec.tenant.id);
         let mut plan = Plan::default();
         self.plan_shared(&live, &[&spec], &mut plan.changes);
         self.plan_tenant(&spec, &live, origin, &mut plan.changes)?;
@@ -246,6 +243,14 @@ impl Provisioner {
         match report.failures.into_iter().next() {
             Some((_, error)) => Err(error),
             None => Ok(()),
+        }
+    }
+
+    /// Who declares `tenant`: the file, or else the application at runtime.
+    fn origin(&self, tenant: TenantId) -> Origin {
+        match self.file.tenant(&tenant) {
+            Some(_) => Origin::File,
+            None => Origin::Runtime,
         }
     }
 
@@ -295,10 +300,7 @@ impl Provisioner {
 
     async fn record_failure(&self, tenant: TenantId, error: &Error) {
         let Ok(pool) = self.shared_pool() else { return };
-        let origin = match self.file.tenant(&tenant) {
-            Some(_) => Origin::File,
-            None => Origin::Runtime,
-        };
+        let origin = self.origin(tenant);
         let recorded = sqlx::query(
             "INSERT INTO tenants.provisioned (id, origin, error) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET error = EXCLUDED.error, updated_at = now()",
@@ -349,15 +351,11 @@ impl Provisioner {
             Work::Register(tenant, origin) => {
                 let pool = self.shared_pool()?;
                 PgCatalog::new(pool.clone()).put(tenant).await?;
-                sqlx::query(
-                    "INSERT INTO tenants.provisioned (id, origin) VALUES ($1, $2) \
-                     ON CONFLICT (id) DO UPDATE SET origin = EXCLUDED.origin, error = NULL, \
-                     updated_at = now()",
-                )
-                .bind(tenant.id.as_str())
-                .bind(origin.as_str())
-                .execute(pool)
-                .await?;
+                sqlx::query(PROVISIONED_UPSERT)
+                    .bind(tenant.id.as_str())
+                    .bind(origin.as_str())
+                    .execute(pool)
+                    .await?;
                 Ok(())
             }
             Work::Move(tenant, origin) => self.move_rows(tenant, *origin).await,
@@ -716,6 +714,12 @@ pub(crate) async fn batch<'c, E: sqlx::PgExecutor<'c>>(
     }
     Ok(())
 }
+
+/// Records a tenant (`$1`) as provisioned by its origin (`$2`), clearing the error
+/// of an earlier failure.
+pub(crate) const PROVISIONED_UPSERT: &str = "INSERT INTO tenants.provisioned (id, origin) \
+     VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET origin = EXCLUDED.origin, error = NULL, \
+     updated_at = now()";
 
 /// Where the provisioning engine records each tenant: who declared it (`file` or
 /// `runtime`) and the error of its last failed apply.

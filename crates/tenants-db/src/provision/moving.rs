@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Connection};
 use tenants_core::{DataModel, Tenant, TenantId};
 
-use super::apply::batch;
+use super::apply::{PROVISIONED_UPSERT, batch};
 use super::engine::Provisioner;
 use super::file::{TableName, TenantSpec};
 use super::live::{self, quote_ident};
@@ -244,15 +244,11 @@ impl Provisioner {
                 })
                 .collect();
             batch(&mut *tx, &revokes.into_iter().collect::<Vec<_>>()).await?;
-            sqlx::query(
-                "INSERT INTO tenants.provisioned (id, origin) VALUES ($1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET origin = EXCLUDED.origin, error = NULL, \
-                 updated_at = now()",
-            )
-            .bind(id.as_str())
-            .bind(origin.as_str())
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(PROVISIONED_UPSERT)
+                .bind(id.as_str())
+                .bind(origin.as_str())
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(())
         }
