@@ -8,6 +8,7 @@ use tenants_core::{DataModel, TenantId};
 
 use super::engine::{Provisioner, tenant_grant_diff, tenant_grant_rows};
 use super::file::TenantSpec;
+use super::plan::Origin;
 use crate::{Error, HAZARDS_SQL, Hazard, TenantRole};
 
 /// Something `doctor` found that weakens tenant isolation or shows drift between
@@ -255,7 +256,10 @@ impl Provisioner {
         }
         for id in live.records.keys() {
             let declared = self.file.tenants.iter().any(|t| t.tenant.id == id.as_str());
-            let runtime = live.provisioned.get(id).is_some_and(|o| o == "runtime");
+            let runtime = live
+                .provisioned
+                .get(id)
+                .is_some_and(|o| o == Origin::Runtime.as_str());
             if !declared
                 && !runtime
                 && let Ok(tenant) = id.parse()

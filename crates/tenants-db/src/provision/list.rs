@@ -5,7 +5,7 @@ use std::fmt;
 use tenants_core::{DataModel, Tenant, TenantId};
 
 use super::engine::Provisioner;
-use super::plan::Scope;
+use super::plan::{Origin, Scope};
 use crate::Error;
 
 /// One tenant as [`Provisioner::list`] sees it.
@@ -111,10 +111,10 @@ impl Provisioner {
             if self.file.tenant(&id).is_some() {
                 continue;
             }
-            let state = match (origin.as_str(), error) {
-                (_, Some(error)) => TenantState::Failed(error),
-                ("runtime", None) => TenantState::Runtime,
-                _ => TenantState::Removed,
+            let state = match error {
+                Some(error) => TenantState::Failed(error),
+                None if origin == Origin::Runtime.as_str() => TenantState::Runtime,
+                None => TenantState::Removed,
             };
             let (model, location) = match &record {
                 Some(record) => (
