@@ -97,6 +97,7 @@ fn futures_are_send(
     tenant: tenants_core::TenantId,
 ) {
     fn send<T: Send>(_: T) {}
+    send(Provisioner::connect(provisioner.file().clone()));
     send(provisioner.plan());
     send(provisioner.apply(plan, options));
     send(provisioner.migrate(options));
@@ -105,4 +106,5 @@ fn futures_are_send(
     send(provisioner.destroy_plan(tenant));
     send(provisioner.list());
     send(provisioner.doctor());
+    send(provisioner.close());
 }
