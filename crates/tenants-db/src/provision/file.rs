@@ -288,7 +288,8 @@ pub struct UserSpec {
 }
 
 impl UserSpec {
-    /// A user whose password is read from the environment variable `var`.
+    /// A login user `name`, a member of the tenant's `role`, whose password comes
+    /// from `password`.
     pub fn new(name: SqlIdent, role: TenantRole, password: Password) -> Self {
         UserSpec {
             name,
