@@ -14,7 +14,6 @@ use tokio_postgres::NoTls;
 use crate::driver::Driver;
 use crate::driver::sealed::{Backend, PoolSettings};
 use crate::isolation::Scope;
-use crate::router::{SILO_RETRIES, Target};
 use crate::verify::HAZARDS_SQL;
 use crate::{Error, Hazard, TENANT_SETTING, TenantRole, TenantRouter};
 
@@ -106,6 +105,10 @@ impl Backend for Deadpool {
             .map_err(|e| Error::Config(e.to_string()))
     }
 
+    fn is_closed(error: &Error) -> bool {
+        matches!(error, Error::Pool(deadpool_postgres::PoolError::Closed))
+    }
+
     fn size(pool: &Pool) -> usize {
         // A connection being created is not in `size` yet, but its caller is among
         // the users; no pool holds more than its maximum.
@@ -187,7 +190,7 @@ impl TenantRouter<Deadpool> {
         tenant: &Tenant,
         role: Option<SqlIdent>,
     ) -> Result<TenantTransaction, Error> {
-        let (client, scope, _) = self.hand_out(tenant).await?;
+        let (client, scope) = self.connection(tenant).await?;
         // From here on, dropping the guard (an error, or this future being
         // cancelled mid-way) rolls back whatever the server got.
         let transaction = TenantTransaction {
@@ -212,9 +215,10 @@ impl TenantRouter<Deadpool> {
     /// statements fail too.) A silo connection was opened with its tenant's setting
     /// and serves no other tenant: it is handed out as it is.
     pub async fn client(&self, tenant: &Tenant) -> Result<Client, Error> {
-        let (client, scope, silo) = self.hand_out(tenant).await?;
-        // A silo connection was opened with its tenant's setting.
-        if !silo && let Some(sent) = client.batch_execute(&scope.session()).now_or_never() {
+        let (client, scope) = self.connection(tenant).await?;
+        if let Some(session) = scope.session()
+            && let Some(sent) = client.batch_execute(&session).now_or_never()
+        {
             // Answered at once: only a closed connection does that.
             sent?;
         }
@@ -222,18 +226,13 @@ impl TenantRouter<Deadpool> {
     }
 
     /// A connection for `tenant`, with its statement cache made safe for the
-    /// tenant's schema, the settings it must carry, and whether it is a silo's.
-    async fn hand_out(&self, tenant: &Tenant) -> Result<(Client, Scope, bool), Error> {
-        let mut attempt = 0;
-        let (client, scope, silo) = loop {
-            let Target { pool, scope, silo } = self.target(tenant).await?;
-            match pool.get().await {
-                Err(deadpool_postgres::PoolError::Closed) if silo && attempt < SILO_RETRIES => {
-                    attempt += 1;
-                }
-                result => break (result?, scope, silo),
-            }
-        };
+    /// tenant's schema, and the settings it must carry.
+    async fn connection(&self, tenant: &Tenant) -> Result<(Client, Scope), Error> {
+        let (client, scope) = self
+            .hand_out(tenant, |pool, scope| async move {
+                Ok((pool.get().await?, scope))
+            })
+            .await?;
         if let Some(path) = scope.search_path() {
             let paths = &self.inner.driver_state.0;
             let id = Object::id(&client);
@@ -242,7 +241,7 @@ impl TenantRouter<Deadpool> {
                 paths.insert(id, path.into());
             }
         }
-        Ok((client, scope, silo))
+        Ok((client, scope))
     }
 }
 

@@ -28,7 +28,7 @@ pub(crate) mod sealed {
         /// How long a caller waits for a connection.
         pub(crate) acquire_timeout: Duration,
         /// How long a connection may sit unused before the pool closes it.
-        pub(crate) idle_timeout: Option<Duration>,
+        pub(crate) idle_timeout: Duration,
         /// Whether the driver may cache prepared statements by SQL text. Off for bridge
         /// pools, where the same text means different tables per tenant (deadpool
         /// instead clears a connection's cache when its schema changes).
@@ -58,6 +58,10 @@ pub(crate) mod sealed {
             silo: Option<(&str, TenantId)>,
             settings: &PoolSettings,
         ) -> Result<Self::Pool, Error>;
+
+        /// Whether `error` says the pool was closed (a silo pool the budget closed
+        /// between lookup and use).
+        fn is_closed(error: &Error) -> bool;
 
         /// Connections open in the pool, idle, checked out or being opened.
         fn size(pool: &Self::Pool) -> usize;

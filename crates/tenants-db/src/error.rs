@@ -61,10 +61,6 @@ pub enum Error {
     #[cfg(feature = "deadpool")]
     #[error("connection pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    /// The task running a connection step failed.
-    #[cfg(any(feature = "sqlx", feature = "deadpool"))]
-    #[error("connection task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
     /// Migrations failed for a tenant.
     #[cfg(any(feature = "sqlx", feature = "sqlite"))]
     #[error("migrating tenant {tenant}: {source}")]

@@ -7,9 +7,12 @@
 //! ```sql
 //! SET LOCAL ROLE "tenant_acme_customer";               -- only with a role
 //! BEGIN;
-//! SET LOCAL tenants.tenant_id = 'acme';                -- every model
+//! SET LOCAL tenants.tenant_id = 'acme';                -- pool and bridge
 //! SET LOCAL search_path = "acme", "public"             -- bridge only
 //! ```
+//!
+//! A silo connection serves one tenant and is opened with its tenant setting (a
+//! startup parameter), so its transactions open with `BEGIN` alone.
 //!
 //! Every setting is transaction-local: `COMMIT` and `ROLLBACK` remove it, so a
 //! connection goes back to its pool carrying nothing. The role is set before `BEGIN`
@@ -29,47 +32,52 @@
 
 use tenants_core::{SqlIdent, TenantId};
 
-/// The transaction setting that row-level security policies of pool-model tables read:
-/// `current_setting('tenants.tenant_id', true)`. It is set for every pool and bridge
-/// tenant transaction.
+/// The setting that row-level security policies of pool-model tables read:
+/// `current_setting('tenants.tenant_id', true)`.
+///
+/// The router sets it for every pool and bridge tenant transaction
+/// (`BEGIN; SET LOCAL tenants.tenant_id = 'acme'`, in the message that opens it, so it
+/// costs no round trip) and session, and opens every silo connection with it, so
+/// the policies of a pool tenant moved to its own database keep working.
 pub const TENANT_SETTING: &str = "tenants.tenant_id";
 
-/// What a connection to a shared database must carry for one tenant.
+/// What a connection must carry for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Scope {
-    tenant: TenantId,
-    /// The `search_path` value for bridge tenants: the tenant's schema first.
-    search_path: Option<String>,
+pub(crate) enum Scope {
+    /// A pool-model tenant on a shared connection: the tenant setting, which pool
+    /// tables' policies read.
+    Pool(TenantId),
+    /// A bridge-model tenant on a shared connection: the tenant setting and a
+    /// `search_path` of quoted identifiers, the tenant's schema first.
+    Bridge {
+        tenant: TenantId,
+        search_path: String,
+    },
+    /// A silo tenant: its connections serve no one else and were opened with the
+    /// tenant setting (so a pool tenant moved to its own database, policies and
+    /// all, keeps working), so nothing needs setting.
+    Silo,
 }
 
 impl Scope {
-    /// A pool-model or silo tenant: the tenant setting alone. Pool tables filter
-    /// rows by it; silo databases carry it too, so a pool tenant moved to its own
-    /// database (rows, policies and all) keeps working with no code change.
-    pub(crate) fn tenant(tenant: TenantId) -> Self {
-        Scope {
+    /// A bridge-model tenant: its schema, then `shared_path` (the shared schemas,
+    /// quoted, each after a `, `; built once per router).
+    pub(crate) fn bridge(tenant: TenantId, schema: &SqlIdent, shared_path: &str) -> Self {
+        let mut search_path = schema.quoted();
+        search_path.push_str(shared_path);
+        Scope::Bridge {
             tenant,
-            search_path: None,
-        }
-    }
-
-    /// A bridge-model tenant: its schema, then the shared schemas.
-    pub(crate) fn bridge(tenant: TenantId, schema: &SqlIdent, shared: &[SqlIdent]) -> Self {
-        let path = std::iter::once(schema)
-            .chain(shared.iter().filter(|s| *s != schema))
-            .map(SqlIdent::quoted)
-            .collect::<Vec<_>>()
-            .join(", ");
-        Scope {
-            tenant,
-            search_path: Some(path),
+            search_path,
         }
     }
 
     /// The `search_path` of a bridge tenant, as a list of quoted identifiers.
     #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) fn search_path(&self) -> Option<&str> {
-        self.search_path.as_deref()
+        match self {
+            Scope::Bridge { search_path, .. } => Some(search_path),
+            _ => None,
+        }
     }
 
     /// Opens a transaction scoped to the tenant, optionally as `role`.
@@ -80,27 +88,41 @@ impl Scope {
             sql.push_str(&role.quoted());
             sql.push_str("; ");
         }
-        sql.push_str("BEGIN; ");
-        self.push_settings(&mut sql, "SET LOCAL ");
+        sql.push_str("BEGIN");
+        if *self != Scope::Silo {
+            sql.push_str("; ");
+            self.push_settings(&mut sql, "SET LOCAL ");
+        }
         sql
     }
 
-    /// Scopes a whole session (a connection handed out outside a transaction). Every
+    /// Scopes a whole session (a connection handed out outside a transaction), or
+    /// `None` for a silo connection, which carries its tenant from the start. Every
     /// hand-out from a shared pool runs one of these first, so a session value left
     /// by the previous user is replaced before anything else reaches the server.
-    /// (Silo connections serve one tenant and get the setting when they connect.)
-    pub(crate) fn session(&self) -> String {
+    pub(crate) fn session(&self) -> Option<String> {
+        if *self == Scope::Silo {
+            return None;
+        }
         let mut sql = String::with_capacity(96);
         self.push_settings(&mut sql, "SET ");
-        sql
+        Some(sql)
     }
 
     fn push_settings(&self, sql: &mut String, set: &str) {
+        let (tenant, search_path) = match self {
+            Scope::Pool(tenant) => (tenant, None),
+            Scope::Bridge {
+                tenant,
+                search_path,
+            } => (tenant, Some(search_path)),
+            Scope::Silo => return,
+        };
         sql.push_str(set);
         sql.push_str(TENANT_SETTING);
         sql.push_str(" = ");
-        sql.push_str(&literal(self.tenant.as_str()));
-        if let Some(path) = &self.search_path {
+        push_literal(sql, tenant.as_str());
+        if let Some(path) = search_path {
             sql.push_str("; ");
             sql.push_str(set);
             sql.push_str("search_path = ");
@@ -111,14 +133,29 @@ impl Scope {
 
 /// `value` as a SQL string literal, correct whatever `standard_conforming_strings`
 /// says: quotes are doubled, and a value with a backslash is written as an `E''`
-/// literal with the backslash escaped.
+/// literal with the backslash escaped. (The router writes it in place; the
+/// provisioning engine uses this.)
+#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
 pub(crate) fn literal(value: &str) -> String {
-    let quoted = value.replace('\'', "''");
+    let mut sql = String::with_capacity(value.len() + 3);
+    push_literal(&mut sql, value);
+    sql
+}
+
+/// Appends [`literal`]`(value)` to `sql`.
+fn push_literal(sql: &mut String, value: &str) {
     if value.contains('\\') {
-        format!("E'{}'", quoted.replace('\\', "\\\\"))
-    } else {
-        format!("'{quoted}'")
+        sql.push('E');
     }
+    sql.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => sql.push_str("''"),
+            '\\' => sql.push_str("\\\\"),
+            c => sql.push(c),
+        }
+    }
+    sql.push('\'');
 }
 
 #[cfg(test)]
@@ -131,29 +168,38 @@ mod tests {
 
     #[test]
     fn pool_begin_sets_only_the_tenant() {
-        let scope = Scope::tenant("acme".parse().unwrap());
+        let scope = Scope::Pool("acme".parse().unwrap());
         assert_eq!(
             scope.begin(None),
             "BEGIN; SET LOCAL tenants.tenant_id = 'acme'"
         );
-        assert_eq!(scope.session(), "SET tenants.tenant_id = 'acme'");
+        assert_eq!(
+            scope.session().as_deref(),
+            Some("SET tenants.tenant_id = 'acme'")
+        );
+    }
+
+    #[test]
+    fn silo_sets_nothing_but_the_role() {
+        assert_eq!(Scope::Silo.begin(None), "BEGIN");
+        assert_eq!(
+            Scope::Silo.begin(Some(&ident("tenant_acme_admin"))),
+            "SET LOCAL ROLE \"tenant_acme_admin\"; BEGIN"
+        );
+        assert_eq!(Scope::Silo.session(), None);
     }
 
     #[test]
     fn bridge_begin_puts_the_tenant_schema_first_and_the_role_before_begin() {
-        let scope = Scope::bridge(
-            "acme".parse().unwrap(),
-            &ident("acme"),
-            &[ident("public"), ident("acme")],
-        );
+        let scope = Scope::bridge("acme".parse().unwrap(), &ident("acme"), ", \"public\"");
         assert_eq!(
             scope.begin(Some(&ident("tenant_acme_customer"))),
             "SET LOCAL ROLE \"tenant_acme_customer\"; BEGIN; \
              SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\", \"public\""
         );
         assert_eq!(
-            scope.session(),
-            "SET tenants.tenant_id = 'acme'; SET search_path = \"acme\", \"public\""
+            scope.session().as_deref(),
+            Some("SET tenants.tenant_id = 'acme'; SET search_path = \"acme\", \"public\"")
         );
     }
 

@@ -22,10 +22,10 @@
 //! # Isolation
 //!
 //! A tenant transaction opens with one message that also confines it: the tenant
-//! setting (every model), the schema search path (bridge) and, when asked, the
-//! tenant's role, all transaction-local, so nothing outlives `COMMIT` or `ROLLBACK`.
-//! It costs no round trip beyond the `BEGIN` every transaction sends. See the
-//! `isolation` notes on [`TENANT_SETTING`] for the statements, and
+//! setting (pool and bridge; silo connections are opened with it), the schema
+//! search path (bridge) and, when asked, the tenant's role, all transaction-local,
+//! so nothing outlives `COMMIT` or `ROLLBACK`. It costs no round trip beyond the
+//! `BEGIN` every transaction sends. See [`TENANT_SETTING`] for the statements, and
 //! [`TenantRouter::verify`] for the checks on the application's role.
 //!
 //! # Example

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,11 +59,12 @@ pub struct TenantRouter<D: Driver> {
 pub(crate) struct Inner<D: Backend> {
     servers: HashMap<Arc<str>, D::Server>,
     default_server: Arc<str>,
-    pub(crate) pool_model: D::Pool,
-    pub(crate) bridge_model: D::Pool,
-    shared_schemas: Vec<SqlIdent>,
-    connection_idle: Duration,
-    pub(crate) silos: SiloPools<D>,
+    pool_model: D::Pool,
+    bridge_model: D::Pool,
+    /// The shared schemas as the tail of a bridge tenant's `search_path`
+    /// (`, "shared"`), quoted once.
+    shared_path: String,
+    silos: SiloPools<D>,
     /// What the driver keeps per router (only deadpool keeps anything).
     #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) driver_state: D::State,
@@ -83,26 +85,14 @@ impl<D: Driver> fmt::Debug for TenantRouter<D> {
         f.debug_struct("TenantRouter")
             .field("servers", &servers)
             .field("default_server", &self.inner.default_server)
-            .field("shared_schemas", &self.inner.shared_schemas)
+            .field("shared_path", &self.inner.shared_path)
             .field("silos", &self.inner.silos)
             .finish()
     }
 }
 
-/// Where a tenant's connection comes from, and what it must carry.
-pub(crate) struct Target<P> {
-    /// The pool: a shared one (pool and bridge models) or the tenant's own (silo).
-    pub(crate) pool: P,
-    /// The settings every hand-out applies.
-    pub(crate) scope: Scope,
-    /// Whether the pool is a silo's, which the budget may close between lookup and
-    /// use: a hand-out that finds it closed looks the tenant up again (up to
-    /// [`SILO_RETRIES`] times).
-    pub(crate) silo: bool,
-}
-
 /// How often a hand-out looks a silo pool up again after finding it closed.
-pub(crate) const SILO_RETRIES: usize = 3;
+const SILO_RETRIES: usize = 3;
 
 /// A snapshot of the router's silo pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,21 +140,34 @@ impl<D: Driver> TenantRouter<D> {
 }
 
 impl<D: Driver> TenantRouter<D> {
-    /// Where `tenant`'s connections come from. Refuses inactive tenants, and silo
-    /// tenants on servers the router does not know.
-    pub(crate) async fn target(&self, tenant: &Tenant) -> Result<Target<D::Pool>, Error> {
+    /// Hands `tenant`'s pool and the scope its connection must carry to `take`,
+    /// which takes a connection. A silo pool the budget closed between lookup and
+    /// use is looked up again (up to [`SILO_RETRIES`] times).
+    pub(crate) async fn hand_out<T, F, Fut>(&self, tenant: &Tenant, mut take: F) -> Result<T, Error>
+    where
+        F: FnMut(D::Pool, Scope) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let (pool, scope) = self.target(tenant).await?;
+            match take(pool, scope).await {
+                Err(error) if attempt < SILO_RETRIES && D::is_closed(&error) => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    /// Where `tenant`'s connections come from, and what they must carry. Refuses
+    /// inactive tenants, and silo tenants on servers the router does not know.
+    async fn target(&self, tenant: &Tenant) -> Result<(D::Pool, Scope), Error> {
         let inner = &self.inner;
         Ok(match Placement::of(tenant)? {
-            Placement::Pool { tenant } => Target {
-                pool: inner.pool_model.clone(),
-                scope: Scope::tenant(tenant),
-                silo: false,
-            },
-            Placement::Bridge { schema } => Target {
-                pool: inner.bridge_model.clone(),
-                scope: Scope::bridge(tenant.id, &schema, &inner.shared_schemas),
-                silo: false,
-            },
+            Placement::Pool { tenant } => (inner.pool_model.clone(), Scope::Pool(tenant)),
+            Placement::Bridge { schema } => (
+                inner.bridge_model.clone(),
+                Scope::bridge(tenant.id, &schema, &inner.shared_path),
+            ),
             Placement::Silo { server, database } => {
                 let name = server.as_deref().unwrap_or(&inner.default_server);
                 let (name, server) =
@@ -180,12 +183,7 @@ impl<D: Driver> TenantRouter<D> {
                     database,
                     tenant: tenant.id,
                 };
-                let pool = inner.silos.pool(&key, server).await?;
-                Target {
-                    pool,
-                    scope: Scope::tenant(tenant.id),
-                    silo: true,
-                }
+                (inner.silos.pool(&key, server).await?, Scope::Silo)
             }
         })
     }
@@ -346,12 +344,13 @@ impl<D: Driver> RouterBuilder<D> {
                 "the default server {default_server:?} is not listed"
             ))
         })?;
-        let shared_schemas = self
-            .shared_schemas
-            .iter()
-            .map(SqlIdent::new)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Config(format!("shared schemas: {e}")))?;
+        let mut shared_path = String::new();
+        for schema in &self.shared_schemas {
+            let schema =
+                SqlIdent::new(schema).map_err(|e| Error::Config(format!("shared schemas: {e}")))?;
+            shared_path.push_str(", ");
+            shared_path.push_str(&schema.quoted());
+        }
         if self.pool_connections == 0 || self.bridge_connections == 0 || self.silo_per_tenant == 0 {
             return Err(Error::Config("pool sizes must be at least 1".into()));
         }
@@ -364,7 +363,7 @@ impl<D: Driver> RouterBuilder<D> {
         let settings = |max_connections, statement_cache| PoolSettings {
             max_connections,
             acquire_timeout: self.acquire_timeout,
-            idle_timeout: Some(self.connection_idle),
+            idle_timeout: self.connection_idle,
             statement_cache,
         };
         let pool_model = D::open_pool(default, None, &settings(self.pool_connections, true))?;
@@ -374,20 +373,22 @@ impl<D: Driver> RouterBuilder<D> {
             self.silo_budget,
             self.silo_idle,
         );
+        // Often enough that neither idle timeout is overrun by more than a quarter.
+        let sweep_every = (self.silo_idle.min(self.connection_idle) / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(30));
         let router = TenantRouter {
             inner: Arc::new(Inner {
                 servers,
                 default_server,
                 pool_model,
                 bridge_model,
-                shared_schemas,
-                connection_idle: self.connection_idle,
+                shared_path,
                 silos,
                 driver_state: D::State::default(),
             }),
         };
         router.warn_about_hazards();
-        router.sweep_idle_silos();
+        router.sweep_idle(sweep_every, self.connection_idle);
         Ok(router)
     }
 }
@@ -396,19 +397,18 @@ impl<D: Driver> TenantRouter<D> {
     /// Closes idle silo pools and idle connections on a timer, for as long as the
     /// router lives, when built inside a Tokio runtime (otherwise idle silo pools
     /// close as a side effect of use).
-    fn sweep_idle_silos(&self) {
+    fn sweep_idle(&self, every: Duration, connection_idle: Duration) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let inner = Arc::downgrade(&self.inner);
-        let interval = self.inner.silos.sweep_interval();
         runtime.spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(every).await;
                 let Some(inner) = inner.upgrade() else { return };
                 inner.silos.sweep().await;
-                D::close_idle(&inner.pool_model, inner.connection_idle);
-                D::close_idle(&inner.bridge_model, inner.connection_idle);
+                D::close_idle(&inner.pool_model, connection_idle);
+                D::close_idle(&inner.bridge_model, connection_idle);
             }
         });
     }

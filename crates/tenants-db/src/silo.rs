@@ -49,7 +49,6 @@ pub(crate) struct SiloPools<D: Backend> {
     budget: Arc<Semaphore>,
     limit: u32,
     settings: PoolSettings,
-    idle: Duration,
     epoch: Instant,
 }
 
@@ -82,7 +81,6 @@ impl<D: Backend> SiloPools<D> {
             budget: Arc::new(Semaphore::new(budget as usize)),
             limit: budget,
             settings,
-            idle,
             epoch: Instant::now(),
         }
     }
@@ -177,16 +175,9 @@ impl<D: Backend> SiloPools<D> {
     /// idle connections of the others.
     pub(crate) async fn sweep(&self) {
         self.pools.run_pending_tasks().await;
-        if let Some(idle) = self.settings.idle_timeout {
-            for (_, silo) in self.pools.iter() {
-                D::close_idle(&silo.pool, idle);
-            }
+        for (_, silo) in self.pools.iter() {
+            D::close_idle(&silo.pool, self.settings.idle_timeout);
         }
-    }
-
-    /// How often [`sweep`](Self::sweep) is worth running.
-    pub(crate) fn sweep_interval(&self) -> Duration {
-        (self.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30))
     }
 
     /// Closes every silo pool, waiting for their connections to close.

@@ -12,7 +12,6 @@ use tenants_core::{SqlIdent, Tenant, TenantId};
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
-use crate::router::{SILO_RETRIES, Target};
 use crate::verify::HAZARDS_SQL;
 use crate::{Error, Hazard, TENANT_SETTING, TenantRole, TenantRouter};
 
@@ -78,6 +77,10 @@ impl Backend for Sqlx {
             .connect_lazy_with(options))
     }
 
+    fn is_closed(error: &Error) -> bool {
+        matches!(error, Error::Database(sqlx::Error::PoolClosed))
+    }
+
     fn size(pool: &PgPool) -> usize {
         pool.size() as usize
     }
@@ -100,7 +103,9 @@ impl Backend for Sqlx {
 }
 
 impl TenantRouter<Sqlx> {
-    /// Begins a transaction that sees only `tenant`'s data, in one round trip.
+    /// Begins a transaction that sees only `tenant`'s data, with the `BEGIN` message
+    /// (isolation adds no round trip; sqlx's own liveness check of a pooled
+    /// connection stays, as on any sqlx pool).
     ///
     /// Drop it or call `rollback` to undo; `commit` to keep. The tenant's settings
     /// end with the transaction.
@@ -132,42 +137,29 @@ impl TenantRouter<Sqlx> {
         tenant: &Tenant,
         role: Option<SqlIdent>,
     ) -> Result<Transaction<'static, Postgres>, Error> {
-        let mut attempt = 0;
-        loop {
-            let Target { pool, scope, silo } = self.target(tenant).await?;
-            match begin_on(pool, scope.begin(role.as_ref())).await {
-                Err(Error::Database(sqlx::Error::PoolClosed)) if silo && attempt < SILO_RETRIES => {
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
+        self.hand_out(tenant, |pool, scope| {
+            begin_on(pool, scope.begin(role.as_ref()))
+        })
+        .await
     }
 
     /// A connection scoped to `tenant` for work outside a transaction (each
     /// statement commits on its own).
     ///
-    /// The tenant's settings are made for the session, in one round trip; every
+    /// The tenant's settings are made for the session, in one statement; every
     /// connection the router hands out from a shared pool gets its own tenant's
     /// settings first, so what a previous user left is replaced before anything else
     /// runs. A silo connection was opened with its tenant's setting and serves no
     /// other tenant: it is handed out as it is.
     pub async fn acquire(&self, tenant: &Tenant) -> Result<PoolConnection<Postgres>, Error> {
-        let mut attempt = 0;
-        loop {
-            let Target { pool, scope, silo } = self.target(tenant).await?;
-            match pool.acquire().await {
-                Err(sqlx::Error::PoolClosed) if silo && attempt < SILO_RETRIES => attempt += 1,
-                result => {
-                    let mut connection = result?;
-                    // A silo connection was opened with its tenant's setting.
-                    if !silo {
-                        connection.execute(AssertSqlSafe(scope.session())).await?;
-                    }
-                    return Ok(connection);
-                }
+        self.hand_out(tenant, |pool, scope| async move {
+            let mut connection = pool.acquire().await?;
+            if let Some(session) = scope.session() {
+                connection.execute(AssertSqlSafe(session)).await?;
             }
-        }
+            Ok(connection)
+        })
+        .await
     }
 }
 

@@ -152,7 +152,6 @@ where
     let router: TenantRouter<D> = world
         .router::<D>()
         .connection_idle_timeout(Duration::from_millis(100))
-        .silo_idle_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
     for tenant in world.tenants() {

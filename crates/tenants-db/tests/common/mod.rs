@@ -285,6 +285,11 @@ pub trait Probe: Clone + Send + Sync + 'static {
 const SESSION_SETTINGS: &str = "SELECT coalesce(current_setting('tenants.tenant_id', true), ''), \
      current_setting('statement_timeout')";
 
+/// What [`Probe::seen`] reads.
+const SEEN: &str = "SELECT coalesce(current_setting('tenants.tenant_id', true), ''), \
+     current_setting('search_path'), current_user::text, \
+     pg_current_xact_id_if_assigned() IS NULL";
+
 /// Drops the inner future at its `polls`-th poll, before polling it: run with
 /// `polls` = 0, 1, 2, ... it cuts a future at every await point in turn.
 pub struct CutAfter<F> {
@@ -378,14 +383,7 @@ mod sqlx_probe {
                 None => self.begin(tenant).await,
             }
             .map_err(text)?;
-            let row = sqlx::query(
-                "SELECT coalesce(current_setting('tenants.tenant_id', true), ''), \
-                 current_setting('search_path'), current_user::text, \
-                 pg_current_xact_id_if_assigned() IS NULL",
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(text)?;
+            let row = sqlx::query(SEEN).fetch_one(&mut *tx).await.map_err(text)?;
             Ok(Seen {
                 tenant_setting: row.get(0),
                 search_path: row.get(1),
@@ -512,15 +510,7 @@ mod deadpool_probe {
                 None => self.begin(tenant).await,
             }
             .map_err(text)?;
-            let row = tx
-                .query_one(
-                    "SELECT coalesce(current_setting('tenants.tenant_id', true), ''), \
-                     current_setting('search_path'), current_user::text, \
-                     pg_current_xact_id_if_assigned() IS NULL",
-                    &[],
-                )
-                .await
-                .map_err(text)?;
+            let row = tx.query_one(SEEN, &[]).await.map_err(text)?;
             Ok(Seen {
                 tenant_setting: row.get(0),
                 search_path: row.get(1),
