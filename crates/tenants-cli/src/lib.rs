@@ -211,11 +211,10 @@ async fn run(command: Command, env: &Environment, out: &mut dyn Write) -> Result
         } => {
             let provisioner = connect(&common, env).await?;
             let plan = provisioner.plan().await?;
+            write!(out, "{plan}")?;
             if plan.is_empty() {
-                write!(out, "{plan}")?;
                 return Ok(Outcome::Done);
             }
-            write!(out, "{plan}")?;
             let options = with_progress(ApplyOptions::new().allow_destroy(allow_destroy));
             let report = provisioner.apply(&plan, &options).await?;
             finish(&report, out)
