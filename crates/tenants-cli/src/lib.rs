@@ -61,7 +61,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// The tenant to drop.
-        tenant: String,
+        tenant: TenantId,
         /// The tenant's id again, to confirm; without it, only shows what would go.
         #[arg(long, value_name = "TENANT")]
         confirm: Option<String>,
@@ -72,16 +72,16 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// The tenant to move.
-        tenant: String,
+        tenant: TenantId,
         /// The model to move it to.
         #[arg(long, value_enum)]
         to: Target,
         /// The tenant's database (silo; default: its id, '-' written '_').
         #[arg(long, value_name = "NAME")]
-        database: Option<String>,
+        database: Option<SqlIdent>,
         /// The tenant's schema (bridge; default: its id, '-' written '_').
         #[arg(long, value_name = "NAME")]
-        schema: Option<String>,
+        schema: Option<SqlIdent>,
         /// The server of its database (silo; default: the shared one).
         #[arg(long, value_name = "NAME")]
         server: Option<String>,
@@ -228,10 +228,9 @@ async fn run(command: Command, env: &Environment, out: &mut dyn Write) -> Result
         }
         Command::Destroy {
             common,
-            tenant,
+            tenant: id,
             confirm,
         } => {
-            let id: TenantId = tenant.parse().map_err(|e| Error::Config(format!("{e}")))?;
             let provisioner = connect(&common, env).await?;
             let plan = provisioner.destroy_plan(id).await?;
             if plan.is_empty() {
@@ -261,16 +260,16 @@ async fn run(command: Command, env: &Environment, out: &mut dyn Write) -> Result
         }
         Command::Move {
             common,
-            tenant,
+            tenant: id,
             to,
             database,
             schema,
             server,
         } => {
-            let id: TenantId = tenant.parse().map_err(|e| Error::Config(format!("{e}")))?;
-            let name = |given: Option<String>| {
-                SqlIdent::new(given.unwrap_or_else(|| id.as_str().replace('-', "_")))
-                    .map_err(|e| Error::Config(e.to_string()))
+            let name = |given: Option<SqlIdent>| match given {
+                Some(name) => Ok(name),
+                None => SqlIdent::new(id.as_str().replace('-', "_"))
+                    .map_err(|e| Error::Config(e.to_string())),
             };
             let model = match to {
                 Target::Silo => DataModel::Silo {

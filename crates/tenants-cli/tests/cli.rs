@@ -322,6 +322,39 @@ fn errors_are_one_clean_message_with_exit_code_one() {
         absent.stderr
     );
 
+    // Tenant ids and names are checked as the arguments are read, before any file.
+    let bad_id = tenants(&dir, &["destroy", "-f", "nope.toml", "A B"]);
+    assert_eq!(bad_id.code, 1);
+    assert!(
+        bad_id
+            .stderr
+            .starts_with("error: invalid value 'A B' for '<TENANT>': invalid tenant id"),
+        "{}",
+        bad_id.stderr
+    );
+    let bad_name = tenants(
+        &dir,
+        &[
+            "move",
+            "-f",
+            "nope.toml",
+            "acme",
+            "--to",
+            "silo",
+            "--database",
+            "bad name",
+        ],
+    );
+    assert_eq!(bad_name.code, 1);
+    assert!(
+        bad_name
+            .stderr
+            .starts_with("error: invalid value 'bad name' for '--database <NAME>'")
+            && bad_name.stderr.contains("not a safe SQL identifier"),
+        "{}",
+        bad_name.stderr
+    );
+
     let usage = tenants(&dir, &["plan"]);
     assert_eq!(
         usage.code, 1,
