@@ -27,9 +27,9 @@
 //! | `tower` | [`tower::TenantLayer`] | yes |
 //! | `axum` | axum extractors: `tower::CurrentTenant`, `tower::TenantOptions` | yes |
 //! | `metrics` | `tower::metering::MeteringLayer`: per-tenant request metrics | no |
-//! | `db` | [`db`]: the connection router | with `sqlite` |
+//! | `db` | [`db`]: the connection router | with `sqlite` or `sqlx` |
 //! | `sqlite` | `db::sqlite::SqliteSilo`: silo tenants in SQLite files, no server needed | yes |
-//! | `sqlx` | PostgreSQL routing handing out sqlx types, and the PostgreSQL catalog | no |
+//! | `sqlx` | PostgreSQL routing handing out sqlx types, the PostgreSQL catalog and provisioning | yes |
 //! | `deadpool` | PostgreSQL routing handing out deadpool-postgres clients | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -149,14 +149,14 @@ where
                         return Poll::Ready(Ok(Response::new(ResBody::from(String::new()))));
                     };
                     let config = &lookup.config;
+                    let token = lookup.resolved.token.take();
                     let admitted = found
                         .map_err(|e| TenantRejection::from_error(e, config.retry_after))
                         .and_then(|found| {
-                            let token = lookup.resolved.token.clone();
                             admit(config, &mut parts, &lookup.resolved.key, found, token)
                         });
                     match admitted {
-                        Ok(id) => call_admitted(config, &mut inner, id, parts, body),
+                        Ok((id, scoped)) => call_admitted(&mut inner, id, scoped, parts, body),
                         Err(rejection) => ResponseFuture::rejected(respond(config, &rejection)),
                     }
                 }

@@ -85,7 +85,7 @@ where
             && let Some(found) = config.catalog.get_now(id)
         {
             return match admit(config, &mut parts, &resolved.key, found, resolved.token) {
-                Ok(id) => call_admitted(config, &mut self.inner, id, parts, body),
+                Ok((id, scoped)) => call_admitted(&mut self.inner, id, scoped, parts, body),
                 Err(rejection) => self.reject(&rejection),
             };
         }
@@ -120,14 +120,15 @@ pub(crate) fn respond<R, C>(
 }
 
 /// Checks a looked-up tenant and moves it into the request extensions; returns its
-/// id. Shared by the hit path and the lookup future.
+/// id, and the tenant again when the inner service runs in its task scope. Shared
+/// by the hit path and the lookup future.
 pub(crate) fn admit<R, C>(
     config: &Config<R, C>,
     parts: &mut Parts,
     key: &TenantKey,
     found: Option<Arc<Tenant>>,
     token: Option<Arc<VerifiedToken>>,
-) -> Result<TenantId, TenantRejection> {
+) -> Result<(TenantId, Option<Arc<Tenant>>), TenantRejection> {
     let tenant = match found {
         Some(tenant) if tenant.status != TenantStatus::Deleted => tenant,
         _ => {
@@ -156,20 +157,21 @@ pub(crate) fn admit<R, C>(
         parts.extensions.insert(token);
     }
     let id = tenant.id;
+    let scoped = config.task_scope.then(|| tenant.clone());
     // The first insert allocates the extension map (three small allocations in
     // `http::Extensions`); nothing else on the hit path allocates.
     parts.extensions.insert(tenant);
-    Ok(id)
+    Ok((id, scoped))
 }
 
 /// Calls the inner service with an admitted request, inside the tenant's span and,
-/// when configured, its task scope. Shared by the hit path and the lookup future.
+/// with `scoped`, its task scope. Shared by the hit path and the lookup future.
 // Inlined so that the request head is not copied once more on its way through.
 #[inline(always)]
 pub(crate) fn call_admitted<S, ReqBody, R, C>(
-    config: &Config<R, C>,
     inner: &mut S,
     id: TenantId,
+    scoped: Option<Arc<Tenant>>,
     parts: Parts,
     body: ReqBody,
 ) -> ResponseFuture<S::Future, S, ReqBody, R, C>
@@ -177,10 +179,6 @@ where
     S: Service<Request<ReqBody>>,
 {
     let span = span(id);
-    let scoped = match config.task_scope {
-        true => parts.extensions.get::<Arc<Tenant>>().cloned(),
-        false => None,
-    };
     let request = Request::from_parts(parts, body);
     match scoped {
         None => ResponseFuture::inner(inner.call(request), span),

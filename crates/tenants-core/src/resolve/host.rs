@@ -234,9 +234,6 @@ impl Resolver for SubdomainResolver {
                 .map(|id| Some(Resolved::from_id(id)))
                 .map_err(|rule| Error::invalid_id(label, rule));
         }
-        if self.bases.iter().any(|b| host.eq_ignore_ascii_case(b)) {
-            return Ok(None);
-        }
         match self.foreign {
             ForeignHost::Reject => Err(Error::foreign_host(raw)),
             ForeignHost::NoTenant => Ok(None),

@@ -468,8 +468,9 @@ impl Resolver for JwtResolver {
         let Some(token) = self.verify(parts)? else {
             return Ok(None);
         };
-        Ok(token
-            .tenant
-            .map(|id| Resolved::from_id(id).with_token(token.clone())))
+        let Some(id) = token.tenant else {
+            return Ok(None);
+        };
+        Ok(Some(Resolved::from_id(id).with_token(token)))
     }
 }
