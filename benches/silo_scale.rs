@@ -184,7 +184,7 @@ impl Pgbouncer {
             &config,
             format!(
                 "[databases]
-* = host=127.0.0.1 port={server}
+* = host={host} port={server}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -200,6 +200,7 @@ max_db_connections = 1
 ignore_startup_parameters = extra_float_digits,options,search_path,statement_timeout
 logfile = {log}
 ",
+                host = pg.host(),
                 server = pg.port(),
                 users = users.display(),
                 log = dir.join("pgbouncer.log").display()

@@ -25,6 +25,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use url::{Host, Url};
+
 /// Environment variable naming an existing server to test against. It must be a
 /// superuser connection URL: tests create databases and roles.
 pub const DATABASE_URL_ENV: &str = "TENANTS_TEST_DATABASE_URL";
@@ -139,42 +141,36 @@ impl TestServer {
     }
 }
 
-/// Replaces the database of a `postgres://` URL.
-fn with_database(url: &str, database: &str) -> String {
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let path_start = url[authority_start..]
-        .find('/')
-        .map_or(url.len(), |i| authority_start + i);
-    let query = url[path_start..].find('?').map(|i| &url[path_start + i..]);
-    format!("{}/{database}{}", &url[..path_start], query.unwrap_or(""))
+fn parse(url: &str) -> Url {
+    Url::parse(url).unwrap_or_else(|e| panic!("not a connection URL: {url:?}: {e}"))
 }
 
-/// The host and port of a `postgres://user@host:port/db` URL (port 5432 when
-/// absent).
+/// Replaces the database of a `postgres://` URL.
+fn with_database(url: &str, database: &str) -> String {
+    let mut url = parse(url);
+    url.set_path(&format!("/{database}"));
+    url.into()
+}
+
+/// The host (IPv6 addresses without brackets) and port of a `postgres://` URL
+/// (port 5432 when absent).
 fn address(url: &str) -> (String, u16) {
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[authority_start..];
-    let rest = &rest[rest.find('@').map_or(0, |i| i + 1)..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-            (host.to_owned(), port.parse().unwrap_or(5432))
-        }
-        _ => (authority.to_owned(), 5432),
-    }
+    let url = parse(url);
+    let host = match url.host() {
+        Some(Host::Ipv6(address)) => address.to_string(),
+        Some(host) => host.to_string(),
+        None => "localhost".to_owned(),
+    };
+    (host, url.port().unwrap_or(5432))
 }
 
 /// Replaces the user and password of a `postgres://` URL.
 fn with_user(url: &str, user: &str, password: &str) -> String {
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let host_start = url[authority_start..]
-        .find('@')
-        .map_or(authority_start, |i| authority_start + i + 1);
-    format!(
-        "{}{user}:{password}@{}",
-        &url[..authority_start],
-        &url[host_start..]
-    )
+    let mut url = parse(url);
+    // Only URLs without a host refuse credentials; these all have one.
+    let _ = url.set_username(user);
+    let _ = url.set_password(Some(password));
+    url.into()
 }
 
 fn start() -> Result<TestServer, String> {
@@ -383,6 +379,7 @@ mod tests {
             ("db.test".into(), 6543)
         );
         assert_eq!(address("postgres://db.test/x"), ("db.test".into(), 5432));
+        assert_eq!(address("postgres://u@[::1]:7/x"), ("::1".into(), 7));
     }
 
     #[test]
