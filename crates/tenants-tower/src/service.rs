@@ -81,9 +81,11 @@ where
         {
             strip_prefix(&mut parts, len);
         }
-        if let TenantKey::Id(id) = resolved.key
-            && let Some(found) = config.catalog.get_now(id)
-        {
+        let at_hand = match &resolved.key {
+            TenantKey::Id(id) => config.catalog.get_now(*id),
+            TenantKey::Domain(domain) => config.catalog.get_now_by_domain(domain),
+        };
+        if let Some(found) = at_hand {
             return match admit(config, &mut parts, &resolved.key, found, resolved.token) {
                 Ok((id, scoped)) => call_admitted(&mut self.inner, id, scoped, parts, body),
                 Err(rejection) => self.reject(&rejection),

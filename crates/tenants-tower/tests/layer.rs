@@ -279,6 +279,45 @@ async fn custom_domains_and_cache_misses_take_the_async_path() {
     );
 }
 
+/// A catalog with every answer at hand but whose store is down: only requests
+/// answered without waiting succeed.
+struct AtHand(StaticCatalog);
+
+#[async_trait::async_trait]
+impl TenantCatalog for AtHand {
+    async fn get(
+        &self,
+        _: TenantId,
+    ) -> Result<Option<Arc<tenants_core::Tenant>>, tenants_core::Error> {
+        Err(tenants_core::Error::unavailable(Down))
+    }
+    fn get_now(&self, id: TenantId) -> Option<Option<Arc<tenants_core::Tenant>>> {
+        self.0.get_now(id)
+    }
+    async fn get_by_domain(
+        &self,
+        _: &str,
+    ) -> Result<Option<Arc<tenants_core::Tenant>>, tenants_core::Error> {
+        Err(tenants_core::Error::unavailable(Down))
+    }
+    fn get_now_by_domain(&self, domain: &str) -> Option<Option<Arc<tenants_core::Tenant>>> {
+        self.0.get_now_by_domain(domain)
+    }
+    async fn list(&self) -> Result<Vec<Arc<tenants_core::Tenant>>, tenants_core::Error> {
+        Err(tenants_core::Error::unavailable(Down))
+    }
+}
+
+#[tokio::test]
+async fn answers_at_hand_need_no_lookup_for_ids_and_domains() {
+    let resolver = SubdomainResolver::new(["example.com"])
+        .no_tenant_for_foreign_hosts()
+        .or(CustomDomainResolver::new());
+    let app = routes().layer(TenantLayer::new(resolver, AtHand(catalog())));
+    assert_eq!(send(&app, host("acme.example.com", "/")).await.2, "Acme");
+    assert_eq!(send(&app, host("shop.acme.test", "/")).await.2, "Acme");
+}
+
 #[derive(Debug)]
 struct Down;
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use quick_cache::Equivalent;
 
 use super::TenantCatalog;
 use crate::{Error, Tenant, TenantId};
@@ -54,7 +55,7 @@ impl<K: Eq + Hash + Clone> Tier<K> {
         }
     }
 
-    fn fresh(&self, key: &K) -> Option<Option<Arc<Tenant>>> {
+    fn fresh<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<Option<Arc<Tenant>>> {
         self.entries
             .get(key)
             .filter(|entry| entry.fresh_until > now())
@@ -308,11 +309,15 @@ impl<C: TenantCatalog + 'static> TenantCatalog for CachedCatalog<C> {
         self.by_id.fresh(&id)
     }
 
+    fn get_now_by_domain(&self, domain: &str) -> Option<Option<Arc<Tenant>>> {
+        self.by_domain.fresh(domain)
+    }
+
     async fn get_by_domain(&self, domain: &str) -> Result<Option<Arc<Tenant>>, Error> {
-        let key: Box<str> = domain.into();
-        if let Some(answer) = self.by_domain.fresh(&key) {
+        if let Some(answer) = self.by_domain.fresh(domain) {
             return Ok(answer);
         }
+        let key: Box<str> = domain.into();
         let load = self.by_domain.load(&key, || {
             let inner = self.inner.clone();
             let domain = key.clone();

@@ -40,6 +40,13 @@ pub trait TenantCatalog: Send + Sync {
     /// The tenant owning this custom domain (lowercase, without port or trailing dot).
     async fn get_by_domain(&self, domain: &str) -> Result<Option<Arc<Tenant>>, Error>;
 
+    /// The answer [`get_by_domain`](Self::get_by_domain) would give, when the catalog
+    /// has it at hand without waiting, like [`get_now`](Self::get_now).
+    fn get_now_by_domain(&self, domain: &str) -> Option<Option<Arc<Tenant>>> {
+        let _ = domain;
+        None
+    }
+
     /// Every tenant, in id order.
     async fn list(&self) -> Result<Vec<Arc<Tenant>>, Error>;
 }
@@ -56,6 +63,10 @@ impl<C: TenantCatalog + ?Sized> TenantCatalog for Arc<C> {
 
     async fn get_by_domain(&self, domain: &str) -> Result<Option<Arc<Tenant>>, Error> {
         (**self).get_by_domain(domain).await
+    }
+
+    fn get_now_by_domain(&self, domain: &str) -> Option<Option<Arc<Tenant>>> {
+        (**self).get_now_by_domain(domain)
     }
 
     async fn list(&self) -> Result<Vec<Arc<Tenant>>, Error> {
