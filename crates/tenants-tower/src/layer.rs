@@ -46,7 +46,9 @@ where
     }
 }
 
-/// Everything a [`TenantService`] needs, shared by all clones of it.
+/// Everything a [`TenantService`] needs, shared by all clones of it; the layer
+/// builds one.
+#[derive(Clone)]
 pub(crate) struct Config<R, C> {
     pub(crate) resolver: R,
     pub(crate) catalog: C,
@@ -99,42 +101,27 @@ pub(crate) struct Config<R, C> {
 /// # }
 /// ```
 pub struct TenantLayer<R, C> {
-    resolver: Arc<R>,
-    catalog: Arc<C>,
-    no_tenant: NoTenant,
-    suspended_status: StatusCode,
-    strip_prefix: bool,
-    task_scope: bool,
-    membership: Option<Arc<dyn Membership>>,
-    responder: SharedResponder,
-    retry_after: Duration,
+    config: Config<Arc<R>, Arc<C>>,
 }
 
 impl<R, C> Clone for TenantLayer<R, C> {
     fn clone(&self) -> Self {
         TenantLayer {
-            resolver: self.resolver.clone(),
-            catalog: self.catalog.clone(),
-            no_tenant: self.no_tenant,
-            suspended_status: self.suspended_status,
-            strip_prefix: self.strip_prefix,
-            task_scope: self.task_scope,
-            membership: self.membership.clone(),
-            responder: self.responder.clone(),
-            retry_after: self.retry_after,
+            config: self.config.clone(),
         }
     }
 }
 
 impl<R, C> fmt::Debug for TenantLayer<R, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &self.config;
         f.debug_struct("TenantLayer")
-            .field("no_tenant", &self.no_tenant)
-            .field("suspended_status", &self.suspended_status)
-            .field("strip_prefix", &self.strip_prefix)
-            .field("task_scope", &self.task_scope)
-            .field("membership", &self.membership.is_some())
-            .field("retry_after", &self.retry_after)
+            .field("no_tenant", &config.no_tenant)
+            .field("suspended_status", &config.suspended_status)
+            .field("strip_prefix", &config.strip_prefix)
+            .field("task_scope", &config.task_scope)
+            .field("membership", &config.membership.is_some())
+            .field("retry_after", &config.retry_after)
             .finish_non_exhaustive()
     }
 }
@@ -144,27 +131,29 @@ impl<R: Resolver, C: TenantCatalog> TenantLayer<R, C> {
     /// in a [`CachedCatalog`](tenants_core::CachedCatalog) unless it is in memory).
     pub fn new(resolver: R, catalog: C) -> Self {
         TenantLayer {
-            resolver: Arc::new(resolver),
-            catalog: Arc::new(catalog),
-            no_tenant: NoTenant::Reject,
-            suspended_status: StatusCode::FORBIDDEN,
-            strip_prefix: false,
-            task_scope: false,
-            membership: None,
-            responder: Arc::new(ProblemResponder),
-            retry_after: Duration::from_secs(5),
+            config: Config {
+                resolver: Arc::new(resolver),
+                catalog: Arc::new(catalog),
+                no_tenant: NoTenant::Reject,
+                suspended_status: StatusCode::FORBIDDEN,
+                strip_prefix: false,
+                task_scope: false,
+                membership: None,
+                responder: Arc::new(ProblemResponder),
+                retry_after: Duration::from_secs(5),
+            },
         }
     }
 
     /// What to do with requests that name no tenant (default [`NoTenant::Reject`]).
     pub fn on_no_tenant(mut self, policy: NoTenant) -> Self {
-        self.no_tenant = policy;
+        self.config.no_tenant = policy;
         self
     }
 
     /// The status for suspended tenants (default 403; 402 or 423 are common choices).
     pub fn suspended_status(mut self, status: StatusCode) -> Self {
-        self.suspended_status = status;
+        self.config.suspended_status = status;
         self
     }
 
@@ -175,7 +164,7 @@ impl<R: Resolver, C: TenantCatalog> TenantLayer<R, C> {
     /// `ServiceBuilder::new().layer(tenant_layer).service(router)`):
     /// `Router::layer` runs after routing, too late to change the path it routes on.
     pub fn strip_path_prefix(mut self, strip: bool) -> Self {
-        self.strip_prefix = strip;
+        self.config.strip_prefix = strip;
         self
     }
 
@@ -185,7 +174,7 @@ impl<R: Resolver, C: TenantCatalog> TenantLayer<R, C> {
     /// [`task::spawn_with_tenant`](crate::task::spawn_with_tenant) keeps it (default
     /// off: it costs an `Arc` clone and a task-local swap per poll).
     pub fn task_scope(mut self, enabled: bool) -> Self {
-        self.task_scope = enabled;
+        self.config.task_scope = enabled;
         self
     }
 
@@ -194,19 +183,19 @@ impl<R: Resolver, C: TenantCatalog> TenantLayer<R, C> {
     /// other tenants gets 403. Requests without a token pass (authentication is the
     /// application's business); a token that fails verification gets 401.
     pub fn membership(mut self, source: impl Membership) -> Self {
-        self.membership = Some(Arc::new(source));
+        self.config.membership = Some(Arc::new(source));
         self
     }
 
     /// Renders rejections (default: RFC 9457 problem details).
     pub fn responder(mut self, responder: impl Responder) -> Self {
-        self.responder = Arc::new(responder);
+        self.config.responder = Arc::new(responder);
         self
     }
 
     /// `Retry-After` sent when the catalog is unavailable (default 5 s).
     pub fn retry_after(mut self, wait: Duration) -> Self {
-        self.retry_after = wait;
+        self.config.retry_after = wait;
         self
     }
 }
@@ -215,19 +204,6 @@ impl<S, R, C> Layer<S> for TenantLayer<R, C> {
     type Service = TenantService<S, Arc<R>, Arc<C>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TenantService::new(
-            inner,
-            Arc::new(Config {
-                resolver: self.resolver.clone(),
-                catalog: self.catalog.clone(),
-                no_tenant: self.no_tenant,
-                suspended_status: self.suspended_status,
-                strip_prefix: self.strip_prefix,
-                task_scope: self.task_scope,
-                membership: self.membership.clone(),
-                responder: self.responder.clone(),
-                retry_after: self.retry_after,
-            }),
-        )
+        TenantService::new(inner, Arc::new(self.config.clone()))
     }
 }
