@@ -152,3 +152,21 @@ fn ids(tenants: &[TenantId]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+impl Error {
+    /// The error of a pool opening that several callers may have waited for: the
+    /// error itself when this caller is its only holder or it is a plain budget
+    /// error, else [`Error::Shared`].
+    #[cfg(any(feature = "sqlx", feature = "deadpool", feature = "sqlite"))]
+    pub(crate) fn unshare(error: std::sync::Arc<Error>) -> Error {
+        match std::sync::Arc::try_unwrap(error) {
+            Ok(error) => error,
+            Err(shared) => match *shared {
+                Error::BudgetExhausted { budget, waited } => {
+                    Error::BudgetExhausted { budget, waited }
+                }
+                _ => Error::Shared(shared),
+            },
+        }
+    }
+}

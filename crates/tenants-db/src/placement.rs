@@ -32,13 +32,7 @@ impl Placement {
     /// The placement of an active tenant. Suspended and deleted tenants are refused:
     /// the layer refuses them too, but background jobs reach the router directly.
     pub fn of(tenant: &Tenant) -> Result<Self, Error> {
-        if tenant.status != TenantStatus::Active {
-            return Err(Error::Inactive {
-                tenant: tenant.id,
-                status: tenant.status,
-            });
-        }
-        Ok(match &tenant.model {
+        Ok(match active_model(tenant)? {
             DataModel::Pool => Placement::Pool { tenant: tenant.id },
             DataModel::Bridge { schema } => Placement::Bridge {
                 schema: schema.clone(),
@@ -49,6 +43,18 @@ impl Placement {
             },
         })
     }
+}
+
+/// The data model of an active tenant, refusing suspended and deleted ones (what
+/// [`Placement::of`] decides, without copying the record's names).
+pub(crate) fn active_model(tenant: &Tenant) -> Result<&DataModel, Error> {
+    if tenant.status != TenantStatus::Active {
+        return Err(Error::Inactive {
+            tenant: tenant.id,
+            status: tenant.status,
+        });
+    }
+    Ok(&tenant.model)
 }
 
 #[cfg(test)]

@@ -7,14 +7,15 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenants_core::{SqlIdent, Tenant};
+use tenants_core::{DataModel, SqlIdent, Tenant};
 
+use crate::Error;
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 use crate::isolation::Scope;
+use crate::placement::active_model;
 use crate::silo::{SiloKey, SiloPools};
-use crate::{Error, Placement};
 
 /// Hands out connections that see only one tenant's data, in the tenant's data model.
 ///
@@ -162,13 +163,13 @@ impl<D: Driver> TenantRouter<D> {
     /// inactive tenants, and silo tenants on servers the router does not know.
     async fn target(&self, tenant: &Tenant) -> Result<(D::Pool, Scope), Error> {
         let inner = &self.inner;
-        Ok(match Placement::of(tenant)? {
-            Placement::Pool { tenant } => (inner.pool_model.clone(), Scope::Pool(tenant)),
-            Placement::Bridge { schema } => (
+        Ok(match active_model(tenant)? {
+            DataModel::Pool => (inner.pool_model.clone(), Scope::Pool(tenant.id)),
+            DataModel::Bridge { schema } => (
                 inner.bridge_model.clone(),
-                Scope::bridge(tenant.id, &schema, &inner.shared_path),
+                Scope::bridge(tenant.id, schema, &inner.shared_path),
             ),
-            Placement::Silo { server, database } => {
+            DataModel::Silo { server, database } => {
                 let name = server.as_deref().unwrap_or(&inner.default_server);
                 let (name, server) =
                     inner
@@ -180,7 +181,7 @@ impl<D: Driver> TenantRouter<D> {
                         })?;
                 let key = SiloKey {
                     server: name.clone(),
-                    database,
+                    database: database.clone(),
                     tenant: tenant.id,
                 };
                 (inner.silos.pool(&key, server).await?, Scope::Silo)

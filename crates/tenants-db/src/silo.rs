@@ -93,7 +93,7 @@ impl<D: Backend> SiloPools<D> {
                 .pools
                 .try_get_with_by_ref(key, self.open(key, server))
                 .await
-                .map_err(unshare)?,
+                .map_err(Error::unshare)?,
         };
         silo.last_used.store(self.now(), Ordering::Relaxed);
         Ok(silo.pool.clone())
@@ -192,19 +192,6 @@ impl<D: Backend> SiloPools<D> {
 
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-/// The error of a pool opening that several callers may have waited for: the
-/// error itself when this caller is its only holder or it is a plain budget
-/// error, else shared.
-fn unshare(error: Arc<Error>) -> Error {
-    match Arc::try_unwrap(error) {
-        Ok(error) => error,
-        Err(shared) => match *shared {
-            Error::BudgetExhausted { budget, waited } => Error::BudgetExhausted { budget, waited },
-            _ => Error::Shared(shared),
-        },
     }
 }
 

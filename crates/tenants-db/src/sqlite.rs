@@ -9,9 +9,10 @@ use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
-use tenants_core::{SqlIdent, Tenant};
+use tenants_core::{DataModel, SqlIdent, Tenant};
 
-use crate::{Error, Placement};
+use crate::Error;
+use crate::placement::active_model;
 
 /// Routes silo tenants to SQLite files, one per tenant: `{dir}/{database}.sqlite3`.
 ///
@@ -105,8 +106,8 @@ impl SqliteSilo {
 
     /// The pool of the tenant's file, opened (and migrated) on first use.
     pub async fn pool(&self, tenant: &Tenant) -> Result<SqlitePool, Error> {
-        let database = match Placement::of(tenant)? {
-            Placement::Silo { database, .. } => database,
+        let database = match active_model(tenant)? {
+            DataModel::Silo { database, .. } => database,
             _ => {
                 return Err(Error::ModelNotServed {
                     tenant: tenant.id,
@@ -114,13 +115,16 @@ impl SqliteSilo {
                 });
             }
         };
+        if let Some(pool) = self.pools.get(database).await {
+            return Ok(pool);
+        }
         let tenant_id = tenant.id;
         let path = self.dir.join(format!("{database}.sqlite3"));
         let dir = self.dir.clone();
         let max_connections = self.max_connections;
         let migrator = self.migrator.clone();
         self.pools
-            .try_get_with(database, async move {
+            .try_get_with(database.clone(), async move {
                 std::fs::create_dir_all(&dir).map_err(|source| Error::Storage {
                     tenant: tenant_id,
                     source,
@@ -145,7 +149,7 @@ impl SqliteSilo {
                 Ok(pool)
             })
             .await
-            .map_err(Error::Shared)
+            .map_err(Error::unshare)
     }
 
     /// Begins a transaction on the tenant's database.

@@ -116,13 +116,19 @@ async fn migrations_run_once_per_file_and_idle_pools_close() {
         .unwrap();
     assert_eq!(applied, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Reopening after the idle eviction keeps the data and does not re-migrate.
+    // Reopening after the idle eviction keeps the data; the migrations run again
+    // and find nothing to apply.
     let reopened = silo.pool(&tenant).await.unwrap();
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
         .fetch_one(&reopened)
         .await
         .unwrap();
     assert_eq!(count, 1);
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&reopened)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
     for _ in 0..50 {
         if first.is_closed() {
             break;
