@@ -295,9 +295,10 @@ fn benches(c: &mut Criterion) {
                     let (tenants, router) = (tenants.clone(), router.clone());
                     move |n| {
                         let (t, id) = pick(n);
-                        let (router, tenant) = (router.clone(), tenants[t].clone());
+                        let (router, tenants) = (router.clone(), tenants.clone());
                         async move {
-                            let mut tx = router.begin(&tenant).await.unwrap();
+                            let tenant = &tenants[t];
+                            let mut tx = router.begin(tenant).await.unwrap();
                             sqlx::query_scalar::<_, String>(POINT)
                                 .bind(id)
                                 .fetch_one(&mut *tx)
@@ -332,9 +333,10 @@ fn benches(c: &mut Criterion) {
                     let (tenants, router) = (tenants.clone(), router.clone());
                     move |n| {
                         let (t, id) = pick(n);
-                        let (router, tenant) = (router.clone(), tenants[t].clone());
+                        let (router, tenants) = (router.clone(), tenants.clone());
                         async move {
-                            let mut conn = router.acquire(&tenant).await.unwrap();
+                            let tenant = &tenants[t];
+                            let mut conn = router.acquire(tenant).await.unwrap();
                             sqlx::query_scalar::<_, String>(POINT)
                                 .bind(id)
                                 .fetch_one(&mut *conn)
@@ -425,9 +427,10 @@ fn benches(c: &mut Criterion) {
                     let (tenants, router) = (tenants.clone(), router.clone());
                     move |n| {
                         let (t, id) = pick(n);
-                        let (router, tenant) = (router.clone(), tenants[t].clone());
+                        let (router, tenants) = (router.clone(), tenants.clone());
                         async move {
-                            let tx = router.begin(&tenant).await.unwrap();
+                            let tenant = &tenants[t];
+                            let tx = router.begin(tenant).await.unwrap();
                             let statement = tx.prepare_cached(POINT).await.unwrap();
                             tx.query_one(&statement, &[&id]).await.unwrap();
                             tx.commit().await.unwrap();
@@ -463,9 +466,10 @@ fn benches(c: &mut Criterion) {
                     let (tenants, router) = (tenants.clone(), router.clone());
                     move |n| {
                         let (t, id) = pick(n);
-                        let (router, tenant) = (router.clone(), tenants[t].clone());
+                        let (router, tenants) = (router.clone(), tenants.clone());
                         async move {
-                            let client = router.client(&tenant).await.unwrap();
+                            let tenant = &tenants[t];
+                            let client = router.client(tenant).await.unwrap();
                             let statement = client.prepare_cached(POINT).await.unwrap();
                             client.query_one(&statement, &[&id]).await.unwrap();
                         }

@@ -348,9 +348,10 @@ fn benches(c: &mut Criterion) {
                 let (router, tenants, choose) =
                     (router.clone(), setup.tenants.clone(), choose.clone());
                 run(&rt, iters, move |n| {
-                    let (router, tenant) = (router.clone(), tenants[choose(n)].clone());
+                    let (router, tenants, t) = (router.clone(), tenants.clone(), choose(n));
                     async move {
-                        let mut tx = router.begin(&tenant).await.unwrap();
+                        let tenant = &tenants[t];
+                        let mut tx = router.begin(tenant).await.unwrap();
                         sqlx::raw_sql(sqlx::AssertSqlSafe(query(n)))
                             .fetch_all(&mut *tx)
                             .await
