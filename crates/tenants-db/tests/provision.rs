@@ -769,6 +769,32 @@ async fn missing_environment_variables_are_named_before_anything_runs() {
     );
 }
 
+#[tokio::test]
+async fn a_file_built_in_code_naming_an_unknown_server_is_refused() {
+    let mut file = TenantsFile::parse(
+        "[servers.main]\nurl = \"postgres://nobody@127.0.0.1:1/x\"\n",
+        Format::Toml,
+        "t.toml",
+    )
+    .unwrap();
+    file.tenants.push(TenantSpec::new(Tenant::new(
+        "acme".parse().unwrap(),
+        DataModel::Silo {
+            database: SqlIdent::new("acme").unwrap(),
+            server: Some("eu".into()),
+        },
+    )));
+    let err = Provisioner::connect(file.clone()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tenant acme: server \"eu\" is not among the servers"),
+        "{err}"
+    );
+    file.default_server = "gone".into();
+    let err = Provisioner::connect(file).await.unwrap_err();
+    assert!(err.to_string().contains("\"gone\""), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silo_tenants_live_on_the_server_they_name() {
     let s = Setup::new();

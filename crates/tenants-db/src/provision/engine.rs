@@ -106,7 +106,26 @@ impl Provisioner {
     /// # Errors
     ///
     /// As [`connect`](Self::connect).
-    pub async fn connect_with_env(file: TenantsFile, env: Environment) -> Result<Self, Error> {
+    pub async fn connect_with_env(mut file: TenantsFile, env: Environment) -> Result<Self, Error> {
+        // A file built in code rather than loaded may name servers it lacks; every
+        // later step relies on them.
+        if !file.servers.contains_key(&file.default_server) {
+            return Err(Error::Config(format!(
+                "the default server {:?} is not among the servers",
+                file.default_server
+            )));
+        }
+        for spec in &mut file.tenants {
+            if spec.server.is_empty() {
+                spec.server = file.default_server.clone();
+            }
+            if !file.servers.contains_key(&spec.server) {
+                return Err(Error::Config(format!(
+                    "tenant {}: server {:?} is not among the servers",
+                    spec.tenant.id, spec.server
+                )));
+            }
+        }
         let mut missing = Vec::new();
         let mut servers = HashMap::new();
         for (name, server) in &file.servers {
