@@ -8,7 +8,8 @@
 //!
 //! When neither a server URL nor PostgreSQL binaries are available, the calling test
 //! fails with a message saying how to install PostgreSQL: a missing server is never a
-//! silently skipped test.
+//! silently skipped test. [`TestServer::pgbouncer`] puts a pgbouncer in transaction
+//! mode in front of the server, for the tests of deployments behind a pooler.
 //!
 //! # Examples
 //!
@@ -26,6 +27,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use url::{Host, Url};
+
+mod pgbouncer;
+
+pub use pgbouncer::{Pgbouncer, PgbouncerConfig};
 
 /// Environment variable naming an existing server to test against. It must be a
 /// superuser connection URL: tests create databases and roles.
@@ -162,6 +167,15 @@ fn address(url: &str) -> (String, u16) {
         None => "localhost".to_owned(),
     };
     (host, url.port().unwrap_or(5432))
+}
+
+/// Replaces the host and port of a `postgres://` URL.
+fn with_port(url: &str, host: &str, port: u16) -> String {
+    let mut url = parse(url);
+    // Only URLs without a host refuse a port; these all have one.
+    let _ = url.set_host(Some(host));
+    let _ = url.set_port(Some(port));
+    url.into()
 }
 
 /// Replaces the user and password of a `postgres://` URL.
@@ -380,6 +394,14 @@ mod tests {
         );
         assert_eq!(address("postgres://db.test/x"), ("db.test".into(), 5432));
         assert_eq!(address("postgres://u@[::1]:7/x"), ("::1".into(), 7));
+    }
+
+    #[test]
+    fn ports_are_replaced() {
+        assert_eq!(
+            with_port("postgres://u:p@db.test:5/x?y=1", "127.0.0.1", 6432),
+            "postgres://u:p@127.0.0.1:6432/x?y=1"
+        );
     }
 
     #[test]
