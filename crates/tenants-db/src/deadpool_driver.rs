@@ -6,16 +6,20 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Client, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Client, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
+    Runtime,
+};
 use futures_util::FutureExt;
-use tenants_core::{SqlIdent, Tenant, TenantId};
-use tokio_postgres::NoTls;
+use tenants_core::{SqlIdent, Tenant};
+use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use crate::driver::Driver;
 use crate::driver::sealed::{Backend, PoolSettings};
 use crate::isolation::Scope;
-use crate::verify::HAZARDS_SQL;
-use crate::{Error, Hazard, TENANT_SETTING, TenantRole, TenantRouter};
+use crate::silo::{IDENTITY_SQL, Identity};
+use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
+use crate::{Error, Hazard, TenantRole, TenantRouter};
 
 /// The deadpool-postgres driver for [`TenantRouter`]: `TenantRouter<Deadpool>`
 /// hands out [`TenantTransaction`]s and deadpool-postgres [`Client`]s, both of
@@ -23,7 +27,9 @@ use crate::{Error, Hazard, TENANT_SETTING, TenantRole, TenantRouter};
 /// own query methods.
 ///
 /// Connections are plain TCP (`NoTls`); pools recycle with
-/// [`RecyclingMethod::Fast`]; connections unused for the router's
+/// [`RecyclingMethod::Fast`] (a liveness check, no statement: the router puts each
+/// session back as it connected in the statement that opens its next use);
+/// connections unused for the router's
 /// [connection idle timeout](crate::RouterBuilder::connection_idle_timeout) are
 /// closed by the router's sweeper. A bridge-model connection whose previous user was
 /// another tenant gets its deadpool statement cache cleared first: the cache is
@@ -75,18 +81,21 @@ impl Backend for Deadpool {
 
     fn open_pool(
         server: &tokio_postgres::Config,
-        silo: Option<(&str, TenantId)>,
+        silo: Option<&Arc<Identity>>,
         settings: &PoolSettings,
     ) -> Result<Pool, Error> {
         let mut config = server.clone();
-        if let Some((database, tenant)) = silo {
-            // A tenant id needs no escaping in `options` (no space, no backslash).
-            let setting = format!("-c {TENANT_SETTING}={tenant}");
-            let options = match config.get_options() {
-                Some(given) => format!("{given} {setting}"),
-                None => setting,
-            };
-            config.dbname(database).options(options);
+        if let Some(identity) = silo {
+            config.dbname(identity.database());
+            if let Some((name, tenant)) = identity.startup_setting() {
+                // A tenant id needs no escaping in `options` (no space, no backslash).
+                let setting = format!("-c {name}={tenant}");
+                let options = match config.get_options() {
+                    Some(given) => format!("{given} {setting}"),
+                    None => setting,
+                };
+                config.options(options);
+            }
         }
         let manager = Manager::from_config(
             config,
@@ -95,18 +104,54 @@ impl Backend for Deadpool {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        Pool::builder(manager)
+        let mut builder = Pool::builder(manager)
             .max_size(settings.max_connections as usize)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(settings.acquire_timeout))
             .create_timeout(Some(settings.acquire_timeout))
-            .recycle_timeout(Some(settings.acquire_timeout))
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))
+            .recycle_timeout(Some(settings.acquire_timeout));
+        if let Some(identity) = silo {
+            let identity = identity.clone();
+            builder = builder.post_create(Hook::async_fn(move |client, _| {
+                let identity = identity.clone();
+                Box::pin(async move {
+                    let rows = client
+                        .simple_query(IDENTITY_SQL)
+                        .await
+                        .map_err(HookError::Backend)?;
+                    let (database, setting) = first_row(&rows)
+                        .map(|row| (row.get(0).unwrap_or_default(), row.get(1)))
+                        .unwrap_or_default();
+                    identity
+                        .check(database, setting)
+                        .map_err(HookError::message)
+                })
+            }));
+        }
+        builder.build().map_err(|e| Error::Config(e.to_string()))
     }
 
     fn is_closed(error: &Error) -> bool {
-        matches!(error, Error::Pool(deadpool_postgres::PoolError::Closed))
+        matches!(error, Error::Pool(PoolError::Closed))
+    }
+
+    fn is_connect_failure(error: &Error) -> bool {
+        // A statement's failure is an `Error::Postgres`; the pool's errors come
+        // from opening (or checking) a connection, or from waiting for one.
+        matches!(
+            error,
+            Error::Pool(PoolError::Backend(_) | PoolError::PostCreateHook(_))
+        )
+    }
+
+    async fn keeps_sessions(pool: &Pool) -> Result<bool, Error> {
+        let (mark_first, mark_second, expected) = session_markers();
+        let first = pool.get().await?;
+        let second = pool.get().await?;
+        first.batch_execute(&mark_first).await?;
+        second.batch_execute(&mark_second).await?;
+        let rows = first.simple_query(KEEPS_SESSIONS_READ).await?;
+        Ok(first_row(&rows).and_then(|row| row.get(0)) == Some(expected.as_str()))
     }
 
     fn size(pool: &Pool) -> usize {
@@ -140,13 +185,27 @@ impl Backend for Deadpool {
     }
 
     async fn hazards(pool: &Pool) -> Result<Vec<Hazard>, Error> {
+        // A simple query, which a transaction pooler runs whole on one connection.
         let client = pool.get().await?;
-        let rows = client.query(HAZARDS_SQL, &[]).await?;
+        let rows = client.simple_query(HAZARDS_SQL).await?;
         Ok(rows
-            .into_iter()
-            .filter_map(|row| Hazard::from_row(row.get(0), row.get(1)))
+            .iter()
+            .filter_map(|message| match message {
+                SimpleQueryMessage::Row(row) => {
+                    Hazard::from_row(row.get(0)?, row.get(1)?.to_owned())
+                }
+                _ => None,
+            })
             .collect())
     }
+}
+
+/// The first row of a simple query's answer.
+fn first_row(messages: &[SimpleQueryMessage]) -> Option<&tokio_postgres::SimpleQueryRow> {
+    messages.iter().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    })
 }
 
 /// Clients checked out of `pool`, plus callers waiting for one, including those
@@ -168,7 +227,10 @@ impl TenantRouter<Deadpool> {
     /// [`Error::Inactive`] for a suspended or deleted tenant,
     /// [`Error::UnknownServer`] for a silo on a server the router does not know,
     /// [`Error::BudgetExhausted`] when no silo connection comes free in time,
-    /// [`Error::Pool`] and [`Error::Postgres`] when the database fails.
+    /// [`Error::SiloIdentity`] and [`Error::SiloUnavailable`] (inside
+    /// [`Error::Shared`]) when a silo connection reaches the wrong database or
+    /// cannot be opened, [`Error::Pool`] and [`Error::Postgres`] when the database
+    /// fails.
     pub async fn begin(&self, tenant: &Tenant) -> Result<TenantTransaction, Error> {
         self.begin_with_role(tenant, None).await
     }
@@ -190,7 +252,7 @@ impl TenantRouter<Deadpool> {
         tenant: &Tenant,
         role: Option<SqlIdent>,
     ) -> Result<TenantTransaction, Error> {
-        let (client, scope) = self.connection(tenant).await?;
+        let (client, scope) = self.connection(tenant, false).await?;
         // From here on, dropping the guard (an error, or this future being
         // cancelled mid-way) rolls back whatever the server got.
         let transaction = TenantTransaction {
@@ -205,20 +267,22 @@ impl TenantRouter<Deadpool> {
     /// A client scoped to `tenant` for work outside a transaction (each statement
     /// commits on its own), with no round trip of its own.
     ///
-    /// The tenant's settings are made for the session, sent ahead of the caller's
-    /// first statement: tokio-postgres sends a request when its future is first
-    /// polled and the server answers in order, so the settings are in place before
-    /// anything the caller sends. Every client the router hands out from a shared
-    /// pool gets its own tenant's settings first, so what a previous user left is
-    /// replaced before anything else runs. (Setting a custom setting or
-    /// `search_path` cannot fail on a live connection; on a dead one, the caller's
-    /// statements fail too.) A silo connection was opened with its tenant's setting
-    /// and serves no other tenant: it is handed out as it is.
+    /// One statement, sent ahead of the caller's first, puts the session back as it
+    /// connected (whatever a previous user set: role, `search_path`, any setting)
+    /// and then makes the tenant's settings for the session; a silo connection
+    /// keeps the tenant setting it was opened with. tokio-postgres sends a request
+    /// when its future is first polled and the server answers in order, so the
+    /// settings are in place before anything the caller sends. (These statements
+    /// cannot fail on a live connection; on a dead one, the caller's fail too.)
+    ///
+    /// # Errors
+    ///
+    /// Those of [`begin`](Self::begin), and [`Error::SessionBehindPooler`] when the
+    /// tenant's server is declared a transaction pooler, where no session state
+    /// survives a statement: use [`begin`](Self::begin) there.
     pub async fn client(&self, tenant: &Tenant) -> Result<Client, Error> {
-        let (client, scope) = self.connection(tenant).await?;
-        if let Some(session) = scope.session()
-            && let Some(sent) = client.batch_execute(&session).now_or_never()
-        {
+        let (client, scope) = self.connection(tenant, true).await?;
+        if let Some(sent) = client.batch_execute(&scope.session()).now_or_never() {
             // Answered at once: only a closed connection does that.
             sent?;
         }
@@ -227,9 +291,9 @@ impl TenantRouter<Deadpool> {
 
     /// A connection for `tenant`, with its statement cache made safe for the
     /// tenant's schema, and the settings it must carry.
-    async fn connection(&self, tenant: &Tenant) -> Result<(Client, Scope), Error> {
+    async fn connection(&self, tenant: &Tenant, session: bool) -> Result<(Client, Scope), Error> {
         let (client, scope) = self
-            .hand_out(tenant, |pool, scope| async move {
+            .hand_out(tenant, session, |pool, scope| async move {
                 Ok((pool.get().await?, scope))
             })
             .await?;

@@ -7,8 +7,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tenants_core::TenantId;
+use std::sync::Arc;
 
+use crate::silo::Identity;
 use crate::{Error, Hazard};
 
 /// A database driver the [`TenantRouter`](crate::TenantRouter) can hand out
@@ -48,20 +49,33 @@ pub(crate) mod sealed {
         /// Parses a server's connection URL.
         fn parse_server(url: &str) -> Result<Self::Server, Error>;
 
-        /// Opens a pool to `server`'s own database, or to a silo's `(database,
-        /// tenant)`, without connecting yet. A silo pool serves one tenant: each of
+        /// Opens a pool to `server`'s own database, or to a silo tenant's, without
+        /// connecting yet. A silo pool serves one tenant: on a direct server each of
         /// its connections starts its session with
         /// [`TENANT_SETTING`](crate::TENANT_SETTING) set to that tenant (a startup
-        /// parameter), so handing one out needs no statement of its own.
+        /// parameter, [`Identity::startup_setting`]), and every new connection runs
+        /// [`IDENTITY_SQL`](crate::silo::IDENTITY_SQL) and passes the answer to
+        /// [`Identity::check`] before its first hand-out; a connection that fails is
+        /// closed.
         fn open_pool(
             server: &Self::Server,
-            silo: Option<(&str, TenantId)>,
+            silo: Option<&Arc<Identity>>,
             settings: &PoolSettings,
         ) -> Result<Self::Pool, Error>;
 
         /// Whether `error` says the pool was closed (a silo pool the budget closed
         /// between lookup and use).
         fn is_closed(error: &Error) -> bool;
+
+        /// Whether `error` came from opening a connection (refused, unreachable,
+        /// authentication, no such database, a failed check), not from a statement.
+        fn is_connect_failure(error: &Error) -> bool;
+
+        /// Whether session state survives from one statement to the next on one
+        /// client connection of `pool`: two connections each set a marker, then the
+        /// first reads its own back. A transaction-mode pooler hands the statements
+        /// whichever server connection is free, and the marker is lost or foreign.
+        fn keeps_sessions(pool: &Self::Pool) -> impl Future<Output = Result<bool, Error>> + Send;
 
         /// Connections open in the pool, idle, checked out or being opened.
         fn size(pool: &Self::Pool) -> usize;

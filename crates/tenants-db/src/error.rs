@@ -32,6 +32,45 @@ pub enum Error {
         /// The server its record names.
         server: String,
     },
+    /// A session hand-out (`acquire`, `client`) for a tenant whose server is
+    /// declared a transaction pooler, where a session's settings do not reach its
+    /// next statement.
+    #[error(
+        "tenant {tenant} is on server {server:?}, declared a transaction pooler, where no \
+         session state survives a statement: a session scoped to the tenant could run its \
+         statements as another tenant. Use begin(), which carries the tenant inside the \
+         transaction"
+    )]
+    SessionBehindPooler {
+        /// The tenant.
+        tenant: TenantId,
+        /// The server, by the router's name for it.
+        server: String,
+    },
+    /// A new silo connection reached another database than the tenant's, or does not
+    /// carry the tenant setting it was opened with. It was closed, never handed out.
+    #[error("{0}")]
+    SiloIdentity(Box<SiloMismatch>),
+    /// A silo tenant's database could not be connected to. Hand-outs are refused with
+    /// this error for a while before the next attempt (a back-off that doubles with
+    /// each failure in a row, from 250 ms to 30 s).
+    #[error(
+        "silo tenant {tenant}: cannot connect to database {database:?} on server {server:?}: \
+         {source}. If the server is a transaction pooler (pgbouncer, Supavisor, PgDog), which \
+         refuses or drops startup parameters, declare it with .connection_mode({server:?}, \
+         ConnectionMode::TransactionPooler) (connection = \"transaction_pooler\" in a tenants \
+         file); otherwise check that the database exists and the server is reachable"
+    )]
+    SiloUnavailable {
+        /// The tenant.
+        tenant: TenantId,
+        /// The server, by the router's name for it.
+        server: String,
+        /// The tenant's database.
+        database: String,
+        /// What the driver reported.
+        source: Box<Error>,
+    },
     /// The router or a pool was configured with values that cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -118,6 +157,33 @@ pub enum Error {
     },
 }
 
+/// What a new silo connection showed instead of its tenant's identity
+/// ([`Error::SiloIdentity`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+#[error(
+    "silo tenant {tenant} on server {server:?}: a new connection reached database \
+     {found_database:?}{} (expected {expected_database:?}{}); it was closed unused. {}",
+    found_setting_text(*.expected_setting, .found_setting.as_deref()),
+    expected_setting_text(*.expected_setting, tenant),
+    identity_remedy(.expected_database, .found_database)
+)]
+pub struct SiloMismatch {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The server, by the router's name for it.
+    pub server: String,
+    /// The tenant's database.
+    pub expected_database: String,
+    /// The database the connection reached (`current_database()`).
+    pub found_database: String,
+    /// Whether the connection had to carry the tenant setting from its start
+    /// (direct servers; behind a pooler each transaction sets it).
+    pub expected_setting: bool,
+    /// The connection's `tenants.tenant_id`.
+    pub found_setting: Option<String>,
+}
+
 /// tokio-postgres displays a server error as "db error"; the server's message and
 /// code are what a reader needs.
 #[cfg(feature = "deadpool")]
@@ -125,6 +191,35 @@ fn postgres_message(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => error.to_string(),
+    }
+}
+
+fn found_setting_text(expected: bool, found: Option<&str>) -> String {
+    match (expected, found) {
+        (false, _) => String::new(),
+        (true, Some(found)) if !found.is_empty() => format!(" with tenants.tenant_id = {found:?}"),
+        (true, _) => " without tenants.tenant_id".to_owned(),
+    }
+}
+
+fn expected_setting_text(expected: bool, tenant: &TenantId) -> String {
+    if expected {
+        format!(" with tenants.tenant_id = \"{tenant}\"")
+    } else {
+        String::new()
+    }
+}
+
+fn identity_remedy(expected: &str, found: &str) -> &'static str {
+    if expected != found {
+        "The server or a pooler alias maps the database name to another database: fix the \
+         server URL or the pooler's [databases] entry"
+    } else {
+        "The tenant setting, sent as a startup parameter, did not arrive, as behind a pooler \
+         that drops startup parameters (pgbouncer's ignore_startup_parameters = options): \
+         declare the server with .connection_mode(server, ConnectionMode::TransactionPooler) \
+         (connection = \"transaction_pooler\" in a tenants file), so each transaction carries \
+         the tenant"
     }
 }
 

@@ -5,6 +5,7 @@
 //! no round trip of its own (it rides on the `BEGIN` every transaction sends anyway):
 //!
 //! ```sql
+//! SET SESSION AUTHORIZATION DEFAULT; RESET ALL;        -- whatever an earlier user left
 //! SET LOCAL ROLE "tenant_acme_customer";               -- only with a role
 //! BEGIN;
 //! SET LOCAL tenants.tenant_id = 'acme';                -- pool and bridge
@@ -12,15 +13,26 @@
 //! ```
 //!
 //! A silo connection serves one tenant and is opened with its tenant setting (a
-//! startup parameter), so its transactions open with `BEGIN` alone.
+//! startup parameter), so its transactions set no tenant; behind a transaction
+//! pooler, where no startup parameter can be trusted to arrive, they set it like
+//! pool tenants do.
 //!
-//! Every setting is transaction-local: `COMMIT` and `ROLLBACK` remove it, so a
-//! connection goes back to its pool carrying nothing. The role is set before `BEGIN`
-//! on purpose: PostgreSQL folds statements that precede `BEGIN` in one message into
-//! the transaction, but if one of them fails no transaction is opened, so a refused
-//! role can never leave an aborted transaction on a pooled connection. What follows
-//! `BEGIN` cannot fail. `SET` rather than `SELECT set_config(..)`: a utility
-//! statement costs the server no planning and returns no row.
+//! The tenant's settings are transaction-local: `COMMIT` and `ROLLBACK` remove them.
+//! What a handler sets for the session inside its transaction (`SET ROLE`, a plain
+//! `SET search_path`, `set_config(.., false)`) would outlive it, so every hand-out
+//! first puts the session back as it connected: `SET SESSION AUTHORIZATION DEFAULT`
+//! ends any `SET ROLE` (and `SET SESSION AUTHORIZATION`), and `RESET ALL` returns
+//! every other setting to its value at connection start (startup parameters, such as
+//! a URL's `options` or a silo connection's tenant, included), per the PostgreSQL
+//! documentation of `RESET` and `DISCARD ALL`. Both are utility statements the server
+//! runs without planning, in the same message, so hygiene costs no round trip either.
+//!
+//! The role is set before `BEGIN` on purpose: PostgreSQL folds statements that
+//! precede `BEGIN` in one message into the transaction, but if one of them fails no
+//! transaction is opened, so a refused role can never leave an aborted transaction
+//! on a pooled connection. What follows `BEGIN` cannot fail. `SET` rather than
+//! `SELECT set_config(..)`: a utility statement costs the server no planning and
+//! returns no row.
 //!
 //! The simple-query protocol has no parameters, so the values are literals and
 //! identifiers. They only ever come from validated types, never from request text:
@@ -41,6 +53,11 @@ use tenants_core::{SqlIdent, TenantId};
 /// the policies of a pool tenant moved to its own database keep working.
 pub const TENANT_SETTING: &str = "tenants.tenant_id";
 
+/// Puts a session back as it connected: no role, no session authorization, every
+/// setting at its value from connection start. Both statements are allowed to any
+/// role (`DEFAULT` is the role that logged in) and cannot fail on a live connection.
+const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ";
+
 /// What a connection must carry for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -53,10 +70,11 @@ pub(crate) enum Scope {
         tenant: TenantId,
         search_path: String,
     },
-    /// A silo tenant: its connections serve no one else and were opened with the
-    /// tenant setting (so a pool tenant moved to its own database, policies and
-    /// all, keeps working), so nothing needs setting.
-    Silo,
+    /// A silo tenant: its connections serve no one else. They carry the tenant
+    /// setting (so a pool tenant moved to its own database, policies and all, keeps
+    /// working) from their start on a direct server (`None`: nothing to set), or
+    /// set it in each transaction behind a transaction pooler (`Some`).
+    Silo(Option<TenantId>),
 }
 
 impl Scope {
@@ -72,7 +90,6 @@ impl Scope {
     }
 
     /// The `search_path` of a bridge tenant, as a list of quoted identifiers.
-    #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) fn search_path(&self) -> Option<&str> {
         match self {
             Scope::Bridge { search_path, .. } => Some(search_path),
@@ -80,49 +97,52 @@ impl Scope {
         }
     }
 
-    /// Opens a transaction scoped to the tenant, optionally as `role`.
+    /// Opens a transaction scoped to the tenant, optionally as `role`, on a session
+    /// first put back as it connected.
     pub(crate) fn begin(&self, role: Option<&SqlIdent>) -> String {
-        let mut sql = String::with_capacity(128);
+        let mut sql = String::with_capacity(160);
+        sql.push_str(RESET_SESSION);
         if let Some(role) = role {
             sql.push_str("SET LOCAL ROLE ");
             sql.push_str(&role.quoted());
             sql.push_str("; ");
         }
         sql.push_str("BEGIN");
-        if *self != Scope::Silo {
+        if self.tenant().is_some() {
             sql.push_str("; ");
             self.push_settings(&mut sql, "SET LOCAL ");
         }
         sql
     }
 
-    /// Scopes a whole session (a connection handed out outside a transaction), or
-    /// `None` for a silo connection, which carries its tenant from the start. Every
-    /// hand-out from a shared pool runs one of these first, so a session value left
-    /// by the previous user is replaced before anything else reaches the server.
-    pub(crate) fn session(&self) -> Option<String> {
-        if *self == Scope::Silo {
-            return None;
-        }
-        let mut sql = String::with_capacity(96);
+    /// Scopes a whole session (a connection handed out outside a transaction): the
+    /// session put back as it connected, then the tenant's settings (none for a silo
+    /// connection, which carries its tenant from the start). Every session hand-out
+    /// runs it first, so nothing a previous user left reaches the next.
+    pub(crate) fn session(&self) -> String {
+        let mut sql = String::with_capacity(128);
+        sql.push_str(RESET_SESSION);
         self.push_settings(&mut sql, "SET ");
-        Some(sql)
+        sql
+    }
+
+    /// The tenant whose setting this scope makes, if it makes one.
+    fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            Scope::Pool(tenant) | Scope::Bridge { tenant, .. } | Scope::Silo(Some(tenant)) => {
+                Some(tenant)
+            }
+            Scope::Silo(None) => None,
+        }
     }
 
     fn push_settings(&self, sql: &mut String, set: &str) {
-        let (tenant, search_path) = match self {
-            Scope::Pool(tenant) => (tenant, None),
-            Scope::Bridge {
-                tenant,
-                search_path,
-            } => (tenant, Some(search_path)),
-            Scope::Silo => return,
-        };
+        let Some(tenant) = self.tenant() else { return };
         sql.push_str(set);
         sql.push_str(TENANT_SETTING);
         sql.push_str(" = ");
         push_literal(sql, tenant.as_str());
-        if let Some(path) = search_path {
+        if let Some(path) = self.search_path() {
             sql.push_str("; ");
             sql.push_str(set);
             sql.push_str("search_path = ");
@@ -166,27 +186,33 @@ mod tests {
         SqlIdent::new(s).unwrap()
     }
 
+    const RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ";
+
     #[test]
-    fn pool_begin_sets_only_the_tenant() {
+    fn pool_begin_resets_the_session_and_sets_only_the_tenant() {
         let scope = Scope::Pool("acme".parse().unwrap());
         assert_eq!(
             scope.begin(None),
-            "BEGIN; SET LOCAL tenants.tenant_id = 'acme'"
+            format!("{RESET}BEGIN; SET LOCAL tenants.tenant_id = 'acme'")
         );
         assert_eq!(
-            scope.session().as_deref(),
-            Some("SET tenants.tenant_id = 'acme'")
+            scope.session(),
+            format!("{RESET}SET tenants.tenant_id = 'acme'")
         );
     }
 
     #[test]
-    fn silo_sets_nothing_but_the_role() {
-        assert_eq!(Scope::Silo.begin(None), "BEGIN");
+    fn silo_sets_the_tenant_only_behind_a_pooler() {
+        assert_eq!(Scope::Silo(None).begin(None), format!("{RESET}BEGIN"));
         assert_eq!(
-            Scope::Silo.begin(Some(&ident("tenant_acme_admin"))),
-            "SET LOCAL ROLE \"tenant_acme_admin\"; BEGIN"
+            Scope::Silo(None).begin(Some(&ident("tenant_acme_admin"))),
+            format!("{RESET}SET LOCAL ROLE \"tenant_acme_admin\"; BEGIN")
         );
-        assert_eq!(Scope::Silo.session(), None);
+        assert_eq!(Scope::Silo(None).session(), RESET);
+        assert_eq!(
+            Scope::Silo(Some("acme".parse().unwrap())).begin(None),
+            format!("{RESET}BEGIN; SET LOCAL tenants.tenant_id = 'acme'")
+        );
     }
 
     #[test]
@@ -194,12 +220,16 @@ mod tests {
         let scope = Scope::bridge("acme".parse().unwrap(), &ident("acme"), ", \"public\"");
         assert_eq!(
             scope.begin(Some(&ident("tenant_acme_customer"))),
-            "SET LOCAL ROLE \"tenant_acme_customer\"; BEGIN; \
-             SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\", \"public\""
+            format!(
+                "{RESET}SET LOCAL ROLE \"tenant_acme_customer\"; BEGIN; \
+                 SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\", \"public\""
+            )
         );
         assert_eq!(
-            scope.session().as_deref(),
-            Some("SET tenants.tenant_id = 'acme'; SET search_path = \"acme\", \"public\"")
+            scope.session(),
+            format!(
+                "{RESET}SET tenants.tenant_id = 'acme'; SET search_path = \"acme\", \"public\""
+            )
         );
     }
 

@@ -108,6 +108,7 @@ mod deadpool_driver;
 mod driver;
 mod error;
 mod isolation;
+mod mode;
 mod placement;
 #[cfg(feature = "sqlx")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
@@ -135,8 +136,9 @@ pub use deadpool_postgres;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
 pub use driver::Driver;
-pub use error::Error;
+pub use error::{Error, SiloMismatch};
 pub use isolation::TENANT_SETTING;
+pub use mode::{ConnectionMode, UnknownConnectionMode};
 pub use placement::Placement;
 pub use role::TenantRole;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]

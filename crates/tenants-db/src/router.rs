@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use tenants_core::{DataModel, SqlIdent, Tenant};
 
-use crate::Error;
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 use crate::isolation::Scope;
 use crate::placement::active_model;
-use crate::silo::{SiloKey, SiloPools};
+use crate::silo::{Identity, SiloKey, SiloPools};
+use crate::{ConnectionMode, Error, Hazard};
 
 /// Hands out connections that see only one tenant's data, in the tenant's data model.
 ///
@@ -58,8 +58,10 @@ pub struct TenantRouter<D: Driver> {
 }
 
 pub(crate) struct Inner<D: Backend> {
-    servers: HashMap<Arc<str>, D::Server>,
+    servers: HashMap<Arc<str>, Server<D>>,
     default_server: Arc<str>,
+    /// How the default server (pool and bridge tenants) is reached.
+    default_mode: ConnectionMode,
     pool_model: D::Pool,
     bridge_model: D::Pool,
     /// The shared schemas as the tail of a bridge tenant's `search_path`
@@ -69,6 +71,20 @@ pub(crate) struct Inner<D: Backend> {
     /// What the driver keeps per router (only deadpool keeps anything).
     #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) driver_state: D::State,
+}
+
+/// A server the router knows: where it is, and how it is reached.
+struct Server<D: Backend> {
+    connect: D::Server,
+    mode: ConnectionMode,
+}
+
+/// Where one hand-out's connection comes from.
+pub(crate) struct Target<D: Backend> {
+    pub(crate) pool: D::Pool,
+    pub(crate) scope: Scope,
+    /// A silo pool's connection checks, whose failures the hand-out reports.
+    identity: Option<Arc<Identity>>,
 }
 
 impl<D: Driver> Clone for TenantRouter<D> {
@@ -86,6 +102,7 @@ impl<D: Driver> fmt::Debug for TenantRouter<D> {
         f.debug_struct("TenantRouter")
             .field("servers", &servers)
             .field("default_server", &self.inner.default_server)
+            .field("default_mode", &self.inner.default_mode)
             .field("shared_path", &self.inner.shared_path)
             .field("silos", &self.inner.silos)
             .finish()
@@ -113,6 +130,7 @@ impl<D: Driver> TenantRouter<D> {
     pub fn builder() -> RouterBuilder<D> {
         RouterBuilder {
             servers: Vec::new(),
+            modes: Vec::new(),
             default_server: None,
             shared_schemas: Vec::new(),
             pool_connections: 10,
@@ -126,12 +144,33 @@ impl<D: Driver> TenantRouter<D> {
         }
     }
 
-    /// Checks the application role on the default server's database and fails with
-    /// [`Error::UnsafeRole`] listing every [`Hazard`](crate::Hazard) found: a superuser or
-    /// `BYPASSRLS` role, pool tables it owns, pool tables whose row-level security is
-    /// not both enabled and forced.
+    /// Checks every server before the router serves anyone, and fails with
+    /// [`Error::UnsafeRole`] listing every [`Hazard`] found:
+    ///
+    /// - on each server's own database, the application role: a superuser or
+    ///   `BYPASSRLS` role, pool tables it owns, pool tables whose row-level security
+    ///   is not both enabled and forced;
+    /// - on each server declared [`ConnectionMode::Direct`], that session state
+    ///   survives from one statement to the next, which a transaction-mode pooler
+    ///   does not keep ([`Hazard::UndeclaredTransactionPooler`]).
+    ///
+    /// It opens (and closes) two connections per server of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsafeRole`] with the hazards, or the error of a server that could
+    /// not be checked.
     pub async fn verify(&self) -> Result<(), Error> {
-        let hazards = D::hazards(&self.inner.pool_model).await?;
+        let mut servers: Vec<_> = self.inner.servers.iter().collect();
+        servers.sort_by(|a, b| a.0.cmp(b.0));
+        let mut hazards = Vec::new();
+        for (name, server) in servers {
+            for hazard in check_server::<D>(name, server).await? {
+                if !hazards.contains(&hazard) {
+                    hazards.push(hazard);
+                }
+            }
+        }
         if hazards.is_empty() {
             Ok(())
         } else {
@@ -140,19 +179,53 @@ impl<D: Driver> TenantRouter<D> {
     }
 }
 
+/// The hazards of one server: its role's, and an undeclared transaction pooler.
+async fn check_server<D: Backend>(name: &str, server: &Server<D>) -> Result<Vec<Hazard>, Error> {
+    let settings = PoolSettings {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
+        statement_cache: false,
+    };
+    let pool = D::open_pool(&server.connect, None, &settings)?;
+    let checked = async {
+        let mut hazards = D::hazards(&pool).await?;
+        if server.mode == ConnectionMode::Direct && !D::keeps_sessions(&pool).await? {
+            hazards.push(Hazard::UndeclaredTransactionPooler {
+                server: name.to_owned(),
+            });
+        }
+        Ok(hazards)
+    }
+    .await;
+    D::close(&pool).await;
+    checked
+}
+
 impl<D: Driver> TenantRouter<D> {
     /// Hands `tenant`'s pool and the scope its connection must carry to `take`,
     /// which takes a connection. A silo pool the budget closed between lookup and
-    /// use is looked up again (up to [`SILO_RETRIES`] times).
-    pub(crate) async fn hand_out<T, F, Fut>(&self, tenant: &Tenant, mut take: F) -> Result<T, Error>
+    /// use is looked up again (up to [`SILO_RETRIES`] times). A `session` hand-out
+    /// (outside a transaction) is refused on a server behind a transaction pooler.
+    pub(crate) async fn hand_out<T, F, Fut>(
+        &self,
+        tenant: &Tenant,
+        session: bool,
+        mut take: F,
+    ) -> Result<T, Error>
     where
         F: FnMut(D::Pool, Scope) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
         let mut attempt = 0;
         loop {
-            let (pool, scope) = self.target(tenant).await?;
-            match take(pool, scope).await {
+            let target = self.target(tenant, session).await?;
+            let taken = take(target.pool, target.scope);
+            let result = match &target.identity {
+                Some(identity) => identity.guard::<T, D>(taken).await,
+                None => taken.await,
+            };
+            match result {
                 Err(error) if attempt < SILO_RETRIES && D::is_closed(&error) => attempt += 1,
                 result => return result,
             }
@@ -160,13 +233,31 @@ impl<D: Driver> TenantRouter<D> {
     }
 
     /// Where `tenant`'s connections come from, and what they must carry. Refuses
-    /// inactive tenants, and silo tenants on servers the router does not know.
-    async fn target(&self, tenant: &Tenant) -> Result<(D::Pool, Scope), Error> {
+    /// inactive tenants, silo tenants on servers the router does not know, and
+    /// session hand-outs behind a transaction pooler.
+    async fn target(&self, tenant: &Tenant, session: bool) -> Result<Target<D>, Error> {
         let inner = &self.inner;
-        Ok(match active_model(tenant)? {
-            DataModel::Pool => (inner.pool_model.clone(), Scope::Pool(tenant.id)),
-            DataModel::Bridge { schema } => (
-                inner.bridge_model.clone(),
+        let refuse_session = |server: &str, mode| {
+            if session && mode == ConnectionMode::TransactionPooler {
+                return Err(Error::SessionBehindPooler {
+                    tenant: tenant.id,
+                    server: server.to_owned(),
+                });
+            }
+            Ok(())
+        };
+        let shared = |pool: &D::Pool, scope| {
+            refuse_session(&inner.default_server, inner.default_mode)?;
+            Ok(Target {
+                pool: pool.clone(),
+                scope,
+                identity: None,
+            })
+        };
+        match active_model(tenant)? {
+            DataModel::Pool => shared(&inner.pool_model, Scope::Pool(tenant.id)),
+            DataModel::Bridge { schema } => shared(
+                &inner.bridge_model,
                 Scope::bridge(tenant.id, schema, &inner.shared_path),
             ),
             DataModel::Silo { server, database } => {
@@ -179,14 +270,20 @@ impl<D: Driver> TenantRouter<D> {
                             tenant: tenant.id,
                             server: name.to_owned(),
                         })?;
+                refuse_session(name, server.mode)?;
                 let key = SiloKey {
                     server: name.clone(),
                     database: database.clone(),
                     tenant: tenant.id,
                 };
-                (inner.silos.pool(&key, server).await?, Scope::Silo)
+                let silo = inner.silos.pool(&key, &server.connect, server.mode).await?;
+                Ok(Target {
+                    pool: silo.pool.clone(),
+                    scope: silo.scope.clone(),
+                    identity: Some(silo.identity.clone()),
+                })
             }
-        })
+        }
     }
 
     /// Open silo pools and their connections.
@@ -210,6 +307,7 @@ impl<D: Driver> TenantRouter<D> {
 #[must_use = "call .build() to get the router"]
 pub struct RouterBuilder<D> {
     servers: Vec<(String, String)>,
+    modes: Vec<(String, ConnectionMode)>,
     default_server: Option<String>,
     shared_schemas: Vec<String>,
     pool_connections: u32,
@@ -228,6 +326,7 @@ impl<D> fmt::Debug for RouterBuilder<D> {
         let servers: Vec<_> = self.servers.iter().map(|(name, _)| name).collect();
         f.debug_struct("RouterBuilder")
             .field("servers", &servers)
+            .field("modes", &self.modes)
             .field("default_server", &self.default_server)
             .field("shared_schemas", &self.shared_schemas)
             .field("pool_connections", &self.pool_connections)
@@ -250,6 +349,17 @@ impl<D: Driver> RouterBuilder<D> {
     /// `BYPASSRLS` or own pool tables ([`verify`](TenantRouter::verify) checks).
     pub fn server(mut self, name: impl Into<String>, url: impl Into<String>) -> Self {
         self.servers.push((name.into(), url.into()));
+        self
+    }
+
+    /// Declares how the application reaches server `name` (default
+    /// [`ConnectionMode::Direct`]). Declare [`ConnectionMode::TransactionPooler`]
+    /// for a server URL that points at pgbouncer, Supavisor, PgDog or RDS Proxy in
+    /// transaction mode: session hand-outs are then refused, silo tenants carry
+    /// their tenant in each transaction, and sqlx's statement cache is off (see
+    /// [`ConnectionMode`]).
+    pub fn connection_mode(mut self, name: impl Into<String>, mode: ConnectionMode) -> Self {
+        self.modes.push((name.into(), mode));
         self
     }
 
@@ -322,7 +432,8 @@ impl<D: Driver> RouterBuilder<D> {
     /// # Errors
     ///
     /// [`Error::Config`] for no servers, an unparsable URL, an unknown default
-    /// server, an unsafe schema name, or sizes that cannot work.
+    /// server, a connection mode for an unknown server, an unsafe schema name, or
+    /// sizes that cannot work.
     pub fn build(self) -> Result<TenantRouter<D>, Error> {
         let (first, _) = self
             .servers
@@ -331,14 +442,26 @@ impl<D: Driver> RouterBuilder<D> {
         let default_server: Arc<str> = self.default_server.as_deref().unwrap_or(first).into();
         let mut servers = HashMap::new();
         for (name, url) in &self.servers {
-            let server =
+            let connect =
                 D::parse_server(url).map_err(|e| Error::Config(format!("server {name:?}: {e}")))?;
+            let server = Server {
+                connect,
+                mode: ConnectionMode::Direct,
+            };
             if servers
                 .insert(Arc::<str>::from(name.as_str()), server)
                 .is_some()
             {
                 return Err(Error::Config(format!("server {name:?} is listed twice")));
             }
+        }
+        for (name, mode) in &self.modes {
+            let server = servers.get_mut(name.as_str()).ok_or_else(|| {
+                Error::Config(format!(
+                    "connection mode for server {name:?}, which is not listed"
+                ))
+            })?;
+            server.mode = *mode;
         }
         let default = servers.get(&default_server).ok_or_else(|| {
             Error::Config(format!(
@@ -361,14 +484,23 @@ impl<D: Driver> RouterBuilder<D> {
                 self.silo_per_tenant, self.silo_budget
             )));
         }
+        let default_mode = default.mode;
         let settings = |max_connections, statement_cache| PoolSettings {
             max_connections,
             acquire_timeout: self.acquire_timeout,
             idle_timeout: self.connection_idle,
             statement_cache,
         };
-        let pool_model = D::open_pool(default, None, &settings(self.pool_connections, true))?;
-        let bridge_model = D::open_pool(default, None, &settings(self.bridge_connections, false))?;
+        let pool_model = D::open_pool(
+            &default.connect,
+            None,
+            &settings(self.pool_connections, true),
+        )?;
+        let bridge_model = D::open_pool(
+            &default.connect,
+            None,
+            &settings(self.bridge_connections, false),
+        )?;
         let silos = SiloPools::new(
             settings(self.silo_per_tenant, true),
             self.silo_budget,
@@ -381,6 +513,7 @@ impl<D: Driver> RouterBuilder<D> {
             inner: Arc::new(Inner {
                 servers,
                 default_server,
+                default_mode,
                 pool_model,
                 bridge_model,
                 shared_path,

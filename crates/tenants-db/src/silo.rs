@@ -1,5 +1,6 @@
 //! Silo tenants' connection pools: one per tenant database, opened on first use,
-//! closed when idle, and all of them inside one global connection budget.
+//! closed when idle, all of them inside one global connection budget, and every
+//! new connection checked before its first hand-out.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,9 +10,11 @@ use std::time::{Duration, Instant};
 use tenants_core::{SqlIdent, TenantId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::Error;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
+use crate::error::SiloMismatch;
+use crate::isolation::Scope;
+use crate::{ConnectionMode, Error, TENANT_SETTING};
 
 /// A silo pool: which server, which database, and the tenant its connections are
 /// opened for (two tenant records naming one database get a pool each, so a
@@ -23,9 +26,14 @@ pub(crate) struct SiloKey {
     pub(crate) tenant: TenantId,
 }
 
-/// One open silo pool and the share of the budget it holds.
-struct Silo<P> {
-    pool: P,
+/// One open silo pool, the share of the budget it holds, and how its connection
+/// attempts have fared.
+pub(crate) struct Silo<P> {
+    pub(crate) pool: P,
+    /// What the pool's connections must show, and what the last failures found.
+    pub(crate) identity: Arc<Identity>,
+    /// What each transaction must carry: the tenant setting, behind a pooler.
+    pub(crate) scope: Scope,
     /// Milliseconds since the cache's epoch at the last hand-out.
     last_used: AtomicU64,
     /// The budget this pool reserved (its connection cap); given back once the pool
@@ -85,30 +93,48 @@ impl<D: Backend> SiloPools<D> {
         }
     }
 
-    /// The pool of a silo database, opened (within the budget) on first use.
-    pub(crate) async fn pool(&self, key: &SiloKey, server: &D::Server) -> Result<D::Pool, Error> {
+    /// The pool of a silo database, opened (within the budget) on first use on a
+    /// server reached in `mode`.
+    pub(crate) async fn pool(
+        &self,
+        key: &SiloKey,
+        server: &D::Server,
+        mode: ConnectionMode,
+    ) -> Result<Arc<Silo<D::Pool>>, Error> {
         let silo = match self.pools.get(key).await {
             Some(silo) => silo,
             None => self
                 .pools
-                .try_get_with_by_ref(key, self.open(key, server))
+                .try_get_with_by_ref(key, self.open(key, server, mode))
                 .await
                 .map_err(Error::unshare)?,
         };
         silo.last_used.store(self.now(), Ordering::Relaxed);
-        Ok(silo.pool.clone())
+        Ok(silo)
     }
 
-    async fn open(&self, key: &SiloKey, server: &D::Server) -> Result<Arc<Silo<D::Pool>>, Error> {
+    async fn open(
+        &self,
+        key: &SiloKey,
+        server: &D::Server,
+        mode: ConnectionMode,
+    ) -> Result<Arc<Silo<D::Pool>>, Error> {
         let reserved = self.reserve().await?;
-        let pool = D::open_pool(
-            server,
-            Some((key.database.as_str(), key.tenant)),
-            &self.settings,
-        )?;
+        let direct = mode == ConnectionMode::Direct;
+        let identity = Arc::new(Identity {
+            server: key.server.clone(),
+            database: key.database.clone(),
+            tenant: key.tenant,
+            setting_at_connect: direct,
+            failure: Mutex::default(),
+            failed: tokio::sync::Notify::new(),
+        });
+        let pool = D::open_pool(server, Some(&identity), &self.settings)?;
         tracing::debug!(server = %key.server, database = %key.database, "opened silo pool");
         Ok(Arc::new(Silo {
             pool,
+            identity,
+            scope: Scope::Silo((!direct).then_some(key.tenant)),
             last_used: AtomicU64::new(self.now()),
             reserved: Mutex::new(Some(reserved)),
         }))
@@ -236,5 +262,175 @@ fn close_in_background<D: Backend>(silo: Arc<Silo<D::Pool>>, closing: &Closing<D
         // Outside a runtime the pool cannot be closed gracefully; dropping it
         // closes its idle connections and gives the budget back.
         Err(_) => drop(close),
+    }
+}
+
+/// What every new connection of a silo pool must show before its first hand-out,
+/// and what the pool's last failed connection attempts found.
+///
+/// The drivers run [`IDENTITY_SQL`] on each new connection (sqlx `after_connect`,
+/// deadpool `post_create`) and hand the answer to [`Identity::check`]; a connection
+/// that fails is closed by its driver, never handed out. After a failure, hand-outs
+/// are refused with the same error for a while that doubles with each failure in a
+/// row (from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`]), so a misrouted or refused silo
+/// costs one connection attempt per back-off, not one per request.
+pub struct Identity {
+    pub(crate) server: Arc<str>,
+    pub(crate) database: SqlIdent,
+    pub(crate) tenant: TenantId,
+    /// Whether connections carry the tenant setting from their start (direct
+    /// servers); behind a transaction pooler each transaction sets it.
+    pub(crate) setting_at_connect: bool,
+    failure: Mutex<Option<Failure>>,
+    /// Wakes hand-outs waiting for a connection when one fails its check (sqlx
+    /// retries a failed `after_connect` until its acquire timeout).
+    failed: tokio::sync::Notify,
+}
+
+/// What a silo connection reports about itself: its database and tenant setting.
+pub(crate) const IDENTITY_SQL: &str =
+    "SELECT current_database()::text, current_setting('tenants.tenant_id', true)";
+
+/// The first refusal period after a failed silo connection attempt.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest refusal period, reached after about seven failures in a row.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+struct Failure {
+    error: Arc<Error>,
+    until: Instant,
+    in_a_row: u32,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("server", &self.server)
+            .field("database", &self.database)
+            .field("tenant", &self.tenant)
+            .field("setting_at_connect", &self.setting_at_connect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// The database a silo connection must reach.
+    pub(crate) fn database(&self) -> &str {
+        self.database.as_str()
+    }
+
+    /// The tenant setting a silo connection must carry from its start, if any
+    /// (`options=-c tenants.tenant_id=..`).
+    pub(crate) fn startup_setting(&self) -> Option<(&'static str, &str)> {
+        self.setting_at_connect
+            .then(|| (TENANT_SETTING, self.tenant.as_str()))
+    }
+
+    /// Checks what a new connection reported ([`IDENTITY_SQL`]); on a mismatch,
+    /// records the failure (starting a refusal period) and returns its message for
+    /// the driver's own error.
+    pub(crate) fn check(&self, database: &str, setting: Option<&str>) -> Result<(), String> {
+        let setting_ok = !self.setting_at_connect || setting == Some(self.tenant.as_str());
+        if database == self.database.as_str() && setting_ok {
+            return Ok(());
+        }
+        let error = Error::SiloIdentity(Box::new(SiloMismatch {
+            tenant: self.tenant,
+            server: self.server.to_string(),
+            expected_database: self.database.to_string(),
+            found_database: database.to_owned(),
+            expected_setting: self.setting_at_connect,
+            found_setting: setting.map(str::to_owned),
+        }));
+        let message = error.to_string();
+        self.fail(error);
+        self.failed.notify_waiters();
+        Err(message)
+    }
+
+    /// Hands out through `take`, unless a recent failure is still being served;
+    /// a connection failing its check while `take` waits ends the wait with that
+    /// failure, and a failed connection attempt starts a refusal period.
+    pub(crate) async fn guard<T, D: Backend>(
+        &self,
+        take: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        if let Some(error) = self.refusing() {
+            return Err(Error::Shared(error));
+        }
+        let failed = self.failed.notified();
+        let mut failed = std::pin::pin!(failed);
+        failed.as_mut().enable();
+        let result = tokio::select! {
+            result = take => result,
+            () = failed => return Err(self.last_failure()),
+        };
+        match result {
+            Ok(value) => {
+                self.recovered();
+                Ok(value)
+            }
+            Err(error) if D::is_connect_failure(&error) => {
+                if let Some(error) = self.refusing() {
+                    // A connection failed its check while this one connected.
+                    return Err(Error::Shared(error));
+                }
+                let error = Arc::new(Error::SiloUnavailable {
+                    tenant: self.tenant,
+                    server: self.server.to_string(),
+                    database: self.database.to_string(),
+                    source: Box::new(error),
+                });
+                Err(Error::Shared(self.fail_shared(error)))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Failure>> {
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The failure being served, while its refusal period lasts.
+    fn refusing(&self) -> Option<Arc<Error>> {
+        let failure = self.lock();
+        let failure = failure.as_ref()?;
+        (Instant::now() < failure.until).then(|| failure.error.clone())
+    }
+
+    fn last_failure(&self) -> Error {
+        match self.lock().as_ref() {
+            Some(failure) => Error::Shared(failure.error.clone()),
+            // Only a recorded failure wakes a waiter; a reset in between is a
+            // recovery, which the caller may simply retry.
+            None => Error::Config("a silo connection failed its check".into()),
+        }
+    }
+
+    fn fail(&self, error: Error) {
+        self.fail_shared(Arc::new(error));
+    }
+
+    fn fail_shared(&self, error: Arc<Error>) -> Arc<Error> {
+        let mut failure = self.lock();
+        let in_a_row = failure.as_ref().map_or(0, |f| f.in_a_row) + 1;
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << (in_a_row - 1).min(7))
+            .min(MAX_BACKOFF);
+        tracing::warn!(server = %self.server, database = %self.database, tenant = %self.tenant,
+            %error, retry_in = ?backoff, "silo connection refused");
+        *failure = Some(Failure {
+            error: error.clone(),
+            until: Instant::now() + backoff,
+            in_a_row,
+        });
+        error
+    }
+
+    fn recovered(&self) {
+        let mut failure = self.lock();
+        if failure.is_some() {
+            *failure = None;
+        }
     }
 }

@@ -4,16 +4,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use std::sync::Arc;
+
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, Postgres, Transaction};
-use tenants_core::{SqlIdent, Tenant, TenantId};
+use sqlx::{AssertSqlSafe, Executor, Postgres, Row, Transaction};
+use tenants_core::{SqlIdent, Tenant};
 
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
-use crate::verify::HAZARDS_SQL;
-use crate::{Error, Hazard, TENANT_SETTING, TenantRole, TenantRouter};
+use crate::silo::{IDENTITY_SQL, Identity};
+use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
+use crate::{Error, Hazard, TenantRole, TenantRouter};
 
 /// The sqlx driver for [`TenantRouter`]: `TenantRouter<Sqlx>` hands out
 /// [`sqlx::Transaction`]s and [`sqlx::pool::PoolConnection`]s.
@@ -57,28 +60,70 @@ impl Backend for Sqlx {
 
     fn open_pool(
         server: &PgConnectOptions,
-        silo: Option<(&str, TenantId)>,
+        silo: Option<&Arc<Identity>>,
         settings: &PoolSettings,
     ) -> Result<PgPool, Error> {
         let mut options = server.clone();
-        if let Some((database, tenant)) = silo {
-            options = options
-                .database(database)
-                .options([(TENANT_SETTING, tenant.as_str())]);
+        let mut pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            .idle_timeout(settings.idle_timeout);
+        if let Some(identity) = silo {
+            options = options.database(identity.database());
+            if let Some(setting) = identity.startup_setting() {
+                options = options.options([setting]);
+            }
+            let identity = identity.clone();
+            pool = pool.after_connect(move |connection, _| {
+                let identity = identity.clone();
+                Box::pin(async move {
+                    // A simple query: no statement outlives it, even behind a pooler.
+                    let row = sqlx::raw_sql(IDENTITY_SQL).fetch_one(connection).await?;
+                    let database: String = row.try_get(0)?;
+                    let setting: Option<String> = row.try_get(1)?;
+                    identity
+                        .check(&database, setting.as_deref())
+                        .map_err(|message| sqlx::Error::Configuration(message.into()))
+                })
+            });
         }
         if !settings.statement_cache {
             options = options.statement_cache_capacity(0);
         }
-        Ok(PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .min_connections(0)
-            .acquire_timeout(settings.acquire_timeout)
-            .idle_timeout(settings.idle_timeout)
-            .connect_lazy_with(options))
+        Ok(pool.connect_lazy_with(options))
     }
 
     fn is_closed(error: &Error) -> bool {
         matches!(error, Error::Database(sqlx::Error::PoolClosed))
+    }
+
+    fn is_connect_failure(error: &Error) -> bool {
+        let Error::Database(error) = error else {
+            return false;
+        };
+        match error {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => true,
+            // Connection exceptions, authorization, no such database: PostgreSQL
+            // answers these only to a connection attempt.
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| ["08", "28", "3D"].iter().any(|c| code.starts_with(c))),
+            _ => false,
+        }
+    }
+
+    async fn keeps_sessions(pool: &PgPool) -> Result<bool, Error> {
+        let (mark_first, mark_second, expected) = session_markers();
+        let mut first = pool.acquire().await?;
+        let mut second = pool.acquire().await?;
+        first.execute(AssertSqlSafe(mark_first)).await?;
+        second.execute(AssertSqlSafe(mark_second)).await?;
+        let row = sqlx::raw_sql(KEEPS_SESSIONS_READ)
+            .fetch_one(&mut *first)
+            .await?;
+        let seen: Option<String> = row.try_get(0)?;
+        Ok(seen == Some(expected))
     }
 
     fn size(pool: &PgPool) -> usize {
@@ -94,11 +139,14 @@ impl Backend for Sqlx {
     }
 
     async fn hazards(pool: &PgPool) -> Result<Vec<Hazard>, Error> {
-        let rows: Vec<(String, String)> = sqlx::query_as(HAZARDS_SQL).fetch_all(pool).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(kind, subject)| Hazard::from_row(&kind, subject))
-            .collect())
+        // A simple query, which a transaction pooler runs whole on one connection.
+        let rows = sqlx::raw_sql(HAZARDS_SQL).fetch_all(pool).await?;
+        let mut hazards = Vec::new();
+        for row in rows {
+            let kind: String = row.try_get(0)?;
+            hazards.extend(Hazard::from_row(&kind, row.try_get(1)?));
+        }
+        Ok(hazards)
     }
 }
 
@@ -114,8 +162,10 @@ impl TenantRouter<Sqlx> {
     ///
     /// [`Error::Inactive`] for a suspended or deleted tenant,
     /// [`Error::UnknownServer`] for a silo on a server the router does not know,
-    /// [`Error::BudgetExhausted`] when no silo connection comes free in time, and
-    /// [`Error::Database`] when the database fails.
+    /// [`Error::BudgetExhausted`] when no silo connection comes free in time,
+    /// [`Error::SiloIdentity`] and [`Error::SiloUnavailable`] (inside
+    /// [`Error::Shared`]) when a silo connection reaches the wrong database or
+    /// cannot be opened, and [`Error::Database`] when the database fails.
     pub async fn begin(&self, tenant: &Tenant) -> Result<Transaction<'static, Postgres>, Error> {
         self.begin_with_role(tenant, None).await
     }
@@ -137,7 +187,7 @@ impl TenantRouter<Sqlx> {
         tenant: &Tenant,
         role: Option<SqlIdent>,
     ) -> Result<Transaction<'static, Postgres>, Error> {
-        self.hand_out(tenant, |pool, scope| {
+        self.hand_out(tenant, false, |pool, scope| {
             begin_on(pool, scope.begin(role.as_ref()))
         })
         .await
@@ -146,17 +196,20 @@ impl TenantRouter<Sqlx> {
     /// A connection scoped to `tenant` for work outside a transaction (each
     /// statement commits on its own).
     ///
-    /// The tenant's settings are made for the session, in one statement; every
-    /// connection the router hands out from a shared pool gets its own tenant's
-    /// settings first, so what a previous user left is replaced before anything else
-    /// runs. A silo connection was opened with its tenant's setting and serves no
-    /// other tenant: it is handed out as it is.
+    /// One statement first puts the session back as it connected (whatever a
+    /// previous user set: role, `search_path`, any setting) and then makes the
+    /// tenant's settings for the session; a silo connection keeps the tenant
+    /// setting it was opened with.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`begin`](Self::begin), and [`Error::SessionBehindPooler`] when the
+    /// tenant's server is declared a transaction pooler, where no session state
+    /// survives a statement: use [`begin`](Self::begin) there.
     pub async fn acquire(&self, tenant: &Tenant) -> Result<PoolConnection<Postgres>, Error> {
-        self.hand_out(tenant, |pool, scope| async move {
+        self.hand_out(tenant, true, |pool, scope| async move {
             let mut connection = pool.acquire().await?;
-            if let Some(session) = scope.session() {
-                connection.execute(AssertSqlSafe(session)).await?;
-            }
+            connection.execute(AssertSqlSafe(scope.session())).await?;
             Ok(connection)
         })
         .await

@@ -32,6 +32,31 @@ UNION ALL
 SELECT 'rls-not-forced', name FROM pool_tables WHERE relrowsecurity AND NOT relforcerowsecurity
 ORDER BY 1, 2";
 
+/// What the second statement of the session check reads: the marker its
+/// connection set in the first.
+#[cfg_attr(not(any(feature = "sqlx", feature = "deadpool")), allow(dead_code))]
+pub(crate) const KEEPS_SESSIONS_READ: &str =
+    "SELECT current_setting('tenants.session_check', true)";
+
+/// The statements that mark two client connections' sessions for the session
+/// check, and the marker the first must read back: values unique to this check,
+/// so two checks through one pooler cannot mistake each other's.
+#[cfg_attr(not(any(feature = "sqlx", feature = "deadpool")), allow(dead_code))]
+pub(crate) fn session_markers() -> (String, String, String) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let token = format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mark = |who: &str| format!("SET tenants.session_check = '{who}-{token}'");
+    (mark("first"), mark("second"), format!("first-{token}"))
+}
+
 /// Something that lets the application's role see past tenant isolation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -62,6 +87,15 @@ pub enum Hazard {
     RlsNotForced {
         /// The table, schema-qualified.
         table: String,
+    },
+    /// A server declared [`ConnectionMode::Direct`](crate::ConnectionMode::Direct)
+    /// loses session state between statements of one client connection, as a
+    /// transaction-mode pooler does: sessions handed out there would carry another
+    /// client's tenant, and silo connections' startup parameters are refused or
+    /// dropped.
+    UndeclaredTransactionPooler {
+        /// The server, by the router's name for it.
+        server: String,
     },
 }
 
@@ -105,6 +139,13 @@ impl fmt::Display for Hazard {
                 f,
                 "pool table {table} does not force row-level security on its owner: \
                  ALTER TABLE {table} FORCE ROW LEVEL SECURITY"
+            ),
+            Hazard::UndeclaredTransactionPooler { server } => write!(
+                f,
+                "server {server:?} does not keep session state from one statement to the \
+                 next, as a transaction-mode pooler does: declare it with \
+                 .connection_mode({server:?}, ConnectionMode::TransactionPooler) \
+                 (connection = \"transaction_pooler\" in a tenants file)"
             ),
         }
     }

@@ -210,6 +210,99 @@ async fn cancellation_deadpool() {
     cancellation::<Deadpool>().await;
 }
 
+/// A handler that leaves session state behind, inside its transaction or on a
+/// session hand-out, and commits: a BYPASSRLS role (`SET ROLE`), another tenant's
+/// schema (`SET search_path`), another tenant's setting (`set_config(.., false)`)
+/// and a setting of its own. On the single pooled connection of each model, the
+/// next tenant starts clean, in a transaction and in a session, and reads only its
+/// own rows.
+async fn handlers_leave_nothing_behind<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(2, 2, 1);
+    let bypass = tenants_test_support::unique_name("bypass");
+    world.admin(&format!(
+        "CREATE ROLE {bypass} NOLOGIN BYPASSRLS; GRANT SELECT, INSERT ON notes TO {bypass}; \
+         GRANT {bypass} TO {}",
+        world.app
+    ));
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .pool_connections(1)
+        .bridge_connections(1)
+        .silo_connections_per_tenant(1)
+        .build()
+        .unwrap();
+    let schema = |t: &Tenant| match &t.model {
+        DataModel::Bridge { schema } => schema.clone(),
+        _ => unreachable!(),
+    };
+    let pairs = [
+        (&world.pool[0], &world.pool[1]),
+        (&world.bridge[0], &world.bridge[1]),
+        (&world.silo[0], &world.silo[0]),
+    ];
+    for tenant in [&world.pool[0], &world.bridge[0], &world.silo[0]] {
+        router
+            .write_read(tenant, &format!("{}:secret", tenant.id), true)
+            .await
+            .unwrap();
+    }
+    for (victim, next) in pairs {
+        let in_transaction = router.seen(next, None).await.unwrap();
+        let in_session = router.session_seen(next).await.unwrap();
+        let dirt = format!(
+            "SET ROLE {bypass}; SET search_path = {}, public; \
+             SELECT set_config('tenants.tenant_id', '{}', false); SET app.leftover = 'dirty'",
+            schema(&world.bridge[0]),
+            victim.id
+        );
+        for dirty_in_transaction in [true, false] {
+            router
+                .leave_behind(victim, &dirt, dirty_in_transaction)
+                .await
+                .unwrap();
+            let seen = router.seen(next, None).await.unwrap();
+            assert_eq!(seen, in_transaction, "{} after {}", next.id, victim.id);
+            assert_eq!(seen.user, world.app);
+            assert_eq!(seen.leftover, "");
+            router
+                .leave_behind(victim, &dirt, dirty_in_transaction)
+                .await
+                .unwrap();
+            assert_eq!(router.session_seen(next).await.unwrap(), in_session);
+            router
+                .leave_behind(victim, &dirt, dirty_in_transaction)
+                .await
+                .unwrap();
+            let mine = format!("{}:", next.id);
+            for seen in [
+                router
+                    .write_read(next, &format!("{mine}x"), false)
+                    .await
+                    .unwrap(),
+                router.session_read(next).await.unwrap(),
+            ] {
+                if let Some(foreign) = seen.iter().find(|s| !s.starts_with(&mine)) {
+                    panic!("tenant {} saw {foreign:?} after {}", next.id, victim.id);
+                }
+            }
+        }
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn handlers_leave_nothing_behind_sqlx() {
+    handlers_leave_nothing_behind::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn handlers_leave_nothing_behind_deadpool() {
+    handlers_leave_nothing_behind::<Deadpool>().await;
+}
+
 /// A backend killed in the middle of a tenant transaction: the caller gets an
 /// error promptly (no hang), and the next transaction on the same one-connection
 /// pool gets a working connection at once.

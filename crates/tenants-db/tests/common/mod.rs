@@ -224,6 +224,8 @@ pub struct Seen {
     pub tenant_setting: String,
     pub search_path: String,
     pub user: String,
+    /// `app.leftover`, a setting only a handler sets.
+    pub leftover: String,
     /// Whether the transaction had written nothing yet (no transaction id).
     pub fresh: bool,
 }
@@ -238,6 +240,33 @@ pub trait Probe: Clone + Send + Sync + 'static {
         secret: &str,
         commit: bool,
     ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+
+    /// Like [`write_read`](Self::write_read), with no statement prepared beyond the
+    /// transaction (deadpool's `prepare_cached` keeps named statements, which a
+    /// transaction pooler before pgbouncer 1.21 loses between transactions).
+    fn write_read_unprepared(
+        &self,
+        tenant: &Tenant,
+        secret: &str,
+    ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+
+    /// Runs `sql` (simple query) in a committed tenant transaction, or on a session
+    /// hand-out when `in_transaction` is false: what a handler may leave behind.
+    fn leave_behind(
+        &self,
+        tenant: &Tenant,
+        sql: &str,
+        in_transaction: bool,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// On a session hand-out: what [`seen`](Self::seen) reads.
+    fn session_seen(&self, tenant: &Tenant) -> impl Future<Output = Result<Seen, String>> + Send;
+
+    /// The error of beginning a tenant transaction, if it fails.
+    fn begin_error(
+        &self,
+        tenant: &Tenant,
+    ) -> impl Future<Output = Option<tenants_db::Error>> + Send;
 
     /// Outside a transaction (the driver's connection form): every visible secret.
     fn session_read(
@@ -288,7 +317,8 @@ const SESSION_SETTINGS: &str = "SELECT coalesce(current_setting('tenants.tenant_
 /// What [`Probe::seen`] reads.
 const SEEN: &str = "SELECT coalesce(current_setting('tenants.tenant_id', true), ''), \
      current_setting('search_path'), current_user::text, \
-     pg_current_xact_id_if_assigned() IS NULL";
+     pg_current_xact_id_if_assigned() IS NULL, \
+     coalesce(current_setting('app.leftover', true), '')";
 
 /// Drops the inner future at its `polls`-th poll, before polling it: run with
 /// `polls` = 0, 1, 2, ... it cuts a future at every await point in turn.
@@ -338,6 +368,16 @@ mod sqlx_probe {
         }
     }
 
+    fn seen_row(row: &sqlx::postgres::PgRow) -> Seen {
+        Seen {
+            tenant_setting: row.get(0),
+            search_path: row.get(1),
+            user: row.get(2),
+            fresh: row.get(3),
+            leftover: row.get(4),
+        }
+    }
+
     impl Probe for TenantRouter<Sqlx> {
         async fn write_read(
             &self,
@@ -384,12 +424,59 @@ mod sqlx_probe {
             }
             .map_err(text)?;
             let row = sqlx::query(SEEN).fetch_one(&mut *tx).await.map_err(text)?;
-            Ok(Seen {
-                tenant_setting: row.get(0),
-                search_path: row.get(1),
-                user: row.get(2),
-                fresh: row.get(3),
-            })
+            Ok(seen_row(&row))
+        }
+
+        async fn session_seen(&self, tenant: &Tenant) -> Result<Seen, String> {
+            let mut conn = self.acquire(tenant).await.map_err(text)?;
+            let row = sqlx::query(SEEN)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(text)?;
+            Ok(seen_row(&row))
+        }
+
+        async fn write_read_unprepared(
+            &self,
+            tenant: &Tenant,
+            secret: &str,
+        ) -> Result<Vec<String>, String> {
+            let mut tx = self.begin(tenant).await.map_err(text)?;
+            sqlx::query("INSERT INTO notes (secret) VALUES ($1)")
+                .bind(secret)
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(text)?;
+            let seen = sqlx::query_scalar("SELECT secret FROM notes")
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(text)?;
+            tx.commit().await.map_err(text)?;
+            Ok(seen)
+        }
+
+        async fn begin_error(&self, tenant: &Tenant) -> Option<tenants_db::Error> {
+            self.begin(tenant).await.err()
+        }
+
+        async fn leave_behind(
+            &self,
+            tenant: &Tenant,
+            sql: &str,
+            in_transaction: bool,
+        ) -> Result<(), String> {
+            let sql = sqlx::AssertSqlSafe(sql.to_owned());
+            if in_transaction {
+                let mut tx = self.begin(tenant).await.map_err(text)?;
+                sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(text)?;
+                tx.commit().await.map_err(text)?;
+            } else {
+                let mut conn = self.acquire(tenant).await.map_err(text)?;
+                sqlx::raw_sql(sql).execute(&mut *conn).await.map_err(text)?;
+            }
+            Ok(())
         }
 
         async fn run_as(
@@ -454,6 +541,16 @@ mod deadpool_probe {
         }
     }
 
+    fn seen_row(row: &tenants_db::tokio_postgres::Row) -> Seen {
+        Seen {
+            tenant_setting: row.get(0),
+            search_path: row.get(1),
+            user: row.get(2),
+            fresh: row.get(3),
+            leftover: row.get(4),
+        }
+    }
+
     impl Probe for TenantRouter<Deadpool> {
         async fn write_read(
             &self,
@@ -511,12 +608,54 @@ mod deadpool_probe {
             }
             .map_err(text)?;
             let row = tx.query_one(SEEN, &[]).await.map_err(text)?;
-            Ok(Seen {
-                tenant_setting: row.get(0),
-                search_path: row.get(1),
-                user: row.get(2),
-                fresh: row.get(3),
-            })
+            Ok(seen_row(&row))
+        }
+
+        async fn session_seen(&self, tenant: &Tenant) -> Result<Seen, String> {
+            let client = self.client(tenant).await.map_err(text)?;
+            let row = client.query_one(SEEN, &[]).await.map_err(text)?;
+            Ok(seen_row(&row))
+        }
+
+        async fn write_read_unprepared(
+            &self,
+            tenant: &Tenant,
+            secret: &str,
+        ) -> Result<Vec<String>, String> {
+            let tx = self.begin(tenant).await.map_err(text)?;
+            tx.execute("INSERT INTO notes (secret) VALUES ($1)", &[&secret])
+                .await
+                .map_err(text)?;
+            let seen = tx
+                .query("SELECT secret FROM notes", &[])
+                .await
+                .map_err(text)?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            tx.commit().await.map_err(text)?;
+            Ok(seen)
+        }
+
+        async fn begin_error(&self, tenant: &Tenant) -> Option<tenants_db::Error> {
+            self.begin(tenant).await.err()
+        }
+
+        async fn leave_behind(
+            &self,
+            tenant: &Tenant,
+            sql: &str,
+            in_transaction: bool,
+        ) -> Result<(), String> {
+            if in_transaction {
+                let tx = self.begin(tenant).await.map_err(text)?;
+                tx.batch_execute(sql).await.map_err(text)?;
+                tx.commit().await.map_err(text)?;
+            } else {
+                let client = self.client(tenant).await.map_err(text)?;
+                client.batch_execute(sql).await.map_err(text)?;
+            }
+            Ok(())
         }
 
         async fn run_as(
