@@ -10,13 +10,14 @@ use deadpool_postgres::{
     Client, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
     Runtime,
 };
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use tenants_core::{SqlIdent, Tenant};
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 
 use crate::driver::Driver;
 use crate::driver::sealed::{Backend, PoolSettings};
 use crate::isolation::Scope;
+use crate::shape::Heard;
 use crate::silo::{IDENTITY_SQL, Identity};
 use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
 use crate::{Error, Hazard, TenantRole, TenantRouter};
@@ -128,7 +129,56 @@ impl Backend for Deadpool {
                 })
             }));
         }
+        if let Some(shapes) = settings.shapes.clone() {
+            builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
+                if shapes.predates_change(Some(metrics.created)) {
+                    return Err(HookError::message("opened before a migration"));
+                }
+                Ok(())
+            }));
+        }
         builder.build().map_err(|e| Error::Config(e.to_string()))
+    }
+
+    async fn listen(
+        server: &tokio_postgres::Config,
+        channel: &'static str,
+        mut heard: impl FnMut(Heard<'_>) -> bool + Send + 'static,
+    ) {
+        let mut reconnecting = false;
+        loop {
+            if let Ok((client, mut connection)) = server.connect(NoTls).await {
+                let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
+                let messages = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let AsyncMessage::Notification(notification) = message {
+                            let _ = sender.send(notification.payload().to_owned());
+                        }
+                    }
+                });
+                let listening = client.batch_execute(&format!("LISTEN {channel}")).await;
+                let mut keep = listening.is_ok() && (!reconnecting || heard(Heard::Reconnected));
+                reconnecting = true;
+                while keep {
+                    match tokio::time::timeout(LISTEN_QUIET, payloads.recv()).await {
+                        Err(_) => keep = heard(Heard::Quiet),
+                        Ok(Some(payload)) => keep = heard(Heard::Migrated(&payload)),
+                        // The connection ended: connect again.
+                        Ok(None) => break,
+                    }
+                }
+                messages.abort();
+                if !keep && listening.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(LISTEN_RETRY).await;
+            if !heard(Heard::Quiet) {
+                return;
+            }
+        }
     }
 
     fn is_closed(error: &Error) -> bool {
@@ -207,6 +257,11 @@ fn first_row(messages: &[SimpleQueryMessage]) -> Option<&tokio_postgres::SimpleQ
         _ => None,
     })
 }
+
+/// How long the migration listener waits before connecting again.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// How often a quiet migration listener checks that its router still exists.
+const LISTEN_QUIET: Duration = Duration::from_secs(5);
 
 /// Clients checked out of `pool`, plus callers waiting for one, including those
 /// whose connection is being created (deadpool counts a connection in `size` only

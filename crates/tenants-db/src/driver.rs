@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use crate::shape::{Heard, Shapes};
 use crate::silo::Identity;
 use crate::{Error, Hazard};
 
@@ -35,6 +36,10 @@ pub(crate) mod sealed {
         /// instead clears a connection's cache when its schema changes).
         #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
         pub(crate) statement_cache: bool,
+        /// For the shared pools: connections opened before the last migration of
+        /// the shared database are closed instead of handed out (sqlx
+        /// `before_acquire`, deadpool `pre_recycle`).
+        pub(crate) shapes: Option<Arc<Shapes>>,
     }
 
     /// The driver operations the router uses; see [`Driver`].
@@ -93,6 +98,16 @@ pub(crate) mod sealed {
         fn close_idle(pool: &Self::Pool, idle: Duration) {
             let _ = (pool, idle);
         }
+
+        /// Listens on `channel` of `server`'s database, on a connection of its own,
+        /// until `heard` returns `false`: `heard` gets each notification's payload,
+        /// [`Heard::Reconnected`] after the connection was lost and opened again, and
+        /// [`Heard::Quiet`] every few seconds without either.
+        fn listen(
+            server: &Self::Server,
+            channel: &'static str,
+            heard: impl FnMut(Heard<'_>) -> bool + Send + 'static,
+        ) -> impl Future<Output = ()> + Send;
 
         /// Runs [`HAZARDS_SQL`](crate::verify::HAZARDS_SQL) on a connection of `pool`.
         fn hazards(pool: &Self::Pool) -> impl Future<Output = Result<Vec<Hazard>, Error>> + Send;

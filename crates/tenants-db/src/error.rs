@@ -65,7 +65,7 @@ pub enum Error {
         /// The tenant.
         tenant: TenantId,
         /// The server, by the router's name for it.
-        server: String,
+        server: std::sync::Arc<str>,
         /// The tenant's database.
         database: String,
         /// What the driver reported.

@@ -21,12 +21,15 @@
 //!
 //! # Isolation
 //!
-//! A tenant transaction opens with one message that also confines it: the tenant
-//! setting (pool and bridge; silo connections are opened with it), the schema
+//! A tenant transaction opens with one message that also confines it: the session
+//! put back as it connected (whatever an earlier handler set for it), then the
+//! tenant setting (pool and bridge; silo connections are opened with it), the schema
 //! search path (bridge) and, when asked, the tenant's role, all transaction-local,
 //! so nothing outlives `COMMIT` or `ROLLBACK`. It costs no round trip beyond the
-//! `BEGIN` every transaction sends. See [`TENANT_SETTING`] for the statements, and
-//! [`TenantRouter::verify`] for the checks on the application's role.
+//! `BEGIN` every transaction sends. See [`TENANT_SETTING`] for the statements,
+//! [`ConnectionMode`] for servers behind a transaction pooler,
+//! [`MIGRATED_CHANNEL`] for statements cached before a migration, and
+//! [`TenantRouter::verify`] for the checks on the application's role and servers.
 //!
 //! # Example
 //!
@@ -117,6 +120,8 @@ mod role;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod router;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
+mod shape;
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod silo;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -144,6 +149,9 @@ pub use role::TenantRole;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
 pub use router::{RouterBuilder, RouterStats, TenantRouter};
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
+pub use shape::MIGRATED_CHANNEL;
 #[cfg(any(feature = "sqlx", feature = "sqlite"))]
 pub use sqlx;
 #[cfg(feature = "sqlx")]

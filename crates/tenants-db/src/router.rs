@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tenants_core::{DataModel, SqlIdent, Tenant};
@@ -14,6 +15,7 @@ use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 use crate::isolation::Scope;
 use crate::placement::active_model;
+use crate::shape::{Heard, MIGRATED_CHANNEL, Shapes};
 use crate::silo::{Identity, SiloKey, SiloPools};
 use crate::{ConnectionMode, Error, Hazard};
 
@@ -31,7 +33,12 @@ use crate::{ConnectionMode, Error, Hazard};
 ///   first use, closed when idle, all within one [connection
 ///   budget](RouterBuilder::silo_budget). Its connections are opened with
 ///   `tenants.tenant_id` set to the tenant (policies of a pool tenant moved to its
-///   own database keep working), so a session needs no statement of its own.
+///   own database keep working), and each new one is checked before its first use
+///   ([`Error::SiloIdentity`]).
+///
+/// Every hand-out puts the connection's session back as it connected, in the
+/// message that opens it, and servers behind a transaction pooler are declared
+/// with [`RouterBuilder::connection_mode`].
 ///
 /// The driver decides the types handed out: sqlx's own `Transaction` and
 /// `PoolConnection` (`Sqlx`, feature `sqlx`) or deadpool-postgres clients
@@ -68,6 +75,10 @@ pub(crate) struct Inner<D: Backend> {
     /// (`, "shared"`), quoted once.
     shared_path: String,
     silos: SiloPools<D>,
+    /// When the shared database's migrations last changed its tables' shapes.
+    shapes: Arc<Shapes>,
+    /// Set by [`TenantRouter::close`]: the migration listener stops.
+    closed: AtomicBool,
     /// What the driver keeps per router (only deadpool keeps anything).
     #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) driver_state: D::State,
@@ -121,6 +132,8 @@ pub struct RouterStats {
     /// Connections of all silo pools, idle, checked out, being opened, or closing
     /// in a pool that was closed for the budget. Never above the budget.
     pub silo_connections: usize,
+    /// Migrations announced on [`MIGRATED_CHANNEL`] that the router has heard.
+    pub migrations_heard: u64,
 }
 
 impl<D: Driver> TenantRouter<D> {
@@ -186,6 +199,7 @@ async fn check_server<D: Backend>(name: &str, server: &Server<D>) -> Result<Vec<
         acquire_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(10),
         statement_cache: false,
+        shapes: None,
     };
     let pool = D::open_pool(&server.connect, None, &settings)?;
     let checked = async {
@@ -292,11 +306,14 @@ impl<D: Driver> TenantRouter<D> {
         RouterStats {
             open_silos,
             silo_connections,
+            migrations_heard: self.inner.shapes.heard(),
         }
     }
 
-    /// Closes every pool, waiting for checked-out connections to come back.
+    /// Closes every pool, waiting for checked-out connections to come back; the
+    /// migration listener closes its connection within a few seconds.
     pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Relaxed);
         self.inner.silos.close().await;
         D::close(&self.inner.pool_model).await;
         D::close(&self.inner.bridge_model).await;
@@ -427,7 +444,10 @@ impl<D: Driver> RouterBuilder<D> {
 
     /// Builds the router, without connecting: connections open on
     /// first use. Inside a Tokio runtime, it also checks the application role in the
-    /// background and logs a warning for each [hazard](crate::Hazard) found.
+    /// background and logs a warning for each [hazard](crate::Hazard) found, and
+    /// (on a direct default server) keeps one connection of its own listening for
+    /// migrations on [`MIGRATED_CHANNEL`], so statements cached before one are
+    /// never used after it.
     ///
     /// # Errors
     ///
@@ -485,11 +505,13 @@ impl<D: Driver> RouterBuilder<D> {
             )));
         }
         let default_mode = default.mode;
+        let shapes = Arc::new(Shapes::default());
         let settings = |max_connections, statement_cache| PoolSettings {
             max_connections,
             acquire_timeout: self.acquire_timeout,
             idle_timeout: self.connection_idle,
             statement_cache,
+            shapes: Some(shapes.clone()),
         };
         let pool_model = D::open_pool(
             &default.connect,
@@ -502,7 +524,10 @@ impl<D: Driver> RouterBuilder<D> {
             &settings(self.bridge_connections, false),
         )?;
         let silos = SiloPools::new(
-            settings(self.silo_per_tenant, true),
+            PoolSettings {
+                shapes: None,
+                ..settings(self.silo_per_tenant, true)
+            },
             self.silo_budget,
             self.silo_idle,
         );
@@ -518,11 +543,16 @@ impl<D: Driver> RouterBuilder<D> {
                 bridge_model,
                 shared_path,
                 silos,
+                shapes,
+                closed: AtomicBool::new(false),
                 driver_state: D::State::default(),
             }),
         };
         router.warn_about_hazards();
         router.sweep_idle(sweep_every, self.connection_idle);
+        if default_mode == ConnectionMode::Direct {
+            router.listen_for_migrations();
+        }
         Ok(router)
     }
 }
@@ -544,6 +574,48 @@ impl<D: Driver> TenantRouter<D> {
                 D::close_idle(&inner.pool_model, connection_idle);
                 D::close_idle(&inner.bridge_model, connection_idle);
             }
+        });
+    }
+
+    /// Listens for migrations on the default server's database, for as long as the
+    /// router lives, when built inside a Tokio runtime: a migrated shared database
+    /// retires the shared pools' older connections, a migrated silo database closes
+    /// its pools (see [`MIGRATED_CHANNEL`]). Behind a transaction pooler no session
+    /// can listen, so the router does not.
+    fn listen_for_migrations(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(server) = self.inner.servers.get(&self.inner.default_server) else {
+            return;
+        };
+        let server = server.connect.clone();
+        let inner = Arc::downgrade(&self.inner);
+        let spawn = runtime.clone();
+        runtime.spawn(async move {
+            D::listen(&server, MIGRATED_CHANNEL, move |heard| {
+                let Some(inner) = inner.upgrade() else {
+                    return false;
+                };
+                if inner.closed.load(Ordering::Relaxed) {
+                    return false;
+                }
+                match heard {
+                    Heard::Migrated("") => inner.shapes.changed(),
+                    Heard::Migrated(database) => {
+                        inner.shapes.heard_other();
+                        let database = database.to_owned();
+                        spawn.spawn(async move { inner.silos.retire(Some(&database)).await });
+                    }
+                    Heard::Reconnected => {
+                        inner.shapes.changed();
+                        spawn.spawn(async move { inner.silos.retire(None).await });
+                    }
+                    Heard::Quiet => {}
+                }
+                true
+            })
+            .await;
         });
     }
 

@@ -181,6 +181,21 @@ impl<D: Backend> SiloPools<D> {
         }
     }
 
+    /// Closes the pools of `database` (`None`: every pool) after a migration: their
+    /// connections' cached statements may no longer match the tables. Checked-out
+    /// connections finish their work first; the next hand-out opens a new pool.
+    pub(crate) async fn retire(&self, database: Option<&str>) {
+        let keys: Vec<_> = self
+            .pools
+            .iter()
+            .filter(|(key, _)| database.is_none_or(|d| key.database.as_str() == d))
+            .map(|(key, _)| key)
+            .collect();
+        for key in keys {
+            self.pools.invalidate(&*key).await;
+        }
+    }
+
     /// Open silo pools, and the connections of all silo pools, open or closing.
     pub(crate) fn stats(&self) -> (usize, usize) {
         let open: Vec<_> = self.pools.iter().map(|(_, silo)| silo).collect();
@@ -377,7 +392,7 @@ impl Identity {
                 }
                 let error = Arc::new(Error::SiloUnavailable {
                     tenant: self.tenant,
-                    server: self.server.to_string(),
+                    server: self.server.clone(),
                     database: self.database.to_string(),
                     source: Box::new(error),
                 });

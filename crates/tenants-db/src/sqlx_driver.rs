@@ -7,13 +7,16 @@ use std::task::{Context, Poll, ready};
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Postgres, Row, Transaction};
 use tenants_core::{SqlIdent, Tenant};
 
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
+use crate::shape::Heard;
 use crate::silo::{IDENTITY_SQL, Identity};
 use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
 use crate::{Error, Hazard, TenantRole, TenantRouter};
@@ -88,10 +91,54 @@ impl Backend for Sqlx {
                 })
             });
         }
+        if let Some(shapes) = settings.shapes.clone() {
+            pool = pool.before_acquire(move |_, meta| {
+                let stale = shapes.predates_change(Instant::now().checked_sub(meta.age));
+                Box::pin(async move { Ok(!stale) })
+            });
+        }
         if !settings.statement_cache {
             options = options.statement_cache_capacity(0);
         }
         Ok(pool.connect_lazy_with(options))
+    }
+
+    async fn listen(
+        server: &PgConnectOptions,
+        channel: &'static str,
+        mut heard: impl FnMut(Heard<'_>) -> bool + Send + 'static,
+    ) {
+        // A pool of its own: the listener keeps its connection for good.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(server.clone());
+        let mut listener = None;
+        loop {
+            let Some(listening) = listener.as_mut() else {
+                listener = listen_on(&pool, channel).await;
+                if listener.is_none() {
+                    tokio::time::sleep(LISTEN_RETRY).await;
+                    if !heard(Heard::Quiet) {
+                        break;
+                    }
+                }
+                continue;
+            };
+            let event = match tokio::time::timeout(LISTEN_QUIET, listening.try_recv()).await {
+                Err(_) => heard(Heard::Quiet),
+                Ok(Ok(Some(notification))) => heard(Heard::Migrated(notification.payload())),
+                // Lost: the next `try_recv` reconnects and listens again.
+                Ok(Ok(None)) => heard(Heard::Reconnected),
+                Ok(Err(_)) => {
+                    listener = None;
+                    heard(Heard::Reconnected)
+                }
+            };
+            if !event {
+                break;
+            }
+        }
+        pool.close().await;
     }
 
     fn is_closed(error: &Error) -> bool {
@@ -214,6 +261,18 @@ impl TenantRouter<Sqlx> {
         })
         .await
     }
+}
+
+/// How long the migration listener waits before connecting again.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// How often a quiet migration listener checks that its router still exists.
+const LISTEN_QUIET: Duration = Duration::from_secs(5);
+
+/// A listener on `channel`, on the connection of `pool`.
+async fn listen_on(pool: &PgPool, channel: &str) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    listener.listen(channel).await.ok()?;
+    Some(listener)
 }
 
 /// Begins a transaction with `sql` on a connection of `pool`.

@@ -201,7 +201,7 @@ where
                 database: d,
                 ..
             } => {
-                assert_eq!(server, "main");
+                assert_eq!(&**server, "main");
                 assert_eq!(*d, database(victim));
             }
             other => panic!("expected SiloUnavailable, got {other:?}"),

@@ -15,7 +15,7 @@ use super::file::{Password, TableName, TenantSpec};
 use super::live::{self, POLICY, quote_ident};
 use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
 use crate::isolation::literal;
-use crate::{Error, PgCatalog, TENANT_SETTING, TenantRole};
+use crate::{Error, MIGRATED_CHANNEL, PgCatalog, TENANT_SETTING, TenantRole};
 
 /// How [`Provisioner::apply`] runs.
 #[derive(Clone, Default)]
@@ -472,7 +472,25 @@ impl Provisioner {
                 })
         }
         .await;
-        live::close(conn, result).await
+        live::close(conn, result).await?;
+        self.announce_migration(target).await
+    }
+
+    /// Tells the routers listening on the shared database that `target`'s tables
+    /// may have changed shape, so they stop using statements prepared before
+    /// (see [`MIGRATED_CHANNEL`]). Templates serve no requests.
+    async fn announce_migration(&self, target: &MigrateTarget) -> Result<(), Error> {
+        let database = match target {
+            MigrateTarget::Shared | MigrateTarget::Schema { .. } => "",
+            MigrateTarget::Database { database, .. } => database.as_str(),
+            MigrateTarget::Template { .. } => return Ok(()),
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(MIGRATED_CHANNEL)
+            .bind(database)
+            .execute(self.shared_pool()?)
+            .await?;
+        Ok(())
     }
 
     async fn sync_grants(&self, spec: &TenantSpec) -> Result<(), Error> {

@@ -1,0 +1,108 @@
+//! Keeping the drivers' prepared statements in step with migrations.
+//!
+//! Both drivers cache prepared statements per connection, by SQL text. When a
+//! migration changes what a statement returns (`SELECT *` over a table that gained a
+//! column), PostgreSQL refuses to run the cached statement again ("cached plan must
+//! not change result type", SQLSTATE 0A000) on every later use, until its connection
+//! closes. So the provisioning engine announces each migration on
+//! [`MIGRATED_CHANNEL`] of the shared database, and the router, which listens there
+//! with a connection of its own, retires every connection opened before the
+//! migration at its next hand-out (shared pools), or closes the migrated silo
+//! database's pool. New connections prepare their statements against the new shapes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// The channel on which migrations are announced, on the shared database (the
+/// default server's): the payload is the migrated silo database's name, or empty
+/// for the shared database (its schema and every bridge tenant's schema).
+///
+/// The provisioning engine sends it after every migration it runs; a migration run
+/// by other means announces itself the same way:
+/// `SELECT pg_notify('tenants_migrated', '')`.
+pub const MIGRATED_CHANNEL: &str = "tenants_migrated";
+
+/// What the migration listener reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard<'a> {
+    /// A migration ran on the database named (empty: the shared database).
+    Migrated(&'a str),
+    /// The listening connection was lost and opened again: announcements in
+    /// between were missed.
+    Reconnected,
+    /// Nothing for a while (a chance to stop listening when the router is gone).
+    Quiet,
+}
+
+/// When the shared database's shapes last changed, as far as the router heard.
+#[derive(Debug)]
+pub(crate) struct Shapes {
+    base: Instant,
+    /// Nanoseconds after `base` of the last change, plus one; 0 for never.
+    changed: AtomicU64,
+    /// Announcements heard, for tests and stats.
+    heard: AtomicU64,
+}
+
+impl Default for Shapes {
+    fn default() -> Self {
+        Shapes {
+            base: Instant::now(),
+            changed: AtomicU64::new(0),
+            heard: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Shapes {
+    /// Records a change now: connections opened before it are retired.
+    pub(crate) fn changed(&self) {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.changed.fetch_max(now + 1, Ordering::Relaxed);
+        self.heard.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an announcement that concerned no shared pool (a silo database).
+    pub(crate) fn heard_other(&self) {
+        self.heard.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Announcements heard so far.
+    pub(crate) fn heard(&self) -> u64 {
+        self.heard.load(Ordering::Relaxed)
+    }
+
+    /// Whether a connection opened at `created` (`None`: before the router existed)
+    /// predates the last change, so its cached statements may be stale.
+    pub(crate) fn predates_change(&self, created: Option<Instant>) -> bool {
+        let changed = self.changed.load(Ordering::Relaxed);
+        if changed == 0 {
+            return false;
+        }
+        let Some(created) = created.and_then(|c| c.checked_duration_since(self.base)) else {
+            return true;
+        };
+        u64::try_from(created.as_nanos()).unwrap_or(u64::MAX) < changed - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn connections_opened_before_a_change_are_stale() {
+        let shapes = Shapes::default();
+        let before = Instant::now();
+        assert!(!shapes.predates_change(Some(before)));
+        std::thread::sleep(Duration::from_millis(2));
+        shapes.changed();
+        std::thread::sleep(Duration::from_millis(2));
+        let after = Instant::now();
+        assert!(shapes.predates_change(Some(before)));
+        assert!(shapes.predates_change(None));
+        assert!(!shapes.predates_change(Some(after)));
+        assert_eq!(shapes.heard(), 1);
+    }
+}
