@@ -11,7 +11,7 @@ use tenants_core::{DataModel, SqlIdent, Tenant, TenantId, TenantStatus};
 
 use super::environment::Environment;
 use super::template::{self, Names};
-use crate::{Error, TenantRole};
+use crate::{ConnectionMode, Error, TenantRole, UnknownConnectionMode};
 
 /// The template database silo databases are copied from, unless a server names its own.
 pub const DEFAULT_TEMPLATE: &str = "tenants_template";
@@ -154,6 +154,13 @@ pub struct ServerSpec {
     pub app_password: Option<Password>,
     /// The template database silo databases on this server are copied from.
     pub template: SqlIdent,
+    /// How the application reaches this server (`connection = "direct"`, the
+    /// default, or `"transaction_pooler"`): give it to
+    /// [`RouterBuilder::connection_mode`](crate::RouterBuilder::connection_mode).
+    /// The engine itself connects with the admin URL, which must be direct: it
+    /// holds session advisory locks and gives migrations their `search_path` at
+    /// connection start.
+    pub connection: ConnectionMode,
 }
 
 impl fmt::Debug for ServerSpec {
@@ -163,6 +170,7 @@ impl fmt::Debug for ServerSpec {
             .field("url", &self.url)
             .field("app_role", &self.app_role)
             .field("template", &self.template)
+            .field("connection", &self.connection)
             .finish_non_exhaustive()
     }
 }
@@ -365,6 +373,7 @@ struct RawServer {
     app_role: Option<SqlIdent>,
     app_password_env: Option<String>,
     template: Option<SqlIdent>,
+    connection: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -935,6 +944,12 @@ fn server_spec(source: &Source, name: &str, raw: &RawServer) -> Result<ServerSpe
         Some(t) => t.clone(),
         None => SqlIdent::new(DEFAULT_TEMPLATE).map_err(|e| Error::Config(e.to_string()))?,
     };
+    let connection = match &raw.connection {
+        Some(mode) => mode.parse().map_err(|e: UnknownConnectionMode| {
+            source.error_at(&at("connection"), e.to_string())
+        })?,
+        None => ConnectionMode::Direct,
+    };
     Ok(ServerSpec {
         name: name.to_owned(),
         url,
@@ -942,6 +957,7 @@ fn server_spec(source: &Source, name: &str, raw: &RawServer) -> Result<ServerSpe
         app_password_env: raw.app_password_env.clone(),
         app_password: None,
         template,
+        connection,
     })
 }
 
@@ -1420,6 +1436,24 @@ model = "pool"
             &shop.tenant.model,
             DataModel::Silo { database, server: None } if database.as_str() == "building_shop"
         ));
+    }
+
+    #[test]
+    fn servers_declare_how_the_application_reaches_them() {
+        let text = "[servers.main]\nurl = \"postgres://h/db\"\n\
+                    [servers.pooled]\nurl = \"postgres://h/db\"\nconnection = \"transaction_pooler\"\n\
+                    [shared]\nserver = \"main\"\n";
+        let file = TenantsFile::parse(text, Format::Toml, "t.toml").unwrap();
+        assert_eq!(file.servers["main"].connection, ConnectionMode::Direct);
+        assert_eq!(
+            file.servers["pooled"].connection,
+            ConnectionMode::TransactionPooler
+        );
+        let err = toml_err("connection = \"pgbouncer\"\n");
+        assert!(
+            err.starts_with("t.toml:3:") && err.contains("transaction_pooler"),
+            "{err}"
+        );
     }
 
     #[test]
