@@ -274,6 +274,25 @@ fn doctor_exits_non_zero_on_hazards() {
         found.stdout
     );
     s.shared(&format!("ALTER ROLE app_{t} NOBYPASSRLS"));
+
+    // A hand-written policy that lets rows through when no tenant is set.
+    s.shared(
+        "ALTER TABLE orders ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY open_when_unset ON orders
+             USING (current_setting('tenants.tenant_id', true) IS NULL)",
+    );
+    let found = s.run(&["doctor", "-f", "tenants.toml"]);
+    assert_eq!(found.code, 2, "{}", found.stdout);
+    assert!(
+        found.stdout.contains(
+            "policy open_when_unset on pool table public.orders lets rows through when no tenant is set"
+        ),
+        "{}",
+        found.stdout
+    );
+    s.shared("DROP POLICY open_when_unset ON orders");
+    let clean = s.run(&["doctor", "-f", "tenants.toml"]);
+    assert_eq!(clean.code, 0, "{}", clean.stdout);
 }
 
 #[test]

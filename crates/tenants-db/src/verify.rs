@@ -6,12 +6,19 @@ use std::fmt;
 ///
 /// Pool tables are the tables with a `tenant_id` column outside the system schemas.
 /// A superuser is reported once, without the table-ownership rows its superuser
-/// status would imply.
+/// status would imply. Besides the role's own attributes and the tables' security,
+/// it finds the objects that read pool tables with their owner's rights, which row-level
+/// security does not filter when that owner bypasses it (a superuser or `BYPASSRLS`
+/// role): views without `security_invoker`, `SECURITY DEFINER` functions whose
+/// source names a pool table, and materialized views, whose rows were computed when
+/// they were refreshed, by their owner.
 pub const HAZARDS_SQL: &str = r"
 WITH me AS (
     SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user
+), bypassing AS (
+    SELECT oid, rolname FROM pg_roles WHERE rolsuper OR rolbypassrls
 ), pool_tables AS (
-    SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relowner,
+    SELECT c.oid, c.relname, format('%I.%I', n.nspname, c.relname) AS name, c.relowner,
            c.relrowsecurity, c.relforcerowsecurity
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p')
@@ -30,6 +37,26 @@ UNION ALL
 SELECT 'rls-disabled', name FROM pool_tables WHERE NOT relrowsecurity
 UNION ALL
 SELECT 'rls-not-forced', name FROM pool_tables WHERE relrowsecurity AND NOT relforcerowsecurity
+UNION ALL
+SELECT 'member-of-bypassing', b.rolname::text FROM bypassing b, me
+WHERE NOT me.rolsuper AND b.rolname <> me.rolname AND pg_has_role(current_user, b.oid, 'MEMBER')
+UNION ALL
+SELECT DISTINCT CASE v.relkind WHEN 'm' THEN 'materialized-view' ELSE 'view-bypasses-rls' END,
+       format('%I.%I', vn.nspname, v.relname)
+FROM pool_tables t
+JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid
+                AND d.classid = 'pg_rewrite'::regclass
+JOIN pg_rewrite r ON r.oid = d.objid
+JOIN pg_class v ON v.oid = r.ev_class AND v.oid <> t.oid
+JOIN pg_namespace vn ON vn.oid = v.relnamespace
+WHERE v.relkind = 'm'
+   OR (v.relkind = 'v' AND v.relowner IN (SELECT oid FROM bypassing)
+       AND NOT coalesce(v.reloptions::text[] && ARRAY['security_invoker=true',
+                        'security_invoker=on', 'security_invoker=1'], false))
+UNION ALL
+SELECT DISTINCT 'security-definer', p.oid::regprocedure::text
+FROM pg_proc p JOIN pool_tables t ON p.prosrc ~* ('\m' || t.relname || '\M')
+WHERE p.prosecdef AND p.proowner IN (SELECT oid FROM bypassing)
 ORDER BY 1, 2";
 
 /// What the second statement of the session check reads: the marker its
@@ -88,6 +115,30 @@ pub enum Hazard {
         /// The table, schema-qualified.
         table: String,
     },
+    /// The role is a member of a role that bypasses row-level security (a
+    /// superuser or `BYPASSRLS` role): one `SET ROLE` away from every tenant's rows.
+    MemberOfBypassingRole {
+        /// The bypassing role.
+        role: String,
+    },
+    /// A view over a pool table runs with the rights of an owner that bypasses
+    /// row-level security, so it shows every tenant's rows.
+    ViewBypassesRls {
+        /// The view, schema-qualified.
+        view: String,
+    },
+    /// A materialized view over a pool table: its rows were read when it was last
+    /// refreshed, by its owner, and row-level security does not filter them.
+    MaterializedView {
+        /// The materialized view, schema-qualified.
+        view: String,
+    },
+    /// A `SECURITY DEFINER` function owned by a role that bypasses row-level
+    /// security reads a pool table: it runs with its owner's rights.
+    SecurityDefiner {
+        /// The function, with its argument types.
+        function: String,
+    },
     /// A server declared [`ConnectionMode::Direct`](crate::ConnectionMode::Direct)
     /// loses session state between statements of one client connection, as a
     /// transaction-mode pooler does: sessions handed out there would carry another
@@ -108,6 +159,10 @@ impl Hazard {
             "owner" => Hazard::OwnsPoolTable { table: subject },
             "rls-disabled" => Hazard::RlsDisabled { table: subject },
             "rls-not-forced" => Hazard::RlsNotForced { table: subject },
+            "member-of-bypassing" => Hazard::MemberOfBypassingRole { role: subject },
+            "view-bypasses-rls" => Hazard::ViewBypassesRls { view: subject },
+            "materialized-view" => Hazard::MaterializedView { view: subject },
+            "security-definer" => Hazard::SecurityDefiner { function: subject },
             _ => return None,
         })
     }
@@ -139,6 +194,29 @@ impl fmt::Display for Hazard {
                 f,
                 "pool table {table} does not force row-level security on its owner: \
                  ALTER TABLE {table} FORCE ROW LEVEL SECURITY"
+            ),
+            Hazard::MemberOfBypassingRole { role } => write!(
+                f,
+                "the application role is a member of {role}, which bypasses row-level security \
+                 (SUPERUSER or BYPASSRLS): SET ROLE {role} would show every tenant's rows; \
+                 REVOKE {role} FROM the application role"
+            ),
+            Hazard::ViewBypassesRls { view } => write!(
+                f,
+                "view {view} reads a pool table with the rights of an owner that bypasses \
+                 row-level security, so it shows every tenant's rows: \
+                 ALTER VIEW {view} SET (security_invoker = true)"
+            ),
+            Hazard::MaterializedView { view } => write!(
+                f,
+                "materialized view {view} holds pool-table rows that row-level security does \
+                 not filter: drop it, or replace it with a view WITH (security_invoker = true)"
+            ),
+            Hazard::SecurityDefiner { function } => write!(
+                f,
+                "SECURITY DEFINER function {function} reads a pool table with the rights of an \
+                 owner that bypasses row-level security: make it SECURITY INVOKER, or give it \
+                 to a role without SUPERUSER or BYPASSRLS"
             ),
             Hazard::UndeclaredTransactionPooler { server } => write!(
                 f,

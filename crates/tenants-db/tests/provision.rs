@@ -514,6 +514,160 @@ async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
         "DELETE FROM tenants.tenants WHERE id = 'stray-{t}'"
     ));
     s.shared(&format!("ALTER ROLE app_{t} NOBYPASSRLS"));
+    s.shared("ALTER TABLE todos ENABLE ROW LEVEL SECURITY");
+    s.sql(
+        &format!("shop_{t}"),
+        &format!("REVOKE DELETE, TRUNCATE ON widgets FROM tenant_shop_{t}_customer"),
+    );
+
+    // Objects a shared migration run by a superuser creates over a pool table read
+    // it with their owner's rights, and a bypassing role one SET ROLE away.
+    s.shared(&format!(
+        "CREATE VIEW todo_titles AS SELECT title FROM todos;
+         CREATE VIEW own_titles WITH (security_invoker = true) AS SELECT title FROM todos;
+         CREATE MATERIALIZED VIEW todo_count AS SELECT count(*) FROM todos;
+         CREATE FUNCTION every_todo() RETURNS bigint SECURITY DEFINER LANGUAGE sql
+             AS 'SELECT count(*) FROM todos';
+         CREATE ROLE bypass_{t} NOLOGIN BYPASSRLS; GRANT bypass_{t} TO app_{t};"
+    ));
+    let findings = provisioner.doctor().await.unwrap();
+    let shown: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    for hazard in [
+        Hazard::ViewBypassesRls {
+            view: "public.todo_titles".into(),
+        },
+        Hazard::MaterializedView {
+            view: "public.todo_count".into(),
+        },
+        Hazard::SecurityDefiner {
+            function: "every_todo()".into(),
+        },
+        Hazard::MemberOfBypassingRole {
+            role: format!("bypass_{t}"),
+        },
+    ] {
+        assert!(findings.contains(&Finding::Hazard(hazard)), "{shown:#?}");
+    }
+    assert!(
+        !shown.iter().any(|f| f.contains("own_titles")),
+        "{shown:#?}"
+    );
+    s.shared(&format!(
+        "ALTER VIEW todo_titles SET (security_invoker = true); DROP MATERIALIZED VIEW todo_count;
+         ALTER FUNCTION every_todo() SECURITY INVOKER; REVOKE bypass_{t} FROM app_{t};
+         DROP ROLE bypass_{t}"
+    ));
+    let findings = provisioner.doctor().await.unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    provisioner.close().await;
+}
+
+/// What a connection with no tenant set sees of the pool table `todos`, and the
+/// SQLSTATE of its insert.
+async fn no_tenant(conn: &mut PgConnection) -> (i64, Option<String>) {
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM todos")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let code = match sqlx::query("INSERT INTO todos (title) VALUES ('nobody')")
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(_) => None,
+        Err(e) => e
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned()),
+    };
+    (seen, code)
+}
+
+/// With no tenant set (NULL on a new connection, `''` on one that ran a tenant
+/// transaction), a pool table yields no rows and accepts no writes. A policy of an
+/// earlier version is planned, made to fail closed by apply, and named by doctor
+/// until then; a hand-written policy that widens on a missing tenant is named too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_tables_fail_closed_without_a_tenant() {
+    const DENIED: &str = "42501";
+    let s = Setup::new();
+    let t = &s.tag;
+    let provisioner = s.provisioner("").await;
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        provisioner
+            .apply(&plan, &ApplyOptions::new())
+            .await
+            .unwrap()
+            .is_success()
+    );
+    s.shared(&format!(
+        "INSERT INTO todos (tenant_id, title) VALUES ('pool-{t}', 'mine'), ('', 'orphan')"
+    ));
+    let app_url = format!(
+        "postgres://app_{t}@{}:{}/{}",
+        s.pg.host(),
+        s.pg.port(),
+        shared_db(&s.url)
+    );
+    let mut conn = PgConnection::connect(&app_url).await.unwrap();
+    assert_eq!(
+        no_tenant(&mut conn).await,
+        (0, Some(DENIED.into())),
+        "setting NULL"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SET LOCAL tenants.tenant_id = 'pool-{t}'; COMMIT"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let left: String = sqlx::query_scalar("SELECT current_setting('tenants.tenant_id', true)")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, "", "PostgreSQL keeps the setting's placeholder");
+    assert_eq!(
+        no_tenant(&mut conn).await,
+        (0, Some(DENIED.into())),
+        "setting ''"
+    );
+    conn.close().await.unwrap();
+
+    // The policy an earlier version wrote reads the setting without NULLIF.
+    s.shared(
+        "DROP POLICY tenant_isolation ON todos;
+         CREATE POLICY tenant_isolation ON todos
+             USING (tenant_id = current_setting('tenants.tenant_id', true))
+             WITH CHECK (tenant_id = current_setting('tenants.tenant_id', true));
+         CREATE POLICY open_when_unset ON todos
+             USING (current_setting('tenants.tenant_id', true) IS NULL OR tenant_id = '');",
+    );
+    let findings = provisioner.doctor().await.unwrap();
+    let shown: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    let policy_finding = |name: &str, says: &str| {
+        findings.iter().any(|f| {
+            matches!(f, Finding::Policy { policy, problem, .. }
+                if policy == name && problem.contains(says))
+        })
+    };
+    assert!(policy_finding("tenant_isolation", "NULLIF"), "{shown:#?}");
+    assert!(policy_finding("open_when_unset", "no tenant"), "{shown:#?}");
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        plan.to_string().contains("refuse rows with no tenant"),
+        "{plan}"
+    );
+    assert!(
+        provisioner
+            .apply(&plan, &ApplyOptions::new())
+            .await
+            .unwrap()
+            .is_success()
+    );
+    s.shared("DROP POLICY open_when_unset ON todos");
+    let findings = provisioner.doctor().await.unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    assert!(provisioner.plan().await.unwrap().is_empty());
     provisioner.close().await;
 }
 

@@ -12,7 +12,7 @@ use tenants_core::{DataModel, SqlIdent, TenantId};
 
 use super::engine::{Provisioner, tenant_grant_diff};
 use super::file::{Password, TableName, TenantSpec};
-use super::live::{self, POLICY, quote_ident};
+use super::live::{self, POLICY, POLICY_CHECK, quote_ident};
 use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
 use crate::isolation::literal;
 use crate::{Error, MIGRATED_CHANNEL, PgCatalog, TENANT_SETTING, TenantRole};
@@ -670,7 +670,6 @@ async fn secure_tables(
             )));
         }
         let t = table.quoted();
-        let check = format!("tenant_id = current_setting('{TENANT_SETTING}', true)");
         let mut statements = Vec::new();
         if !live.tenant_column {
             statements.push(format!(
@@ -692,7 +691,14 @@ async fn secure_tables(
         }
         if !live.policy {
             statements.push(format!(
-                "CREATE POLICY {POLICY} ON {t} USING ({check}) WITH CHECK ({check})"
+                "CREATE POLICY {POLICY} ON {t} USING ({POLICY_CHECK}) WITH CHECK ({POLICY_CHECK})"
+            ));
+        } else if !live.policy_fails_closed {
+            // An earlier version's policy, or one edited by hand: made to fail
+            // closed in place, so the table is never without a policy.
+            statements.push(format!("DROP POLICY {POLICY} ON {t}"));
+            statements.push(format!(
+                "CREATE POLICY {POLICY} ON {t} USING ({POLICY_CHECK}) WITH CHECK ({POLICY_CHECK})"
             ));
         }
         batch(&mut *tx, &statements).await?;

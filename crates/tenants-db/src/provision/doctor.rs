@@ -52,6 +52,16 @@ pub enum Finding {
         /// Role, privileges and relation.
         grant: String,
     },
+    /// A row-level security policy of a pool table lets rows through when no tenant
+    /// is set, or widens what every tenant sees.
+    Policy {
+        /// The table, schema-qualified.
+        table: String,
+        /// The policy.
+        policy: String,
+        /// What is wrong, and the fix.
+        problem: &'static str,
+    },
     /// A tenant's group role or login user has an attribute it must not have.
     RoleAttribute {
         /// The role.
@@ -69,6 +79,11 @@ impl fmt::Display for Finding {
                 write!(f, "application role {role} does not exist: run apply")
             }
             Finding::PoolTable { table, problem } => write!(f, "pool table {table} {problem}"),
+            Finding::Policy {
+                table,
+                policy,
+                problem,
+            } => write!(f, "policy {policy} on pool table {table} {problem}"),
             Finding::NotProvisioned { tenant, missing } => write!(
                 f,
                 "tenant {tenant} is in the file but missing in the database ({missing}): run apply"
@@ -91,13 +106,89 @@ impl fmt::Display for Finding {
     }
 }
 
+/// Every row-level security policy of the given tables (quoted names), as
+/// `(table, policy, permissive, USING, WITH CHECK)` printed by PostgreSQL.
+const POLICIES_SQL: &str = "\
+SELECT format('%I.%I', n.nspname, c.relname), p.polname::text, p.polpermissive,
+       coalesce(pg_get_expr(p.polqual, p.polrelid), ''),
+       coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+FROM pg_policy p
+JOIN pg_class c ON c.oid = p.polrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid IN (SELECT to_regclass(x) FROM unnest($1::text[]) AS x)
+ORDER BY 1, 2";
+
+/// What is wrong with a pool table's policy, from its printed expressions.
+///
+/// PostgreSQL ORs permissive policies, so one that does not read the tenant
+/// setting widens every tenant's view. A custom setting reads back as `''` (not
+/// NULL) once a transaction of the session has set it, so a read of the setting
+/// outside `NULLIF(.., '')` compares with `''` when no tenant is set, and a test
+/// for NULL or `''` lets rows through exactly then.
+fn policy_problem(permissive: bool, expressions: &[&str]) -> Option<&'static str> {
+    const READ: &str = "current_setting('tenants.tenant_id'";
+    const WRAPPED: &str = "NULLIF(current_setting('tenants.tenant_id'";
+    let reads: usize = expressions.iter().map(|e| e.matches(READ).count()).sum();
+    let wrapped: usize = expressions.iter().map(|e| e.matches(WRAPPED).count()).sum();
+    if reads == 0 {
+        return permissive.then_some(
+            "is permissive and does not read tenants.tenant_id: permissive policies are \
+             ORed, so it widens what every tenant sees; make it AS RESTRICTIVE or drop it",
+        );
+    }
+    if expressions
+        .iter()
+        .any(|e| e.contains("IS NULL") || e.contains("= ''::text") || e.contains("<> ''::text"))
+    {
+        return Some(
+            "lets rows through when no tenant is set (it tests the setting for NULL or ''): \
+             compare tenant_id = NULLIF(current_setting('tenants.tenant_id', true), '') alone",
+        );
+    }
+    (reads > wrapped).then_some(
+        "reads tenants.tenant_id without NULLIF(.., ''): with no tenant set it compares \
+         with '' (a row with tenant_id = '' matches, and such a row can be written); use \
+         NULLIF(current_setting('tenants.tenant_id', true), '')",
+    )
+}
+
 impl Provisioner {
+    /// The problems of the pool tables' policies (see [`policy_problem`]).
+    async fn policy_findings(&self) -> Result<Vec<Finding>, Error> {
+        let tables: Vec<String> = self
+            .file
+            .shared
+            .pool_tables
+            .iter()
+            .map(|t| t.quoted())
+            .collect();
+        let rows: Vec<(String, String, bool, String, String)> = sqlx::query_as(POLICIES_SQL)
+            .bind(tables)
+            .fetch_all(self.shared_pool()?)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(table, policy, permissive, using, check)| {
+                let problem = policy_problem(permissive, &[&using, &check])?;
+                Some(Finding::Policy {
+                    table,
+                    policy,
+                    problem,
+                })
+            })
+            .collect())
+    }
+
     /// Checks the live servers for isolation hazards: pool tables without
-    /// row-level security enabled and forced (or without their policy), an
-    /// application role that is a superuser, has `BYPASSRLS` or owns a pool table,
-    /// tenants of the file missing in the database and tenants of the database
-    /// missing in the file (tenants provisioned at runtime excepted), and roles
-    /// holding grants beyond their kind. An empty list means nothing was found.
+    /// row-level security enabled and forced (or without their policy, or with one
+    /// that does not fail closed), policies that let rows through when no tenant is
+    /// set or widen every tenant's view, an application role that is a superuser,
+    /// has `BYPASSRLS`, owns a pool table or is a member of a bypassing role, views,
+    /// materialized views and `SECURITY DEFINER` functions that read pool tables
+    /// past row-level security ([`HAZARDS_SQL`]), tenants of the file missing in the
+    /// database and tenants of the database missing in the file (tenants
+    /// provisioned at runtime excepted), and roles holding grants beyond their
+    /// kind. An empty list means nothing was found.
     pub async fn doctor(&self) -> Result<Vec<Finding>, Error> {
         let specs: Vec<&TenantSpec> = self.file.tenants.iter().collect();
         let live = self.read_live(&specs).await?;
@@ -143,12 +234,19 @@ impl Provisioner {
         tx.rollback().await?;
         for (kind, subject) in rows {
             // Superuser and BYPASSRLS were checked above, for every server.
-            let table_hazard = matches!(kind.as_str(), "rls-disabled" | "rls-not-forced")
-                || (kind == "owner" && app.is_some());
+            let table_hazard = matches!(
+                kind.as_str(),
+                "rls-disabled"
+                    | "rls-not-forced"
+                    | "view-bypasses-rls"
+                    | "materialized-view"
+                    | "security-definer"
+            ) || (kind != "superuser" && kind != "bypassrls" && app.is_some());
             if table_hazard && let Some(hazard) = Hazard::from_row(&kind, subject) {
                 findings.push(Finding::Hazard(hazard));
             }
         }
+        findings.extend(self.policy_findings().await?);
         for (table, state) in self.file.shared.pool_tables.iter().zip(&live.pool) {
             let problem = if !state.exists {
                 "does not exist"
@@ -156,6 +254,8 @@ impl Provisioner {
                 "has no tenant_id column, so row-level security cannot filter it"
             } else if !state.policy {
                 "has no tenant_isolation policy"
+            } else if !state.policy_fails_closed {
+                "has a tenant_isolation policy that is not the one apply writes: run apply"
             } else {
                 continue;
             };
@@ -268,5 +368,48 @@ impl Provisioner {
             }
         }
         Ok(findings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str =
+        "(tenant_id = NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text))";
+
+    #[test]
+    fn policies_that_fail_open_or_widen_are_found() {
+        assert_eq!(policy_problem(true, &[GOOD, GOOD]), None);
+        assert_eq!(policy_problem(false, &["(x > 0)", ""]), None);
+        let raw = "(tenant_id = current_setting('tenants.tenant_id'::text, true))";
+        assert!(
+            policy_problem(true, &[raw, raw])
+                .unwrap()
+                .contains("NULLIF")
+        );
+        let cast = "(tenant_id = (current_setting('tenants.tenant_id'::text))::uuid)";
+        assert!(
+            policy_problem(true, &[cast, ""])
+                .unwrap()
+                .contains("NULLIF")
+        );
+        let widening = "((current_setting('tenants.tenant_id'::text, true) IS NULL) OR (tenant_id = current_setting('tenants.tenant_id'::text, true)))";
+        assert!(
+            policy_problem(true, &[widening, ""])
+                .unwrap()
+                .contains("no tenant")
+        );
+        let empty = "((NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text) IS NULL) OR (tenant_id = NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text)))";
+        assert!(
+            policy_problem(true, &[empty, ""])
+                .unwrap()
+                .contains("no tenant")
+        );
+        assert!(
+            policy_problem(true, &["true", ""])
+                .unwrap()
+                .contains("ORed")
+        );
     }
 }

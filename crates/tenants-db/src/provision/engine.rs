@@ -600,6 +600,12 @@ impl Provisioner {
                     }
                     if !state.policy {
                         missing.push(format!("create policy {}", live::POLICY));
+                    } else if !state.policy_fails_closed {
+                        missing.push(format!(
+                            "make policy {} refuse rows with no tenant ({})",
+                            live::POLICY,
+                            live::POLICY_CHECK
+                        ));
                     }
                 }
                 if !missing.is_empty() {

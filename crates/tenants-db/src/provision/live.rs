@@ -200,10 +200,25 @@ pub(crate) struct PoolTableLive {
     /// `tenant_id` has a default (rows then get the tenant of the transaction).
     pub(crate) tenant_default: bool,
     pub(crate) policy: bool,
+    /// The policy reads the setting through [`POLICY_CHECK`], in `USING` and `WITH
+    /// CHECK` alike, so no tenant (NULL, or `''` once a connection ran a tenant
+    /// transaction) matches no row.
+    pub(crate) policy_fails_closed: bool,
 }
 
 /// The name of the row-level security policy given to pool tables.
 pub(crate) const POLICY: &str = "tenant_isolation";
+
+/// The expression of the pool tables' policy, for reads and writes: `NULLIF` makes
+/// an empty setting NULL, and `tenant_id = NULL` is never true. (A custom setting
+/// reads back as `''`, not NULL, once any transaction of the session has set it:
+/// PostgreSQL keeps the placeholder.)
+pub(crate) const POLICY_CHECK: &str =
+    "tenant_id = NULLIF(current_setting('tenants.tenant_id', true), '')";
+
+/// [`POLICY_CHECK`] as PostgreSQL prints it back (`pg_get_expr`).
+const POLICY_CHECK_PRINTED: &str =
+    "(tenant_id = NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text))";
 
 pub(crate) async fn pool_tables<'c, E>(
     db: E,
@@ -213,7 +228,7 @@ where
     E: sqlx::PgExecutor<'c>,
 {
     let names: Vec<String> = tables.iter().map(TableName::quoted).collect();
-    type Row = (String, bool, bool, bool, bool, bool, bool);
+    type Row = (String, bool, bool, bool, bool, bool, bool, bool);
     let found: Vec<Row> = sqlx::query_as(
         "SELECT x, c.oid IS NOT NULL, coalesce(c.relrowsecurity, false), \
                 coalesce(c.relforcerowsecurity, false), \
@@ -222,24 +237,32 @@ where
                 EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_attrdef d \
                         ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
                         WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'), \
-                EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2) \
+                EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2), \
+                EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2 \
+                        AND p.polpermissive AND p.polcmd = '*' \
+                        AND pg_get_expr(p.polqual, p.polrelid) = $3 \
+                        AND pg_get_expr(p.polwithcheck, p.polrelid) = $3) \
          FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) \
          LEFT JOIN pg_class c ON c.oid = to_regclass(x) ORDER BY i",
     )
     .bind(names)
     .bind(POLICY)
+    .bind(POLICY_CHECK_PRINTED)
     .fetch_all(db)
     .await?;
     Ok(found
         .into_iter()
         .map(
-            |(_, exists, rls, forced, tenant_column, tenant_default, policy)| PoolTableLive {
-                exists,
-                rls,
-                forced,
-                tenant_column,
-                tenant_default,
-                policy,
+            |(_, exists, rls, forced, tenant_column, tenant_default, policy, fails_closed)| {
+                PoolTableLive {
+                    exists,
+                    rls,
+                    forced,
+                    tenant_column,
+                    tenant_default,
+                    policy,
+                    policy_fails_closed: fails_closed,
+                }
             },
         )
         .collect())

@@ -34,8 +34,10 @@
 //! - **pool**: nothing of its own; the shared migrations run once in the shared
 //!   database, and each `[shared] pool_tables` table gets a `tenant_id` column
 //!   (when missing) defaulting to the transaction's tenant, row-level security enabled and forced, and the policy
-//!   `tenant_isolation`: `USING (tenant_id = current_setting('tenants.tenant_id',
-//!   true)) WITH CHECK (...)`;
+//!   `tenant_isolation`: `USING (tenant_id = NULLIF(current_setting('tenants.tenant_id',
+//!   true), '')) WITH CHECK (...)`, so with no tenant set (NULL, or `''` on a
+//!   connection that ran a tenant transaction before) a pool table yields no rows
+//!   and accepts no writes;
 //! - **bridge**: a schema in the shared database, migrated in place (its own
 //!   `_sqlx_migrations` table records its progress);
 //! - **silo**: a database copied from the server's template database, which is
