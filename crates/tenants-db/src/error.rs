@@ -138,6 +138,15 @@ pub enum Error {
         ids(.0)
     )]
     DestroyRefused(Vec<TenantId>),
+    /// A tenant of the tenants file has no schema or database yet: `migrate` does
+    /// not create storage, `apply` does.
+    #[error("tenant {tenant} is not provisioned ({missing} does not exist): run apply")]
+    NotProvisioned {
+        /// The tenant.
+        tenant: TenantId,
+        /// The missing object, as the plan prints it (`schema acme`).
+        missing: String,
+    },
     /// Reading the migrations directory failed.
     #[cfg(feature = "sqlx")]
     #[error("migrations {path}: {source}")]

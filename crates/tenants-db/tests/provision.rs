@@ -452,6 +452,52 @@ async fn a_broken_migration_for_one_tenant_leaves_the_others_migrated() {
     provisioner.close().await;
 }
 
+/// A tenant of the file whose schema is gone is a failure of `migrate`, never a
+/// silent skip, and the other tenants are still migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_fails_a_tenant_whose_schema_is_missing_and_migrates_the_others() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let provisioner = s.provisioner("").await;
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        provisioner
+            .apply(&plan, &ApplyOptions::new())
+            .await
+            .unwrap()
+            .is_success()
+    );
+    provisioner.close().await;
+    s.shared(&format!("DROP SCHEMA hardware_{t} CASCADE"));
+    std::fs::write(
+        s.dir.join("migrations/0002_colour.sql"),
+        "ALTER TABLE widgets ADD COLUMN colour text;",
+    )
+    .unwrap();
+    let provisioner = s.provisioner("").await;
+    let report = provisioner.migrate(&ApplyOptions::new()).await.unwrap();
+    assert_eq!(report.failures.len(), 1, "{report}");
+    let (failed, error) = &report.failures[0];
+    assert_eq!(failed.as_str(), format!("hardware-{t}"));
+    assert!(
+        matches!(error, Error::NotProvisioned { missing, .. } if missing.contains(&format!("hardware_{t}"))),
+        "{error}"
+    );
+    assert!(error.to_string().contains("run apply"), "{error}");
+    assert_eq!(
+        s.sql(
+            &format!("shop_{t}"),
+            "SELECT count(*) FROM _sqlx_migrations WHERE version = 2 AND success"
+        ),
+        "1"
+    );
+    assert_eq!(
+        s.shared("SELECT count(*) FROM _sqlx_migrations WHERE version = 2 AND success"),
+        "1"
+    );
+    provisioner.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
     let s = Setup::new();

@@ -201,15 +201,19 @@ impl Provisioner {
 
     /// Runs the pending migrations of the shared database, the templates and every
     /// provisioned tenant, then brings their table grants and pool-table security
-    /// up to date. Tenants not provisioned yet are left to [`apply`](Self::apply).
+    /// up to date.
+    ///
+    /// A tenant of the file whose schema or database does not exist is not created
+    /// here (that is [`apply`](Self::apply)'s work): it is a failure of the report,
+    /// [`Error::NotProvisioned`], and every other tenant is still migrated.
     pub async fn migrate(&self, options: &ApplyOptions) -> Result<Report, Error> {
         let plan = self.plan().await?;
-        let skip: Vec<Scope> = plan
-            .changes
-            .iter()
-            .filter(|c| c.storage)
-            .map(|c| c.scope)
-            .collect();
+        let mut missing: BTreeMap<TenantId, String> = BTreeMap::new();
+        for change in plan.changes.iter().filter(|c| c.storage) {
+            if let Scope::Tenant(tenant) = change.scope {
+                missing.insert(tenant, change.object.clone());
+            }
+        }
         let changes = plan
             .changes
             .into_iter()
@@ -217,10 +221,18 @@ impl Provisioner {
                 matches!(
                     c.work,
                     Work::Migrate(_) | Work::SyncGrants(_) | Work::SecurePoolTables(_)
-                ) && !skip.contains(&c.scope)
+                ) && !matches!(c.scope, Scope::Tenant(t) if missing.contains_key(&t))
             })
             .collect();
-        self.apply(&Plan { changes }, options).await
+        let mut report = self.apply(&Plan { changes }, options).await?;
+        for (tenant, object) in missing {
+            report.succeeded.retain(|done| *done != tenant);
+            report
+                .failures
+                .push((tenant, Error::NotProvisioned { tenant, missing: object }));
+        }
+        report.failures.sort_by_key(|(id, _)| *id);
+        Ok(report)
     }
 
     /// Creates or updates one tenant now, idempotently: its roles, its schema or
