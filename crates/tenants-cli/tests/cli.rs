@@ -295,6 +295,42 @@ fn doctor_exits_non_zero_on_hazards() {
     assert_eq!(clean.code, 0, "{}", clean.stdout);
 }
 
+/// A shared migration that moves the search path is refused at plan, before
+/// anything runs, naming the file, the line and the reason; a bridge tenant's
+/// missing schema is a failure of migrate, not a silent skip.
+#[test]
+fn bridge_migrations_are_checked_and_missing_schemas_fail_migrate() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let migration = s.dir.join("migrations/0002_totals.sql");
+    std::fs::write(
+        &migration,
+        "CREATE TABLE totals (n int);\nSET search_path = public;\nCREATE TABLE more (n int);",
+    )
+    .unwrap();
+    let plan = s.run(&["plan", "-f", "tenants.toml"]);
+    assert_eq!(plan.code, 1, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stderr
+            .contains("migrations/0002_totals.sql:2: sets search_path"),
+        "{}",
+        plan.stderr
+    );
+    std::fs::remove_file(&migration).unwrap();
+
+    assert_eq!(s.run(&["apply", "-f", "tenants.toml"]).code, 0);
+    s.shared(&format!("DROP SCHEMA store_{t} CASCADE"));
+    let migrate = s.run(&["migrate", "-f", "tenants.toml"]);
+    assert_eq!(migrate.code, 1, "{}{}", migrate.stdout, migrate.stderr);
+    let all = format!("{}{}", migrate.stdout, migrate.stderr);
+    assert!(
+        all.contains(&format!(
+            "tenant store-{t} is not provisioned (schema store_{t}"
+        )),
+        "{all}"
+    );
+}
+
 #[test]
 fn errors_are_one_clean_message_with_exit_code_one() {
     let dir = std::env::temp_dir().join(format!("tenants-cli-errors-{}", tag()));

@@ -147,6 +147,18 @@ pub enum Error {
         /// The missing object, as the plan prints it (`schema acme`).
         missing: String,
     },
+    /// Shared migrations that bridge tenants cannot run inside their own schema;
+    /// nothing was changed.
+    #[error(
+        "migrations a bridge tenant cannot run in its own schema (nothing was changed): {why}\n  {}",
+        .problems.join("\n  ")
+    )]
+    BridgeMigrations {
+        /// One line per offence: `file:line: reason`.
+        problems: Vec<String>,
+        /// What bridge migrations must do instead.
+        why: &'static str,
+    },
     /// Reading the migrations directory failed.
     #[cfg(feature = "sqlx")]
     #[error("migrations {path}: {source}")]

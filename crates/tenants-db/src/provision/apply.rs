@@ -227,9 +227,13 @@ impl Provisioner {
         let mut report = self.apply(&Plan { changes }, options).await?;
         for (tenant, object) in missing {
             report.succeeded.retain(|done| *done != tenant);
-            report
-                .failures
-                .push((tenant, Error::NotProvisioned { tenant, missing: object }));
+            report.failures.push((
+                tenant,
+                Error::NotProvisioned {
+                    tenant,
+                    missing: object,
+                },
+            ));
         }
         report.failures.sort_by_key(|(id, _)| *id);
         Ok(report)
@@ -269,6 +273,9 @@ impl Provisioner {
     fn check_runtime(&self, spec: &TenantSpec) -> Result<TenantSpec, Error> {
         let mut spec = spec.clone();
         let id = spec.tenant.id;
+        if matches!(spec.tenant.model, DataModel::Bridge { .. }) {
+            self.check_bridge_migrations()?;
+        }
         if spec.server.is_empty() {
             spec.server = self.file.default_server.clone();
         }

@@ -306,6 +306,12 @@ impl Provisioner {
     /// is another tenant's login user or group role. Otherwise, database errors.
     pub async fn plan(&self) -> Result<Plan, Error> {
         let specs: Vec<&TenantSpec> = self.file.tenants.iter().collect();
+        if specs
+            .iter()
+            .any(|s| matches!(s.tenant.model, DataModel::Bridge { .. }))
+        {
+            self.check_bridge_migrations()?;
+        }
         let live = self.read_live(&specs).await?;
         let mut plan = Plan::default();
         self.plan_shared(&live, &specs, &mut plan.changes);
@@ -325,6 +331,17 @@ impl Provisioner {
             self.plan_destroy(id, &live, &mut plan.changes);
         }
         Ok(plan)
+    }
+
+    /// Refuses shared migrations that a bridge tenant cannot run inside its own
+    /// schema (see [`bridge_migrations`](super::bridge_migrations)).
+    pub(crate) fn check_bridge_migrations(&self) -> Result<(), Error> {
+        match &self.migrator {
+            Some(migrator) => {
+                super::bridge_migrations::check(migrator, self.file.shared.migrations.as_deref())
+            }
+            None => Ok(()),
+        }
     }
 
     /// What destroying `tenant` would drop: its database, schema or pool rows, its

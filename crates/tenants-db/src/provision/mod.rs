@@ -66,6 +66,7 @@
 //! and a failing tenant does not stop the others.
 
 mod apply;
+mod bridge_migrations;
 mod doctor;
 mod engine;
 mod environment;
