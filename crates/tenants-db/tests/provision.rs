@@ -452,6 +452,70 @@ async fn a_broken_migration_for_one_tenant_leaves_the_others_migrated() {
     provisioner.close().await;
 }
 
+/// A view a shared migration creates over a pool table (owned by the migrating
+/// superuser, whom row-level security never filters) is made `security_invoker`
+/// by apply, so a tenant reading it through the router sees its own rows only,
+/// whether the view came with the first apply or with a later migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_over_pool_tables_read_as_their_caller() {
+    let s = Setup::new();
+    let t = &s.tag;
+    std::fs::write(
+        s.dir.join("migrations/0002_titles.sql"),
+        "CREATE VIEW todo_titles AS SELECT tenant_id, title FROM todos;",
+    )
+    .unwrap();
+    let provisioner = s.provisioner("[tenants.other]\nmodel = \"pool\"\n").await;
+    let plan = provisioner.plan().await.unwrap();
+    assert!(
+        provisioner
+            .apply(&plan, &ApplyOptions::new())
+            .await
+            .unwrap()
+            .is_success()
+    );
+    provisioner.close().await;
+    std::fs::write(
+        s.dir.join("migrations/0003_later.sql"),
+        "CREATE VIEW todo_count AS SELECT count(*) AS n FROM todos;",
+    )
+    .unwrap();
+    let provisioner = s.provisioner("[tenants.other]\nmodel = \"pool\"\n").await;
+    let report = provisioner.migrate(&ApplyOptions::new()).await.unwrap();
+    assert!(report.is_success(), "{report}");
+    assert!(provisioner.plan().await.unwrap().is_empty());
+    s.shared(&format!(
+        "INSERT INTO todos (tenant_id, title) VALUES ('pool-{t}', 'mine'), ('other', 'theirs');
+         GRANT SELECT ON todo_titles, todo_count TO app_{t}"
+    ));
+    let app_url = format!(
+        "postgres://app_{t}@{}:{}/{}",
+        s.pg.host(),
+        s.pg.port(),
+        shared_db(&s.url)
+    );
+    let router: TenantRouter<Sqlx> = TenantRouter::builder()
+        .server("main", app_url)
+        .build()
+        .unwrap();
+    let mine = Tenant::new(format!("pool-{t}").parse().unwrap(), DataModel::Pool);
+    let mut tx = router.begin(&mine).await.unwrap();
+    let titles: Vec<String> = sqlx::query_scalar("SELECT title FROM todo_titles")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT n FROM todo_count")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((titles, count), (vec!["mine".to_owned()], 1));
+    let findings = provisioner.doctor().await.unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    router.close().await;
+    provisioner.close().await;
+}
+
 /// A tenant of the file whose schema is gone is a failure of `migrate`, never a
 /// silent skip, and the other tenants are still migrated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

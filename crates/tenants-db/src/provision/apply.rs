@@ -720,6 +720,12 @@ async fn secure_tables(
                 "CREATE POLICY {POLICY} ON {t} USING ({POLICY_CHECK}) WITH CHECK ({POLICY_CHECK})"
             ));
         }
+        // A view runs with its owner's rights (the migrating superuser's, which
+        // row-level security never filters) unless it is security_invoker
+        // (PostgreSQL 15 and later).
+        for view in &live.definer_views {
+            statements.push(format!("ALTER VIEW {view} SET (security_invoker = true)"));
+        }
         batch(&mut *tx, &statements).await?;
     }
     tx.commit().await?;

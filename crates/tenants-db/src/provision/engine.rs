@@ -588,7 +588,8 @@ impl Provisioner {
         let pool_tables = &self.file.shared.pool_tables;
         if !pool_tables.is_empty() {
             let pending = self.pending(live.shared_applied.as_ref());
-            if !pending.is_empty() {
+            let migrating = !pending.is_empty();
+            if migrating {
                 changes.push(
                     Change::new(
                         scope,
@@ -623,6 +624,17 @@ impl Provisioner {
                             live::POLICY,
                             live::POLICY_CHECK
                         ));
+                    }
+                    if !state.definer_views.is_empty() {
+                        missing.push(format!(
+                            "make views {} read it as their caller (security_invoker)",
+                            state.definer_views.join(", ")
+                        ));
+                    }
+                    if missing.is_empty() && migrating {
+                        // The pending migrations may add columns, keys or views
+                        // over it: checked again once they ran.
+                        missing.push("check again after the migrations".into());
                     }
                 }
                 if !missing.is_empty() {

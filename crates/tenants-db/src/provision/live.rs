@@ -204,6 +204,9 @@ pub(crate) struct PoolTableLive {
     /// CHECK` alike, so no tenant (NULL, or `''` once a connection ran a tenant
     /// transaction) matches no row.
     pub(crate) policy_fails_closed: bool,
+    /// Views over the table that run with their owner's rights (no
+    /// `security_invoker`), schema-qualified and quoted.
+    pub(crate) definer_views: Vec<String>,
 }
 
 /// The name of the row-level security policy given to pool tables.
@@ -228,7 +231,17 @@ where
     E: sqlx::PgExecutor<'c>,
 {
     let names: Vec<String> = tables.iter().map(TableName::quoted).collect();
-    type Row = (String, bool, bool, bool, bool, bool, bool, bool);
+    type Row = (
+        String,
+        bool,
+        bool,
+        bool,
+        bool,
+        bool,
+        bool,
+        bool,
+        Vec<String>,
+    );
     let found: Vec<Row> = sqlx::query_as(
         "SELECT x, c.oid IS NOT NULL, coalesce(c.relrowsecurity, false), \
                 coalesce(c.relforcerowsecurity, false), \
@@ -241,7 +254,17 @@ where
                 EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2 \
                         AND p.polpermissive AND p.polcmd = '*' \
                         AND pg_get_expr(p.polqual, p.polrelid) = $3 \
-                        AND pg_get_expr(p.polwithcheck, p.polrelid) = $3) \
+                        AND pg_get_expr(p.polwithcheck, p.polrelid) = $3), \
+                ARRAY(SELECT DISTINCT format('%I.%I', vn.nspname, v.relname) \
+                      FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+                      JOIN pg_class v ON v.oid = r.ev_class \
+                      JOIN pg_namespace vn ON vn.oid = v.relnamespace \
+                      WHERE d.classid = 'pg_rewrite'::regclass \
+                        AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid \
+                        AND v.relkind = 'v' AND v.oid <> c.oid \
+                        AND NOT coalesce(v.reloptions::text[] && ARRAY['security_invoker=true', \
+                                 'security_invoker=on', 'security_invoker=1'], false) \
+                      ORDER BY 1) \
          FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) \
          LEFT JOIN pg_class c ON c.oid = to_regclass(x) ORDER BY i",
     )
@@ -253,7 +276,17 @@ where
     Ok(found
         .into_iter()
         .map(
-            |(_, exists, rls, forced, tenant_column, tenant_default, policy, fails_closed)| {
+            |(
+                _,
+                exists,
+                rls,
+                forced,
+                tenant_column,
+                tenant_default,
+                policy,
+                fails_closed,
+                views,
+            )| {
                 PoolTableLive {
                     exists,
                     rls,
@@ -262,6 +295,7 @@ where
                     tenant_default,
                     policy,
                     policy_fails_closed: fails_closed,
+                    definer_views: views,
                 }
             },
         )
