@@ -53,7 +53,8 @@ impl Setup {
         std::fs::create_dir_all(dir.join("migrations")).unwrap();
         std::fs::write(
             dir.join("migrations/0001_orders.sql"),
-            "CREATE TABLE orders (id serial PRIMARY KEY, tenant_id text, item text);",
+            "CREATE TABLE orders (id serial, tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id', true), item text, \
+             PRIMARY KEY (tenant_id, id));",
         )
         .unwrap();
         let setup = Setup { pg, url, tag, dir };

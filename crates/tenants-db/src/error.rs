@@ -147,6 +147,20 @@ pub enum Error {
         /// The missing object, as the plan prints it (`schema acme`).
         missing: String,
     },
+    /// Keys of pool tables that do not lead with `tenant_id`: a unique key answers
+    /// one tenant's insert with another tenant's conflict (revealing that the
+    /// value exists), and a foreign key accepts a reference to another tenant's
+    /// row.
+    #[error(
+        "pool-table keys that do not lead with tenant_id: {why}\n  {}",
+        .problems.join("\n  ")
+    )]
+    TenantScopedKeys {
+        /// One line per key: `table: kind name (columns)`.
+        problems: Vec<String>,
+        /// How to fix them.
+        why: &'static str,
+    },
     /// Shared migrations that bridge tenants cannot run inside their own schema;
     /// nothing was changed.
     #[error(

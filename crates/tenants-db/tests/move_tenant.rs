@@ -13,8 +13,10 @@ use tenants_db::{Error, PgCatalog, Sqlx, TenantEvent, TenantRole, TenantRouter};
 use tenants_test_support::{TestServer, postgres, unique_name};
 
 const MIGRATION: &str = "
-CREATE TABLE todos (id bigserial PRIMARY KEY, tenant_id text, title text NOT NULL);
-CREATE TABLE notes (id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_id text, body text);
+CREATE TABLE todos (id bigserial, tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id', true), title text NOT NULL,
+    PRIMARY KEY (tenant_id, id));
+CREATE TABLE notes (id integer GENERATED ALWAYS AS IDENTITY, tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id', true), body text,
+    PRIMARY KEY (tenant_id, id));
 CREATE INDEX todos_by_tenant ON todos (tenant_id, id);
 ";
 

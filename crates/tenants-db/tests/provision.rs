@@ -17,7 +17,8 @@ use tenants_test_support::{TestServer, postgres, unique_name};
 
 const MIGRATION: &str = "
 CREATE TABLE widgets (id serial PRIMARY KEY, name text NOT NULL);
-CREATE TABLE todos (id serial PRIMARY KEY, tenant_id text, title text NOT NULL);
+CREATE TABLE todos (id serial, tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id', true),
+    title text NOT NULL, PRIMARY KEY (tenant_id, id));
 ";
 
 /// A name part unique to this test run: lowercase letters and digits.
@@ -513,6 +514,75 @@ async fn views_over_pool_tables_read_as_their_caller() {
     let findings = provisioner.doctor().await.unwrap();
     assert!(findings.is_empty(), "{findings:?}");
     router.close().await;
+    provisioner.close().await;
+}
+
+/// Keys of pool tables lead with tenant_id: a global unique key would answer one
+/// tenant's insert with another's conflict, and a foreign key would accept another
+/// tenant's row. plan refuses such keys on the live tables, one line per key; apply
+/// refuses one a migration creates, after securing the table; doctor names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_pool_tables_lead_with_tenant_id() {
+    let s = Setup::new();
+    std::fs::write(
+        s.dir.join("migrations/0002_titles.sql"),
+        "CREATE UNIQUE INDEX todos_title ON todos (title);",
+    )
+    .unwrap();
+    let provisioner = s.provisioner("").await;
+    let plan = provisioner.plan().await.unwrap();
+    let applied = provisioner.apply(&plan, &ApplyOptions::new()).await;
+    let refused = match applied {
+        Err(error) => error.to_string(),
+        Ok(report) => {
+            assert!(!report.is_success(), "{report}");
+            report.to_string()
+        }
+    };
+    assert!(
+        refused.contains("public.todos: unique index todos_title (title)"),
+        "{refused}"
+    );
+    assert!(refused.contains("lead each with tenant_id"), "{refused}");
+    // The table was secured before the refusal.
+    assert_eq!(
+        s.shared(
+            "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = 'todos'"
+        ),
+        "t"
+    );
+    s.shared(
+        "ALTER TABLE todos ADD COLUMN parent int;
+         ALTER TABLE todos ADD CONSTRAINT todos_id UNIQUE (id);
+         ALTER TABLE todos ADD CONSTRAINT todos_parent FOREIGN KEY (parent) REFERENCES todos (id);",
+    );
+    let Err(Error::TenantScopedKeys { problems, .. }) = provisioner.plan().await else {
+        panic!("plan must refuse the keys");
+    };
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("foreign key todos_parent")),
+        "{problems:#?}"
+    );
+    let findings = provisioner.doctor().await.unwrap();
+    let keys = findings
+        .iter()
+        .filter(|f| f.to_string().contains("does not lead with tenant_id"))
+        .count();
+    assert_eq!(keys, 3, "{findings:#?}");
+    s.shared(
+        "ALTER TABLE todos DROP CONSTRAINT todos_parent, DROP CONSTRAINT todos_id;
+         DROP INDEX todos_title;
+         CREATE UNIQUE INDEX todos_title ON todos (tenant_id, title);",
+    );
+    let plan = provisioner.plan().await.unwrap();
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
     provisioner.close().await;
 }
 

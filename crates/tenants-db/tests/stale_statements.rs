@@ -62,7 +62,8 @@ async fn a_migration_between_two_requests_leaves_no_stale_statement() {
     std::fs::write(
         dir.join("migrations/0001_tables.sql"),
         "CREATE TABLE widgets (id serial PRIMARY KEY, name text NOT NULL);
-         CREATE TABLE todos (id serial PRIMARY KEY, tenant_id text, title text NOT NULL);",
+         CREATE TABLE todos (id serial, tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id', true),
+             title text NOT NULL, PRIMARY KEY (tenant_id, id));",
     )
     .unwrap();
     let path = dir.join("tenants.toml");

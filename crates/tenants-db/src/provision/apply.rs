@@ -666,22 +666,25 @@ impl Provisioner {
 }
 
 /// Gives `tables` a `tenant_id` column (when missing), row-level security enabled
-/// and forced, and the tenant isolation policy. Missing tables are an error, or
-/// skipped with `missing_ok` (a tenant's copy of a pool table its migrations do
-/// not create).
+/// and forced, the tenant isolation policy, and their views `security_invoker`;
+/// then refuses keys that do not lead with `tenant_id`. With `copies` (a tenant's
+/// own copies of the pool tables, in its schema or database), missing tables are
+/// skipped, and keys are not checked: one tenant's rows cannot collide with
+/// another's there.
 async fn secure_tables(
     conn: &mut sqlx::PgConnection,
     tables: &[TableName],
-    missing_ok: bool,
+    copies: bool,
 ) -> Result<(), Error> {
     let state = live::pool_tables(&mut *conn, tables).await?;
     let mut tx = conn.begin().await?;
     // Owned: a borrowed iterator held across an await would make the future not
     // provably `Send`.
+    let all = tables.to_vec();
     let tables: Vec<(TableName, live::PoolTableLive)> = tables.iter().cloned().zip(state).collect();
     for (table, live) in tables {
         if !live.exists {
-            if missing_ok {
+            if copies {
                 continue;
             }
             return Err(Error::Config(format!(
@@ -729,7 +732,13 @@ async fn secure_tables(
         batch(&mut *tx, &statements).await?;
     }
     tx.commit().await?;
-    Ok(())
+    if copies {
+        return Ok(());
+    }
+    // Checked once the tables are secured: a key the migrations just created
+    // fails the apply, with the tables' row-level security already in place.
+    let state = live::pool_tables(&mut *conn, &all).await?;
+    super::engine::tenant_scoped_keys(&all, &state)
 }
 
 /// Runs `statements` in one round trip (`batched`), or one by one for those that

@@ -248,6 +248,16 @@ impl Provisioner {
         }
         findings.extend(self.policy_findings().await?);
         for (table, state) in self.file.shared.pool_tables.iter().zip(&live.pool) {
+            for key in &state.keys_without_tenant {
+                findings.push(Finding::PoolTable {
+                    table: table.to_string(),
+                    problem: format!(
+                        "has {key}, which does not lead with tenant_id: another tenant's \
+                         insert of the same value fails (and learns it exists), or a \
+                         reference reaches another tenant's row; lead it with tenant_id"
+                    ),
+                });
+            }
             let problem = if !state.exists {
                 "does not exist"
             } else if !state.tenant_column {

@@ -313,6 +313,7 @@ impl Provisioner {
             self.check_bridge_migrations()?;
         }
         let live = self.read_live(&specs).await?;
+        tenant_scoped_keys(&self.file.shared.pool_tables, &live.pool)?;
         let mut plan = Plan::default();
         self.plan_shared(&live, &specs, &mut plan.changes);
         for spec in &specs {
@@ -1212,6 +1213,33 @@ pub(crate) fn tenant_grant_rows<'a>(spec: &TenantSpec, live: &'a Live) -> &'a [G
             .get(&(spec.server.clone(), database.to_string()))
             .map_or(&[][..], |(_, rows)| rows.as_slice()),
     }
+}
+
+/// Refuses pool tables whose unique keys or foreign keys to pool tables do not
+/// lead with `tenant_id` ([`Error::TenantScopedKeys`], one line per key).
+pub(crate) fn tenant_scoped_keys(
+    tables: &[TableName],
+    live: &[live::PoolTableLive],
+) -> Result<(), Error> {
+    let problems: Vec<String> = tables
+        .iter()
+        .zip(live)
+        .flat_map(|(table, state)| {
+            state
+                .keys_without_tenant
+                .iter()
+                .map(move |key| format!("{table}: {key}"))
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::TenantScopedKeys {
+        problems,
+        why: "lead each with tenant_id: PRIMARY KEY (tenant_id, id), \
+              UNIQUE (tenant_id, email), FOREIGN KEY (tenant_id, order_id) \
+              REFERENCES orders (tenant_id, id)",
+    })
 }
 
 pub(crate) fn migrate_target(spec: &TenantSpec, server: &str) -> Option<MigrateTarget> {

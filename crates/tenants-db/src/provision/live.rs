@@ -207,6 +207,9 @@ pub(crate) struct PoolTableLive {
     /// Views over the table that run with their owner's rights (no
     /// `security_invoker`), schema-qualified and quoted.
     pub(crate) definer_views: Vec<String>,
+    /// Unique indexes (primary keys included) and foreign keys to pool tables
+    /// that do not lead with `tenant_id`, as `kind name (columns)`.
+    pub(crate) keys_without_tenant: Vec<String>,
 }
 
 /// The name of the row-level security policy given to pool tables.
@@ -241,6 +244,7 @@ where
         bool,
         bool,
         Vec<String>,
+        Vec<String>,
     );
     let found: Vec<Row> = sqlx::query_as(
         "SELECT x, c.oid IS NOT NULL, coalesce(c.relrowsecurity, false), \
@@ -264,7 +268,26 @@ where
                         AND v.relkind = 'v' AND v.oid <> c.oid \
                         AND NOT coalesce(v.reloptions::text[] && ARRAY['security_invoker=true', \
                                  'security_invoker=on', 'security_invoker=1'], false) \
-                      ORDER BY 1) \
+                      ORDER BY 1), \
+                ARRAY(SELECT k FROM ( \
+                    SELECT format('%s %I (%s)', \
+                               CASE WHEN ix.indisprimary THEN 'primary key' ELSE 'unique index' END, \
+                               ic.relname, substring(pg_get_indexdef(ix.indexrelid) FROM '\\((.*)\\)')) AS k \
+                    FROM pg_index ix JOIN pg_class ic ON ic.oid = ix.indexrelid \
+                    WHERE ix.indrelid = c.oid AND ix.indisunique \
+                      AND coalesce((SELECT a.attname = 'tenant_id' FROM pg_attribute a \
+                                    WHERE a.attrelid = ix.indrelid \
+                                      AND a.attnum = ix.indkey[0]), false) IS NOT TRUE \
+                    UNION ALL \
+                    SELECT format('foreign key %I (%s)', co.conname, \
+                                  pg_get_constraintdef(co.oid, true)) \
+                    FROM pg_constraint co \
+                    WHERE co.conrelid = c.oid AND co.contype = 'f' \
+                      AND co.confrelid IN (SELECT to_regclass(y) FROM unnest($1::text[]) AS y) \
+                      AND coalesce((SELECT a.attname = 'tenant_id' FROM pg_attribute a \
+                                    WHERE a.attrelid = co.conrelid \
+                                      AND a.attnum = co.conkey[1]), false) IS NOT TRUE \
+                    ORDER BY 1) keys) \
          FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) \
          LEFT JOIN pg_class c ON c.oid = to_regclass(x) ORDER BY i",
     )
@@ -286,6 +309,7 @@ where
                 policy,
                 fails_closed,
                 views,
+                keys,
             )| {
                 PoolTableLive {
                     exists,
@@ -296,6 +320,7 @@ where
                     policy,
                     policy_fails_closed: fails_closed,
                     definer_views: views,
+                    keys_without_tenant: keys,
                 }
             },
         )
