@@ -586,6 +586,42 @@ async fn keys_of_pool_tables_lead_with_tenant_id() {
     provisioner.close().await;
 }
 
+/// A migration that must run outside a transaction (`-- no-transaction`: `CREATE
+/// INDEX CONCURRENTLY`) works for bridge tenants, in their own schema, and their
+/// history is recorded in that schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_tenants_run_migrations_outside_a_transaction_in_their_schema() {
+    let s = Setup::new();
+    let t = &s.tag;
+    std::fs::write(
+        s.dir.join("migrations/0002_index.sql"),
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY widgets_name ON widgets (name);",
+    )
+    .unwrap();
+    let provisioner = s.provisioner("").await;
+    let plan = provisioner.plan().await.unwrap();
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_indexes \
+             WHERE schemaname = 'hardware_{t}' AND indexname = 'widgets_name'"
+        )),
+        "1"
+    );
+    assert_eq!(
+        s.shared(&format!(
+            "SELECT count(*) FROM hardware_{t}._sqlx_migrations WHERE version = 2 AND success"
+        )),
+        "1"
+    );
+    assert!(provisioner.plan().await.unwrap().is_empty());
+    provisioner.close().await;
+}
+
 /// A tenant of the file whose schema is gone is a failure of `migrate`, never a
 /// silent skip, and the other tenants are still migrated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

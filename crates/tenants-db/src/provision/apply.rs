@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection};
 use tenants_core::{DataModel, SqlIdent, TenantId};
@@ -469,6 +470,16 @@ impl Provisioner {
             }
             _ => None,
         };
+        // A bridge tenant's history lives in its schema, named so: whatever the
+        // search path says, it is read and written there.
+        let in_schema;
+        let migrator = match target {
+            MigrateTarget::Schema { schema, .. } => {
+                in_schema = in_schema_history(migrator, schema);
+                &in_schema
+            }
+            _ => &**migrator,
+        };
         let mut conn = live::connect(&options).await?;
         let result = async {
             // Released when the connection closes, whatever happens.
@@ -663,6 +674,15 @@ impl Provisioner {
         }
         Ok(())
     }
+}
+
+/// `migrator`'s migrations, with their history in `schema`'s `_sqlx_migrations`,
+/// schema-qualified.
+fn in_schema_history(migrator: &Migrator, schema: &SqlIdent) -> Migrator {
+    let mut scoped = Migrator::with_migrations(migrator.iter().cloned().collect());
+    scoped.set_locking(false);
+    scoped.dangerous_set_table_name(format!("{}._sqlx_migrations", schema.quoted()));
+    scoped
 }
 
 /// Gives `tables` a `tenant_id` column (when missing), row-level security enabled

@@ -93,17 +93,13 @@ mod tests {
     use sqlx::migrate::{Migration, MigrationType};
 
     fn migrator(sql: &'static str) -> Migrator {
-        Migrator {
-            migrations: vec![Migration::new(
-                2,
-                "add colour".into(),
-                MigrationType::Simple,
-                sqlx::SqlSafeStr::into_sql_str(sql),
-                false,
-            )]
-            .into(),
-            ..Migrator::DEFAULT
-        }
+        Migrator::with_migrations(vec![Migration::new(
+            2,
+            "add colour".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(sql),
+            false,
+        )])
     }
 
     #[test]
