@@ -332,6 +332,32 @@ fn bridge_migrations_are_checked_and_missing_schemas_fail_migrate() {
     );
 }
 
+/// A unique key of a pool table that does not lead with tenant_id: plan refuses
+/// it (exit 1, the table and the key), doctor names it (exit 2).
+#[test]
+fn pool_table_keys_without_tenant_id_are_refused() {
+    let s = Setup::new();
+    assert_eq!(s.run(&["apply", "-f", "tenants.toml"]).code, 0);
+    s.shared("CREATE UNIQUE INDEX orders_item ON orders (item)");
+    let plan = s.run(&["plan", "-f", "tenants.toml"]);
+    assert_eq!(plan.code, 1, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stderr
+            .contains("public.orders: unique index orders_item (item)"),
+        "{}",
+        plan.stderr
+    );
+    let doctor = s.run(&["doctor", "-f", "tenants.toml"]);
+    assert_eq!(doctor.code, 2, "{}", doctor.stdout);
+    assert!(
+        doctor.stdout.contains("does not lead with tenant_id"),
+        "{}",
+        doctor.stdout
+    );
+    s.shared("DROP INDEX orders_item");
+    assert_eq!(s.run(&["plan", "-f", "tenants.toml"]).code, 0);
+}
+
 #[test]
 fn errors_are_one_clean_message_with_exit_code_one() {
     let dir = std::env::temp_dir().join(format!("tenants-cli-errors-{}", tag()));
