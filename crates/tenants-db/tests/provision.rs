@@ -108,6 +108,18 @@ model = "pool"
             .parallelism(4)
     }
 
+    /// A provisioner whose whole plan has been applied successfully.
+    async fn applied(&self, extra: &str) -> Provisioner {
+        let provisioner = self.provisioner(extra).await;
+        let plan = provisioner.plan().await.unwrap();
+        let report = provisioner
+            .apply(&plan, &ApplyOptions::new())
+            .await
+            .unwrap();
+        assert!(report.is_success(), "{report}");
+        provisioner
+    }
+
     fn sql(&self, database: &str, sql: &str) -> String {
         self.pg.psql(&self.pg.url_for(database), sql)
     }
@@ -319,15 +331,7 @@ async fn apply_creates_exactly_the_declared_objects_and_converges() {
 async fn editing_the_file_plans_the_difference_and_removed_tenants_need_allow_destroy() {
     let s = Setup::new();
     let t = &s.tag;
-    let provisioner = s.provisioner("").await;
-    let plan = provisioner.plan().await.unwrap();
-    assert!(
-        provisioner
-            .apply(&plan, &ApplyOptions::new())
-            .await
-            .unwrap()
-            .is_success()
-    );
+    let provisioner = s.applied("").await;
 
     // Rename a tenant, change a user's role, add a tenant, drop the pool tenant.
     let text = s
@@ -466,15 +470,7 @@ async fn views_over_pool_tables_read_as_their_caller() {
         "CREATE VIEW todo_titles AS SELECT tenant_id, title FROM todos;",
     )
     .unwrap();
-    let provisioner = s.provisioner("[tenants.other]\nmodel = \"pool\"\n").await;
-    let plan = provisioner.plan().await.unwrap();
-    assert!(
-        provisioner
-            .apply(&plan, &ApplyOptions::new())
-            .await
-            .unwrap()
-            .is_success()
-    );
+    let provisioner = s.applied("[tenants.other]\nmodel = \"pool\"\n").await;
     provisioner.close().await;
     std::fs::write(
         s.dir.join("migrations/0003_later.sql"),
@@ -598,13 +594,7 @@ async fn bridge_tenants_run_migrations_outside_a_transaction_in_their_schema() {
         "-- no-transaction\nCREATE INDEX CONCURRENTLY widgets_name ON widgets (name);",
     )
     .unwrap();
-    let provisioner = s.provisioner("").await;
-    let plan = provisioner.plan().await.unwrap();
-    let report = provisioner
-        .apply(&plan, &ApplyOptions::new())
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{report}");
+    let provisioner = s.applied("").await;
     assert_eq!(
         s.shared(&format!(
             "SELECT count(*) FROM pg_indexes \
@@ -628,15 +618,7 @@ async fn bridge_tenants_run_migrations_outside_a_transaction_in_their_schema() {
 async fn migrate_fails_a_tenant_whose_schema_is_missing_and_migrates_the_others() {
     let s = Setup::new();
     let t = &s.tag;
-    let provisioner = s.provisioner("").await;
-    let plan = provisioner.plan().await.unwrap();
-    assert!(
-        provisioner
-            .apply(&plan, &ApplyOptions::new())
-            .await
-            .unwrap()
-            .is_success()
-    );
+    let provisioner = s.applied("").await;
     provisioner.close().await;
     s.shared(&format!("DROP SCHEMA hardware_{t} CASCADE"));
     std::fs::write(
@@ -807,15 +789,7 @@ async fn pool_tables_fail_closed_without_a_tenant() {
     const DENIED: &str = "42501";
     let s = Setup::new();
     let t = &s.tag;
-    let provisioner = s.provisioner("").await;
-    let plan = provisioner.plan().await.unwrap();
-    assert!(
-        provisioner
-            .apply(&plan, &ApplyOptions::new())
-            .await
-            .unwrap()
-            .is_success()
-    );
+    let provisioner = s.applied("").await;
     s.shared(&format!(
         "INSERT INTO todos (tenant_id, title) VALUES ('pool-{t}', 'mine'), ('', 'orphan')"
     ));
@@ -891,15 +865,7 @@ async fn pool_tables_fail_closed_without_a_tenant() {
 async fn runtime_provisioning_is_idempotent_and_never_planned_as_a_drop() {
     let s = Setup::new();
     let t = &s.tag;
-    let provisioner = s.provisioner("").await;
-    let plan = provisioner.plan().await.unwrap();
-    assert!(
-        provisioner
-            .apply(&plan, &ApplyOptions::new())
-            .await
-            .unwrap()
-            .is_success()
-    );
+    let provisioner = s.applied("").await;
 
     let tenant = Tenant::new(
         format!("signup-{t}").parse().unwrap(),
@@ -956,13 +922,7 @@ async fn runtime_provisioning_is_idempotent_and_never_planned_as_a_drop() {
 async fn a_file_cannot_take_another_tenants_live_objects() {
     let s = Setup::new();
     let t = &s.tag;
-    let provisioner = s.provisioner("").await;
-    let plan = provisioner.plan().await.unwrap();
-    let report = provisioner
-        .apply(&plan, &ApplyOptions::new())
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{report}");
+    let provisioner = s.applied("").await;
     // A tenant that signed up at runtime, with a login user: in no file.
     let signup = Tenant::new(
         format!("signup-{t}").parse().unwrap(),

@@ -323,7 +323,13 @@ fn watch(as_root: bool, pg_ctl: &Path, dir: &Path, data: &Path) {
         pid = std::process::id(),
         dir = dir.display()
     );
-    // The watchdog outlives us on purpose; its handle is dropped without waiting.
+    spawn_watchdog(&script);
+}
+
+/// Runs `script` in a detached shell that outlives this process on purpose (its
+/// handle is dropped without waiting): the watchdogs that stop what the tests
+/// started once the test process is gone.
+fn spawn_watchdog(script: &str) {
     let _ = Command::new("sh")
         .arg("-c")
         .arg(script)

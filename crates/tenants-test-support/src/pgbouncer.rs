@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{TestServer, free_port, is_root, pg_command, run, which, with_port};
+use crate::{TestServer, free_port, is_root, pg_command, run, spawn_watchdog, which, with_port};
 
 const PGBOUNCER_HINT: &str = "\
 pgbouncer is needed to run the transaction-pooler tests, and none was found.
@@ -147,13 +147,7 @@ impl Pgbouncer {
             me = std::process::id(),
             dir = self.dir.display()
         );
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        spawn_watchdog(&script);
     }
 }
 
