@@ -292,6 +292,22 @@ fn doctor_exits_non_zero_on_hazards() {
         found.stdout
     );
     s.shared("DROP POLICY open_when_unset ON orders");
+
+    // Objects a superuser's migration creates over a pool table read it past RLS.
+    s.shared(
+        "CREATE MATERIALIZED VIEW order_count AS SELECT count(*) FROM orders;
+         CREATE FUNCTION all_orders() RETURNS bigint SECURITY DEFINER LANGUAGE sql
+             AS 'SELECT count(*) FROM orders'",
+    );
+    let found = s.run(&["doctor", "-f", "tenants.toml"]);
+    assert_eq!(found.code, 2, "{}", found.stdout);
+    for says in [
+        "materialized view public.order_count",
+        "SECURITY DEFINER function all_orders()",
+    ] {
+        assert!(found.stdout.contains(says), "{says}: {}", found.stdout);
+    }
+    s.shared("DROP MATERIALIZED VIEW order_count; DROP FUNCTION all_orders()");
     let clean = s.run(&["doctor", "-f", "tenants.toml"]);
     assert_eq!(clean.code, 0, "{}", clean.stdout);
 }
