@@ -5,7 +5,8 @@
 //! no round trip of its own (it rides on the `BEGIN` every transaction sends anyway):
 //!
 //! ```sql
-//! SET SESSION AUTHORIZATION DEFAULT; RESET ALL;        -- whatever an earlier user left
+//! SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL;
+//! DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; -- whatever an earlier user left
 //! SET LOCAL ROLE "tenant_acme_customer";               -- only with a role
 //! BEGIN;
 //! SET LOCAL tenants.tenant_id = 'acme';                -- pool and bridge
@@ -18,14 +19,20 @@
 //! pool tenants do.
 //!
 //! The tenant's settings are transaction-local: `COMMIT` and `ROLLBACK` remove them.
-//! What a handler sets for the session inside its transaction (`SET ROLE`, a plain
-//! `SET search_path`, `set_config(.., false)`) would outlive it, so every hand-out
-//! first puts the session back as it connected: `SET SESSION AUTHORIZATION DEFAULT`
-//! ends any `SET ROLE` (and `SET SESSION AUTHORIZATION`), and `RESET ALL` returns
-//! every other setting to its value at connection start (startup parameters, such as
-//! a URL's `options` or a silo connection's tenant, included), per the PostgreSQL
-//! documentation of `RESET` and `DISCARD ALL`. Both are utility statements the server
-//! runs without planning, in the same message, so hygiene costs no round trip either.
+//! What a handler leaves on the session inside its transaction or session hand-out
+//! (`SET ROLE`, a plain `SET search_path`, `set_config(.., false)`, a temporary
+//! table, a held cursor, a `LISTEN`) would outlive it, so every hand-out first puts
+//! the session back as it connected, with what `DISCARD ALL` does that may run in a
+//! transaction block (PostgreSQL documentation of `DISCARD`): `SET SESSION
+//! AUTHORIZATION DEFAULT` and `RESET ROLE` (the role of the connection's start: `RESET
+//! ALL` skips it, and a later `SET LOCAL ROLE` would end on the stored one), `RESET
+//! ALL` (every other setting to its value at connection start, startup parameters
+//! such as a URL's `options` or a silo connection's tenant included), `DISCARD TEMP`
+//! (temporary tables come first on any search path), `DISCARD SEQUENCES`
+//! (`currval`), `CLOSE ALL` (cursors `WITH HOLD`) and `UNLISTEN *`. These are utility
+//! statements the server runs without planning, in the same message, so hygiene
+//! costs no round trip either. Prepared statements stay: the drivers' caches own
+//! them. Session advisory locks stay too (releasing them needs a `SELECT`).
 //!
 //! The role is set before `BEGIN` on purpose: PostgreSQL folds statements that
 //! precede `BEGIN` in one message into the transaction, but if one of them fails no
@@ -53,10 +60,13 @@ use tenants_core::{SqlIdent, TenantId};
 /// the policies of a pool tenant moved to its own database keep working.
 pub const TENANT_SETTING: &str = "tenants.tenant_id";
 
-/// Puts a session back as it connected: no role, no session authorization, every
-/// setting at its value from connection start. Both statements are allowed to any
-/// role (`DEFAULT` is the role that logged in) and cannot fail on a live connection.
-const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ";
+/// Puts a session back as it connected: the role and session authorization of its
+/// start, every setting at its value from connection start, no temporary tables,
+/// sequence values, held cursors or channels listened to. Every statement is allowed
+/// to any role (`DEFAULT` is the role that logged in) inside a transaction block, and
+/// none can fail on a live connection.
+const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; \
+                             DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; ";
 
 /// What a connection must carry for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +196,8 @@ mod tests {
         SqlIdent::new(s).unwrap()
     }
 
-    const RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ";
+    const RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; \
+                         DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; ";
 
     #[test]
     fn pool_begin_resets_the_session_and_sets_only_the_tenant() {

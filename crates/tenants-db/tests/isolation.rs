@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{CutAfter, Probe, World};
+use common::{CutAfter, Probe, Seen, World};
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantStatus};
 use tenants_db::{Deadpool, Driver, Error, Hazard, Sqlx, TenantRole, TenantRouter};
 
@@ -212,8 +212,9 @@ async fn cancellation_deadpool() {
 
 /// A handler that leaves session state behind, inside its transaction or on a
 /// session hand-out, and commits: a BYPASSRLS role (`SET ROLE`), another tenant's
-/// schema (`SET search_path`), another tenant's setting (`set_config(.., false)`)
-/// and a setting of its own. On the single pooled connection of each model, the
+/// schema (`SET search_path`), another tenant's setting (`set_config(.., false)`),
+/// a setting of its own and a temporary table holding its rows (temporary tables
+/// come first on every search path). On the single pooled connection of each model, the
 /// next tenant starts clean, in a transaction and in a session, and reads only its
 /// own rows.
 async fn handlers_leave_nothing_behind<D: Driver>()
@@ -254,24 +255,48 @@ where
         let in_session = router.session_seen(next).await.unwrap();
         let dirt = format!(
             "SET ROLE {bypass}; SET search_path = {}, public; \
-             SELECT set_config('tenants.tenant_id', '{}', false); SET app.leftover = 'dirty'",
+             SELECT set_config('tenants.tenant_id', '{}', false); SET app.leftover = 'dirty'; \
+             CREATE TEMP TABLE IF NOT EXISTS leftover (secret text) ON COMMIT PRESERVE ROWS; \
+             INSERT INTO leftover VALUES ('{}:temp')",
             schema(&world.bridge[0]),
+            victim.id,
             victim.id
         );
+        // A role the next user takes for one transaction of its session: when that
+        // transaction ends, the session's own role must come back, not the dirt's.
+        let customer = TenantRole::Customer.role_name(&next.id);
+        let local_role = format!("BEGIN; SET LOCAL ROLE {customer}; COMMIT");
         for dirty_in_transaction in [true, false] {
             router
                 .leave_behind(victim, &dirt, dirty_in_transaction)
                 .await
                 .unwrap();
             let seen = router.seen(next, None).await.unwrap();
+            // Dropping the leftover temporary table gives the transaction an id.
+            let seen = Seen {
+                fresh: in_transaction.fresh,
+                ..seen
+            };
             assert_eq!(seen, in_transaction, "{} after {}", next.id, victim.id);
             assert_eq!(seen.user, world.app);
             assert_eq!(seen.leftover, "");
+            assert_eq!(seen.temp_table, "");
             router
                 .leave_behind(victim, &dirt, dirty_in_transaction)
                 .await
                 .unwrap();
             assert_eq!(router.session_seen(next).await.unwrap(), in_session);
+            router
+                .leave_behind(victim, &dirt, dirty_in_transaction)
+                .await
+                .unwrap();
+            assert_eq!(
+                router.session_seen_after(next, &local_role).await.unwrap(),
+                in_session,
+                "{} after {}'s SET ROLE and its own SET LOCAL ROLE",
+                next.id,
+                victim.id
+            );
             router
                 .leave_behind(victim, &dirt, dirty_in_transaction)
                 .await

@@ -226,6 +226,8 @@ pub struct Seen {
     pub user: String,
     /// `app.leftover`, a setting only a handler sets.
     pub leftover: String,
+    /// `pg_temp.leftover`, a temporary table only a handler creates, if it exists.
+    pub temp_table: String,
     /// Whether the transaction had written nothing yet (no transaction id).
     pub fresh: bool,
 }
@@ -259,8 +261,18 @@ pub trait Probe: Clone + Send + Sync + 'static {
         in_transaction: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// On a session hand-out: runs `sql` (simple query), then reads what
+    /// [`seen`](Self::seen) reads.
+    fn session_seen_after(
+        &self,
+        tenant: &Tenant,
+        sql: &str,
+    ) -> impl Future<Output = Result<Seen, String>> + Send;
+
     /// On a session hand-out: what [`seen`](Self::seen) reads.
-    fn session_seen(&self, tenant: &Tenant) -> impl Future<Output = Result<Seen, String>> + Send;
+    fn session_seen(&self, tenant: &Tenant) -> impl Future<Output = Result<Seen, String>> + Send {
+        self.session_seen_after(tenant, "")
+    }
 
     /// The error of beginning a tenant transaction, if it fails.
     fn begin_error(
@@ -318,7 +330,8 @@ const SESSION_SETTINGS: &str = "SELECT coalesce(current_setting('tenants.tenant_
 const SEEN: &str = "SELECT coalesce(current_setting('tenants.tenant_id', true), ''), \
      current_setting('search_path'), current_user::text, \
      pg_current_xact_id_if_assigned() IS NULL, \
-     coalesce(current_setting('app.leftover', true), '')";
+     coalesce(current_setting('app.leftover', true), ''), \
+     coalesce(to_regclass('pg_temp.leftover')::text, '')";
 
 /// Drops the inner future at its `polls`-th poll, before polling it: run with
 /// `polls` = 0, 1, 2, ... it cuts a future at every await point in turn.
@@ -375,6 +388,7 @@ mod sqlx_probe {
             user: row.get(2),
             fresh: row.get(3),
             leftover: row.get(4),
+            temp_table: row.get(5),
         }
     }
 
@@ -427,8 +441,14 @@ mod sqlx_probe {
             Ok(seen_row(&row))
         }
 
-        async fn session_seen(&self, tenant: &Tenant) -> Result<Seen, String> {
+        async fn session_seen_after(&self, tenant: &Tenant, sql: &str) -> Result<Seen, String> {
             let mut conn = self.acquire(tenant).await.map_err(text)?;
+            if !sql.is_empty() {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(text)?;
+            }
             let row = sqlx::query(SEEN)
                 .fetch_one(&mut *conn)
                 .await
@@ -548,6 +568,7 @@ mod deadpool_probe {
             user: row.get(2),
             fresh: row.get(3),
             leftover: row.get(4),
+            temp_table: row.get(5),
         }
     }
 
@@ -611,8 +632,11 @@ mod deadpool_probe {
             Ok(seen_row(&row))
         }
 
-        async fn session_seen(&self, tenant: &Tenant) -> Result<Seen, String> {
+        async fn session_seen_after(&self, tenant: &Tenant, sql: &str) -> Result<Seen, String> {
             let client = self.client(tenant).await.map_err(text)?;
+            if !sql.is_empty() {
+                client.batch_execute(sql).await.map_err(text)?;
+            }
             let row = client.query_one(SEEN, &[]).await.map_err(text)?;
             Ok(seen_row(&row))
         }
