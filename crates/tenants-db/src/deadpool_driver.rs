@@ -234,6 +234,12 @@ impl Backend for Deadpool {
         pool.retain(|_, metrics| metrics.last_used() < idle);
     }
 
+    fn bridge_migrated(paths: &BridgePaths) {
+        // Every bridge connection then clears its statement cache at its next
+        // hand-out, as when it changes schema.
+        paths.0.invalidate_all();
+    }
+
     async fn hazards(pool: &Pool) -> Result<Vec<Hazard>, Error> {
         // A simple query, which a transaction pooler runs whole on one connection.
         let client = pool.get().await?;

@@ -109,6 +109,12 @@ pub(crate) mod sealed {
             heard: impl FnMut(Heard<'_>) -> bool + Send + 'static,
         ) -> impl Future<Output = ()> + Send;
 
+        /// A bridge tenant's schema was migrated: statements the driver cached for
+        /// bridge tenants may no longer match their tables.
+        fn bridge_migrated(state: &Self::State) {
+            let _ = state;
+        }
+
         /// Runs [`HAZARDS_SQL`](crate::verify::HAZARDS_SQL) on a connection of `pool`.
         fn hazards(pool: &Self::Pool) -> impl Future<Output = Result<Vec<Hazard>, Error>> + Send;
     }

@@ -601,11 +601,19 @@ impl<D: Driver> TenantRouter<D> {
                     return false;
                 }
                 match heard {
-                    Heard::Migrated("") => inner.shapes.changed(),
-                    Heard::Migrated(database) => {
-                        inner.shapes.heard_other();
-                        let database = database.to_owned();
-                        spawn.spawn(async move { inner.silos.retire(Some(&database)).await });
+                    Heard::Migrated(payload) => {
+                        if let Some(database) = payload.strip_prefix("database:") {
+                            inner.shapes.heard_other();
+                            let database = database.to_owned();
+                            spawn.spawn(async move { inner.silos.retire(Some(&database)).await });
+                        } else if payload.starts_with("schema:") {
+                            inner.shapes.heard_other();
+                            D::bridge_migrated(&inner.driver_state);
+                        } else {
+                            // The shared database, or a payload this version does
+                            // not know: retire what may be stale.
+                            inner.shapes.changed();
+                        }
                     }
                     Heard::Reconnected => {
                         inner.shapes.changed();

@@ -14,11 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// The channel on which migrations are announced, on the shared database (the
-/// default server's): the payload is the migrated silo database's name, or empty
-/// for the shared database (its schema and every bridge tenant's schema).
+/// default server's). The payload names what was migrated:
 ///
-/// The provisioning engine sends it after every migration it runs; a migration run
-/// by other means announces itself the same way:
+/// - empty: the shared database's own tables (the pool tables): the shared pools
+///   retire every connection opened before it;
+/// - `schema:<schema>`: a bridge tenant's schema: each pooled connection forgets the
+///   statements it cached for bridge tenants (deadpool; sqlx caches none there);
+/// - `database:<database>`: a silo database: its pools close.
+///
+/// The provisioning engine sends it after every migration run, whether the run
+/// succeeded or not (some migrations may have been applied); a migration run by
+/// other means announces itself the same way:
 /// `SELECT pg_notify('tenants_migrated', '')`.
 pub const MIGRATED_CHANNEL: &str = "tenants_migrated";
 

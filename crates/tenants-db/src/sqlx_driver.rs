@@ -113,25 +113,31 @@ impl Backend for Sqlx {
             .max_connections(1)
             .connect_lazy_with(server.clone());
         let mut listener = None;
+        // Whether a listening connection was lost: announcements may have been
+        // missed, which is said once listening again.
+        let mut lost = false;
         loop {
             let Some(listening) = listener.as_mut() else {
                 listener = listen_on(&pool, channel).await;
-                if listener.is_none() {
+                let event = if listener.is_some() {
+                    std::mem::take(&mut lost).then(|| heard(Heard::Reconnected)) != Some(false)
+                } else {
                     tokio::time::sleep(LISTEN_RETRY).await;
-                    if !heard(Heard::Quiet) {
-                        break;
-                    }
+                    heard(Heard::Quiet)
+                };
+                if !event {
+                    break;
                 }
                 continue;
             };
             let event = match tokio::time::timeout(LISTEN_QUIET, listening.try_recv()).await {
                 Err(_) => heard(Heard::Quiet),
                 Ok(Ok(Some(notification))) => heard(Heard::Migrated(notification.payload())),
-                // Lost: the next `try_recv` reconnects and listens again.
-                Ok(Ok(None)) => heard(Heard::Reconnected),
-                Ok(Err(_)) => {
+                // Lost: listen again on a new connection, then say so.
+                Ok(Ok(None) | Err(_)) => {
                     listener = None;
-                    heard(Heard::Reconnected)
+                    lost = true;
+                    true
                 }
             };
             if !event {

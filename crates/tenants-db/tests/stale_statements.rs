@@ -166,10 +166,10 @@ model = "silo"
     let report = provisioner.migrate(&ApplyOptions::new()).await.unwrap();
     assert!(report.is_success(), "{report}");
     provisioner.close().await;
-    // The shared database (pool and bridge tenants) and the silo database.
+    // The shared database, the bridge tenant's schema and the silo database.
     eventually("the migrations to be heard", || {
-        sqlx.stats().migrations_heard >= 2
-            && deadpool.stats().migrations_heard >= 2
+        sqlx.stats().migrations_heard >= 3
+            && deadpool.stats().migrations_heard >= 3
             && sqlx.stats().open_silos == 0
             && deadpool.stats().open_silos == 0
     })

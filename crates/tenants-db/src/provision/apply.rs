@@ -502,22 +502,25 @@ impl Provisioner {
                 })
         }
         .await;
-        live::close(conn, result).await?;
-        self.announce_migration(target).await
+        let migrated = live::close(conn, result).await;
+        // Announced even when a migration failed: the ones before it were applied.
+        let announced = self.announce_migration(target).await;
+        migrated.and(announced)
     }
 
     /// Tells the routers listening on the shared database that `target`'s tables
     /// may have changed shape, so they stop using statements prepared before
     /// (see [`MIGRATED_CHANNEL`]). Templates serve no requests.
     async fn announce_migration(&self, target: &MigrateTarget) -> Result<(), Error> {
-        let database = match target {
-            MigrateTarget::Shared | MigrateTarget::Schema { .. } => "",
-            MigrateTarget::Database { database, .. } => database.as_str(),
+        let payload = match target {
+            MigrateTarget::Shared => String::new(),
+            MigrateTarget::Schema { schema, .. } => format!("schema:{schema}"),
+            MigrateTarget::Database { database, .. } => format!("database:{database}"),
             MigrateTarget::Template { .. } => return Ok(()),
         };
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(MIGRATED_CHANNEL)
-            .bind(database)
+            .bind(payload)
             .execute(self.shared_pool()?)
             .await?;
         Ok(())
