@@ -16,7 +16,10 @@ use std::str::FromStr;
 ///   [`Error::SessionBehindPooler`](crate::Error::SessionBehindPooler): a tenant set
 ///   for a session would scope another client's statements;
 /// - opens silo connections without the tenant as a startup parameter (poolers
-///   refuse or drop those) and sets it in each transaction instead.
+///   refuse or drop those) and sets it in each transaction instead;
+/// - does not listen for migrations ([`MIGRATED_CHANNEL`](crate::MIGRATED_CHANNEL)):
+///   no session survives there to listen. Restart the application after a
+///   migration that changes what cached statements return.
 ///
 /// Prepared statements are the driver's and the pooler's business: the router's own
 /// statements are simple queries, which any pooler runs whole. The drivers name the

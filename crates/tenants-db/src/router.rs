@@ -373,8 +373,9 @@ impl<D: Driver> RouterBuilder<D> {
     /// [`ConnectionMode::Direct`]). Declare [`ConnectionMode::TransactionPooler`]
     /// for a server URL that points at pgbouncer, Supavisor, PgDog or RDS Proxy in
     /// transaction mode: session hand-outs are then refused, silo tenants carry
-    /// their tenant in each transaction, and sqlx's statement cache is off (see
-    /// [`ConnectionMode`]).
+    /// their tenant in each transaction, and the router does not listen for
+    /// migrations (see [`ConnectionMode`] for what the pooler must do for prepared
+    /// statements).
     pub fn connection_mode(mut self, name: impl Into<String>, mode: ConnectionMode) -> Self {
         self.modes.push((name.into(), mode));
         self

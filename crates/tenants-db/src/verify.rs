@@ -10,7 +10,8 @@ use std::fmt;
 /// it finds the objects that read pool tables with their owner's rights, which row-level
 /// security does not filter when that owner bypasses it (a superuser or `BYPASSRLS`
 /// role): views without `security_invoker`, `SECURITY DEFINER` functions whose
-/// source names a pool table, and materialized views, whose rows were computed when
+/// source names a pool table (or, for SQL-standard bodies, that depend on one), and
+/// materialized views, whose rows were computed when
 /// they were refreshed, by their owner.
 pub const HAZARDS_SQL: &str = r"
 WITH me AS (
@@ -51,11 +52,15 @@ JOIN pg_class v ON v.oid = r.ev_class AND v.oid <> t.oid
 JOIN pg_namespace vn ON vn.oid = v.relnamespace
 WHERE v.relkind = 'm'
    OR (v.relkind = 'v' AND v.relowner IN (SELECT oid FROM bypassing)
-       AND NOT coalesce(v.reloptions::text[] && ARRAY['security_invoker=true',
-                        'security_invoker=on', 'security_invoker=1'], false))
+       AND NOT coalesce((SELECT o.option_value::bool FROM pg_options_to_table(v.reloptions) o
+                         WHERE o.option_name = 'security_invoker'), false))
 UNION ALL
 SELECT DISTINCT 'security-definer', p.oid::regprocedure::text
-FROM pg_proc p JOIN pool_tables t ON p.prosrc ~* ('\m' || t.relname || '\M')
+FROM pg_proc p JOIN pool_tables t
+  ON p.prosrc ~* ('\m' || regexp_replace(t.relname, '([^[:alnum:]_])', '\', 'g') || '\M')
+  OR EXISTS (SELECT 1 FROM pg_depend d
+             WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+               AND d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid)
 WHERE p.prosecdef AND p.proowner IN (SELECT oid FROM bypassing)
 ORDER BY 1, 2";
 

@@ -683,6 +683,9 @@ impl Provisioner {
 /// schema-qualified.
 fn in_schema_history(migrator: &Migrator, schema: &SqlIdent) -> Migrator {
     let mut scoped = Migrator::with_migrations(migrator.iter().cloned().collect());
+    // The options sqlx has no getters for are read from its (public) fields.
+    scoped.set_ignore_missing(migrator.ignore_missing);
+    scoped.no_tx = migrator.no_tx;
     scoped.set_locking(false);
     scoped.dangerous_set_table_name(format!("{}._sqlx_migrations", schema.quoted()));
     scoped

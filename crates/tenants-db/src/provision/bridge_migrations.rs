@@ -1,7 +1,7 @@
 //! The shared migrations as bridge tenants run them: inside each tenant's schema,
 //! which the engine puts first on the migrating connection's `search_path`. A
-//! migration that moves the search path, changes role or names a fixed schema
-//! would create or change objects outside the tenant's schema (the first tenant
+//! migration that moves the search path, changes role, or creates or changes an
+//! object in the fixed schema `public` would act outside the tenant's schema (the first tenant
 //! creates them, the next fail, and their history blames the wrong table), so
 //! `plan` refuses it, with the file, the line and the reason.
 
@@ -22,9 +22,25 @@ const RULES: &[(&str, &str)] = &[
     ("set session role", "changes role"),
     ("set local role", "changes role"),
     ("set session authorization", "changes role"),
-    ("public.", "names the fixed schema public"),
-    ("\"public\".", "names the fixed schema public"),
     ("create schema", "creates a schema"),
+];
+
+/// Statements that create or change objects, followed by a name in `public`:
+/// they would land in the shared schema for every tenant. (Reading from `public`,
+/// `public.gen_random_uuid()` say, is fine.)
+const WRITES_PUBLIC: &[&str] = &[
+    "table public.",
+    "view public.",
+    "index public.",
+    " on public.",
+    "sequence public.",
+    "function public.",
+    "procedure public.",
+    "type public.",
+    "trigger public.",
+    "into public.",
+    "update public.",
+    "delete from public.",
 ];
 
 const WHY: &str = "bridge tenants run each migration inside their own schema, first on \
@@ -39,8 +55,18 @@ pub(crate) fn check(migrator: &Migrator, dir: Option<&Path>) -> Result<(), Error
     for migration in migrator.iter() {
         let name = file_name(migration.version, &migration.description, dir);
         for (number, line) in migration.sql.as_str().lines().enumerate() {
-            let code = normalized(line);
-            if let Some((_, reason)) = RULES.iter().find(|(rule, _)| code.contains(rule)) {
+            let code = normalized(line).replace("\"public\".", "public.");
+            let reason = RULES
+                .iter()
+                .find(|(rule, _)| code.contains(rule))
+                .map(|(_, reason)| *reason)
+                .or_else(|| {
+                    WRITES_PUBLIC
+                        .iter()
+                        .any(|rule| code.contains(rule))
+                        .then_some("creates or changes an object in the fixed schema public")
+                });
+            if let Some(reason) = reason {
                 problems.push(format!("{name}:{}: {reason}", number + 1));
             }
         }
@@ -115,9 +141,10 @@ mod tests {
             ),
             ("SET LOCAL ROLE owner;", "1: changes role"),
             (
-                "CREATE TABLE public.a (x int);",
-                "1: names the fixed schema public",
+                "CREATE TABLE \"public\".a (x int);",
+                "1: creates or changes an object in the fixed schema public",
             ),
+            ("CREATE INDEX a_x ON public.a (x);", "1: creates or changes"),
         ] {
             let err = check(&migrator(sql), None).unwrap_err().to_string();
             assert!(
@@ -131,7 +158,7 @@ mod tests {
     #[test]
     fn ordinary_migrations_and_comments_pass() {
         let sql = "-- SET search_path = x; is what we never do\n\
-                   CREATE TABLE a (id int PRIMARY KEY, note text);\n\
+                   CREATE TABLE a (id uuid PRIMARY KEY DEFAULT public.gen_random_uuid(), note text);\n\
                    CREATE INDEX a_note ON a (note);";
         check(&migrator(sql), None).unwrap();
     }

@@ -8,6 +8,7 @@ use tenants_core::{DataModel, TenantId};
 
 use super::engine::{Provisioner, tenant_grant_diff, tenant_grant_rows};
 use super::file::TenantSpec;
+use super::live;
 use super::plan::Origin;
 use crate::{Error, HAZARDS_SQL, Hazard, TenantRole};
 
@@ -118,42 +119,8 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid IN (SELECT to_regclass(x) FROM unnest($1::text[]) AS x)
 ORDER BY 1, 2";
 
-/// What is wrong with a pool table's policy, from its printed expressions.
-///
-/// PostgreSQL ORs permissive policies, so one that does not read the tenant
-/// setting widens every tenant's view. A custom setting reads back as `''` (not
-/// NULL) once a transaction of the session has set it, so a read of the setting
-/// outside `NULLIF(.., '')` compares with `''` when no tenant is set, and a test
-/// for NULL or `''` lets rows through exactly then.
-fn policy_problem(permissive: bool, expressions: &[&str]) -> Option<&'static str> {
-    const READ: &str = "current_setting('tenants.tenant_id'";
-    const WRAPPED: &str = "NULLIF(current_setting('tenants.tenant_id'";
-    let reads: usize = expressions.iter().map(|e| e.matches(READ).count()).sum();
-    let wrapped: usize = expressions.iter().map(|e| e.matches(WRAPPED).count()).sum();
-    if reads == 0 {
-        return permissive.then_some(
-            "is permissive and does not read tenants.tenant_id: permissive policies are \
-             ORed, so it widens what every tenant sees; make it AS RESTRICTIVE or drop it",
-        );
-    }
-    if expressions
-        .iter()
-        .any(|e| e.contains("IS NULL") || e.contains("= ''::text") || e.contains("<> ''::text"))
-    {
-        return Some(
-            "lets rows through when no tenant is set (it tests the setting for NULL or ''): \
-             compare tenant_id = NULLIF(current_setting('tenants.tenant_id', true), '') alone",
-        );
-    }
-    (reads > wrapped).then_some(
-        "reads tenants.tenant_id without NULLIF(.., ''): with no tenant set it compares \
-         with '' (a row with tenant_id = '' matches, and such a row can be written); use \
-         NULLIF(current_setting('tenants.tenant_id', true), '')",
-    )
-}
-
 impl Provisioner {
-    /// The problems of the pool tables' policies (see [`policy_problem`]).
+    /// The problems of the pool tables' policies (see [`live::policy_problem`]).
     async fn policy_findings(&self) -> Result<Vec<Finding>, Error> {
         let tables: Vec<String> = self
             .file
@@ -169,7 +136,7 @@ impl Provisioner {
         Ok(rows
             .into_iter()
             .filter_map(|(table, policy, permissive, using, check)| {
-                let problem = policy_problem(permissive, &[&using, &check])?;
+                let problem = live::policy_problem(permissive, &[&using, &check])?;
                 Some(Finding::Policy {
                     table,
                     policy,
@@ -390,34 +357,40 @@ mod tests {
 
     #[test]
     fn policies_that_fail_open_or_widen_are_found() {
-        assert_eq!(policy_problem(true, &[GOOD, GOOD]), None);
-        assert_eq!(policy_problem(false, &["(x > 0)", ""]), None);
+        assert_eq!(live::policy_problem(true, &[GOOD, GOOD]), None);
+        assert_eq!(live::policy_problem(false, &["(x > 0)", ""]), None);
+        // Other tests for NULL in a policy (soft deletion) are not the setting's.
+        let soft_delete = "((tenant_id = NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text)) AND (deleted_at IS NULL))";
+        assert_eq!(live::policy_problem(true, &[soft_delete, GOOD]), None);
+        // A varchar tenant_id prints a cast around the column, not the setting.
+        let varchar = "((tenant_id)::text = NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text))";
+        assert_eq!(live::policy_problem(true, &[varchar, varchar]), None);
         let raw = "(tenant_id = current_setting('tenants.tenant_id'::text, true))";
         assert!(
-            policy_problem(true, &[raw, raw])
+            live::policy_problem(true, &[raw, raw])
                 .unwrap()
                 .contains("NULLIF")
         );
         let cast = "(tenant_id = (current_setting('tenants.tenant_id'::text))::uuid)";
         assert!(
-            policy_problem(true, &[cast, ""])
+            live::policy_problem(true, &[cast, ""])
                 .unwrap()
                 .contains("NULLIF")
         );
         let widening = "((current_setting('tenants.tenant_id'::text, true) IS NULL) OR (tenant_id = current_setting('tenants.tenant_id'::text, true)))";
         assert!(
-            policy_problem(true, &[widening, ""])
+            live::policy_problem(true, &[widening, ""])
                 .unwrap()
                 .contains("no tenant")
         );
         let empty = "((NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text) IS NULL) OR (tenant_id = NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text)))";
         assert!(
-            policy_problem(true, &[empty, ""])
+            live::policy_problem(true, &[empty, ""])
                 .unwrap()
                 .contains("no tenant")
         );
         assert!(
-            policy_problem(true, &["true", ""])
+            live::policy_problem(true, &["true", ""])
                 .unwrap()
                 .contains("ORed")
         );

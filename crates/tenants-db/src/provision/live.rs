@@ -222,9 +222,52 @@ pub(crate) const POLICY: &str = "tenant_isolation";
 pub(crate) const POLICY_CHECK: &str =
     "tenant_id = NULLIF(current_setting('tenants.tenant_id', true), '')";
 
-/// [`POLICY_CHECK`] as PostgreSQL prints it back (`pg_get_expr`).
-const POLICY_CHECK_PRINTED: &str =
-    "(tenant_id = NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text))";
+/// The call of [`POLICY_CHECK`] as PostgreSQL prints it back (`pg_get_expr`); the
+/// comparison around it prints differently for a `varchar` or `uuid` `tenant_id`.
+const POLICY_READ_PRINTED: &str =
+    "NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text)";
+
+/// What is wrong with a pool table's policy, from its printed expressions
+/// (`pg_get_expr`), or `None`.
+///
+/// PostgreSQL ORs permissive policies, so one that does not read the tenant
+/// setting widens every tenant's view. A custom setting reads back as `''` (not
+/// NULL) once a transaction of the session has set it, so a read of the setting
+/// outside `NULLIF(.., '')` compares with `''` when no tenant is set, and a test of
+/// the setting for NULL or `''` lets rows through exactly then.
+pub(crate) fn policy_problem(permissive: bool, expressions: &[&str]) -> Option<&'static str> {
+    const READ: &str = "current_setting('tenants.tenant_id'";
+    const WRAPPED: &str = "NULLIF(current_setting('tenants.tenant_id'";
+    const SETTING: &str = "current_setting('tenants.tenant_id'::text, true)";
+    const NULLIF: &str = "NULLIF(current_setting('tenants.tenant_id'::text, true), ''::text)";
+    let reads: usize = expressions.iter().map(|e| e.matches(READ).count()).sum();
+    let wrapped: usize = expressions.iter().map(|e| e.matches(WRAPPED).count()).sum();
+    if reads == 0 {
+        return permissive.then_some(
+            "is permissive and does not read tenants.tenant_id: permissive policies are \
+             ORed, so it widens what every tenant sees; make it AS RESTRICTIVE or drop it",
+        );
+    }
+    let tests_the_setting = [SETTING, NULLIF].iter().any(|read| {
+        expressions.iter().any(|e| {
+            [" IS NULL", " = ''::text", " <> ''::text"]
+                .iter()
+                .any(|test| e.contains(&format!("{read}{test}")))
+                || e.contains(&format!("COALESCE({read}"))
+        })
+    });
+    if tests_the_setting {
+        return Some(
+            "lets rows through when no tenant is set (it tests the setting for NULL or ''): \
+             compare tenant_id = NULLIF(current_setting('tenants.tenant_id', true), '') alone",
+        );
+    }
+    (reads > wrapped).then_some(
+        "reads tenants.tenant_id without NULLIF(.., ''): with no tenant set it compares \
+         with '' (a row with tenant_id = '' matches, and such a row can be written); use \
+         NULLIF(current_setting('tenants.tenant_id', true), '')",
+    )
+}
 
 pub(crate) async fn pool_tables<'c, E>(
     db: E,
@@ -242,7 +285,7 @@ where
         bool,
         bool,
         bool,
-        bool,
+        Option<Vec<Option<String>>>,
         Vec<String>,
         Vec<String>,
     );
@@ -255,10 +298,10 @@ where
                         ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
                         WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'), \
                 EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2), \
-                EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2 \
-                        AND p.polpermissive AND p.polcmd = '*' \
-                        AND pg_get_expr(p.polqual, p.polrelid) = $3 \
-                        AND pg_get_expr(p.polwithcheck, p.polrelid) = $3), \
+                (SELECT ARRAY[pg_get_expr(p.polqual, p.polrelid), \
+                              pg_get_expr(p.polwithcheck, p.polrelid)] \
+                 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $2 \
+                   AND p.polpermissive AND p.polcmd = '*'), \
                 ARRAY(SELECT DISTINCT format('%I.%I', vn.nspname, v.relname) \
                       FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
                       JOIN pg_class v ON v.oid = r.ev_class \
@@ -266,8 +309,9 @@ where
                       WHERE d.classid = 'pg_rewrite'::regclass \
                         AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid \
                         AND v.relkind = 'v' AND v.oid <> c.oid \
-                        AND NOT coalesce(v.reloptions::text[] && ARRAY['security_invoker=true', \
-                                 'security_invoker=on', 'security_invoker=1'], false) \
+                        AND NOT coalesce((SELECT o.option_value::bool \
+                                          FROM pg_options_to_table(v.reloptions) o \
+                                          WHERE o.option_name = 'security_invoker'), false) \
                       ORDER BY 1), \
                 ARRAY(SELECT k FROM ( \
                     SELECT format('%s %I (%s)', \
@@ -293,7 +337,6 @@ where
     )
     .bind(names)
     .bind(POLICY)
-    .bind(POLICY_CHECK_PRINTED)
     .fetch_all(db)
     .await?;
     Ok(found
@@ -318,13 +361,26 @@ where
                     tenant_column,
                     tenant_default,
                     policy,
-                    policy_fails_closed: fails_closed,
+                    policy_fails_closed: fails_closed_policy(fails_closed),
                     definer_views: views,
                     keys_without_tenant: keys,
                 }
             },
         )
         .collect())
+}
+
+/// Whether a permissive policy for every command, with these `USING` and `WITH
+/// CHECK` expressions, refuses rows when no tenant is set: both read the setting
+/// through `NULLIF(.., '')`, and nothing in them widens it.
+fn fails_closed_policy(expressions: Option<Vec<Option<String>>>) -> bool {
+    let Some([Some(using), Some(check)]) = expressions.as_deref() else {
+        return false;
+    };
+    [using, check]
+        .iter()
+        .all(|e| e.contains(POLICY_READ_PRINTED))
+        && policy_problem(true, &[using, check]).is_none()
 }
 
 /// Applied migration versions in the `_sqlx_migrations` table the connection's
