@@ -185,6 +185,14 @@ impl Backend for Deadpool {
         matches!(error, Error::Pool(PoolError::Closed))
     }
 
+    fn is_empty(pool: &Pool) -> bool {
+        pool.status().size == 0
+    }
+
+    fn is_timeout(error: &Error) -> bool {
+        matches!(error, Error::Pool(PoolError::Timeout(_)))
+    }
+
     fn is_connect_failure(error: &Error) -> bool {
         // A statement's failure is an `Error::Postgres`; the pool's errors come
         // from opening (or checking) a connection, or from waiting for one.

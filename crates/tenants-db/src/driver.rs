@@ -76,6 +76,13 @@ pub(crate) mod sealed {
         /// authentication, no such database, a failed check), not from a statement.
         fn is_connect_failure(error: &Error) -> bool;
 
+        /// Whether `error` says no connection came in time (the pool's wait ran
+        /// out): from a pool with no connection at all, the server is not answering.
+        fn is_timeout(error: &Error) -> bool;
+
+        /// Whether the pool holds no open connection (being opened ones excluded).
+        fn is_empty(pool: &Self::Pool) -> bool;
+
         /// Whether session state survives from one statement to the next on one
         /// client connection of `pool`: two connections each set a marker, then the
         /// first reads its own back. A transaction-mode pooler hands the statements

@@ -234,9 +234,10 @@ impl<D: Driver> TenantRouter<D> {
         let mut attempt = 0;
         loop {
             let target = self.target(tenant, session).await?;
+            let pool = target.pool.clone();
             let taken = take(target.pool, target.scope);
             let result = match &target.identity {
-                Some(identity) => identity.guard::<T, D>(taken).await,
+                Some(identity) => identity.guard::<T, D>(taken, || D::is_empty(&pool)).await,
                 None => taken.await,
             };
             match result {

@@ -366,9 +366,14 @@ impl Identity {
     /// Hands out through `take`, unless a recent failure is still being served;
     /// a connection failing its check while `take` waits ends the wait with that
     /// failure, and a failed connection attempt starts a refusal period.
+    ///
+    /// A wait for a connection that ran out while the pool held none (`empty`)
+    /// counts as a failed attempt too: the drivers retry a refused connection
+    /// until their wait runs out, and every request would wait that long again.
     pub(crate) async fn guard<T, D: Backend>(
         &self,
         take: impl std::future::Future<Output = Result<T, Error>>,
+        empty: impl Fn() -> bool,
     ) -> Result<T, Error> {
         if let Some(error) = self.refusing() {
             return Err(Error::Shared(error));
@@ -385,7 +390,7 @@ impl Identity {
                 self.recovered();
                 Ok(value)
             }
-            Err(error) if D::is_connect_failure(&error) => {
+            Err(error) if D::is_connect_failure(&error) || (D::is_timeout(&error) && empty()) => {
                 if let Some(error) = self.refusing() {
                     // A connection failed its check while this one connected.
                     return Err(Error::Shared(error));

@@ -151,6 +151,14 @@ impl Backend for Sqlx {
         matches!(error, Error::Database(sqlx::Error::PoolClosed))
     }
 
+    fn is_empty(pool: &PgPool) -> bool {
+        pool.size() == 0
+    }
+
+    fn is_timeout(error: &Error) -> bool {
+        matches!(error, Error::Database(sqlx::Error::PoolTimedOut))
+    }
+
     fn is_connect_failure(error: &Error) -> bool {
         let Error::Database(error) = error else {
             return false;

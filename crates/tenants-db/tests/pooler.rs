@@ -264,6 +264,64 @@ where
     router.close().await;
 }
 
+/// A silo server that refuses connections: the first begin waits for its
+/// connection as long as the acquire timeout allows, then the silo is refused at
+/// once, with the same typed error, instead of every request waiting again.
+async fn an_unreachable_silo_is_refused_at_once_after_the_first_wait<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(0, 0, 0);
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = nowhere.local_addr().unwrap().port();
+    drop(nowhere);
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .server(
+            "down",
+            format!("postgres://{}@127.0.0.1:{port}/x", world.app),
+        )
+        .acquire_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let tenant = Tenant::new(
+        "far-away".parse().unwrap(),
+        DataModel::Silo {
+            database: tenants_core::SqlIdent::new("far_away").unwrap(),
+            server: Some("down".into()),
+        },
+    );
+    let error = router.begin_error(&tenant).await.expect("begin must fail");
+    assert!(
+        matches!(root(&error), Error::SiloUnavailable { server, .. } if &**server == "down"),
+        "{error}"
+    );
+    let started = Instant::now();
+    for _ in 0..10 {
+        let again = router.begin_error(&tenant).await.expect("begin must fail");
+        assert!(
+            matches!(root(&again), Error::SiloUnavailable { .. }),
+            "{again}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+    router.close().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_silo_is_refused_at_once_after_the_first_wait_sqlx() {
+    an_unreachable_silo_is_refused_at_once_after_the_first_wait::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_silo_is_refused_at_once_after_the_first_wait_deadpool() {
+    an_unreachable_silo_is_refused_at_once_after_the_first_wait::<Deadpool>().await;
+}
+
 #[tokio::test]
 async fn silo_connections_are_checked_sqlx() {
     silo_connections_are_checked::<Sqlx>().await;

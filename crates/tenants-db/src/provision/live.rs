@@ -328,9 +328,12 @@ where
                     FROM pg_constraint co \
                     WHERE co.conrelid = c.oid AND co.contype = 'f' \
                       AND co.confrelid IN (SELECT to_regclass(y) FROM unnest($1::text[]) AS y) \
-                      AND coalesce((SELECT a.attname = 'tenant_id' FROM pg_attribute a \
-                                    WHERE a.attrelid = co.conrelid \
-                                      AND a.attnum = co.conkey[1]), false) IS NOT TRUE \
+                      AND NOT (coalesce((SELECT a.attname = 'tenant_id' FROM pg_attribute a \
+                                         WHERE a.attrelid = co.conrelid \
+                                           AND a.attnum = co.conkey[1]), false) \
+                               AND coalesce((SELECT a.attname = 'tenant_id' FROM pg_attribute a \
+                                         WHERE a.attrelid = co.confrelid \
+                                           AND a.attnum = co.confkey[1]), false)) \
                     ORDER BY 1) keys) \
          FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) \
          LEFT JOIN pg_class c ON c.oid = to_regclass(x) ORDER BY i",
