@@ -433,6 +433,14 @@ impl Identity {
 
     fn fail_shared(&self, error: Arc<Error>) -> Arc<Error> {
         let mut failure = self.lock();
+        if let Some(current) = failure.as_mut()
+            && Instant::now() < current.until
+        {
+            // An attempt still under way when the refusal began (sqlx retries a
+            // failed check in the background): the period does not grow for it.
+            current.error = error.clone();
+            return error;
+        }
         let in_a_row = failure.as_ref().map_or(0, |f| f.in_a_row) + 1;
         let backoff = FIRST_BACKOFF
             .saturating_mul(1 << (in_a_row - 1).min(7))
