@@ -36,6 +36,13 @@ pub(crate) mod sealed {
         /// instead clears a connection's cache when its schema changes).
         #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
         pub(crate) statement_cache: bool,
+        /// Whether the driver checks an idle connection with a round trip of its
+        /// own before handing it out (sqlx's ping). Off for the shared pools: the
+        /// statement that opens every hand-out reaches the server first, fails on a
+        /// dead connection, and the router then takes another
+        /// ([`Backend::is_dead_connection`]).
+        #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+        pub(crate) liveness_check: bool,
         /// For the shared pools: connections opened before the last migration of
         /// the shared database are closed instead of handed out (sqlx
         /// `before_acquire`, deadpool `pre_recycle`).
@@ -71,6 +78,14 @@ pub(crate) mod sealed {
         /// Whether `error` says the pool was closed (a silo pool the budget closed
         /// between lookup and use).
         fn is_closed(error: &Error) -> bool;
+
+        /// Whether `error` says the connection handed out had died while idle (its
+        /// backend terminated, its socket closed): nothing it was sent took effect,
+        /// and another connection may be taken.
+        fn is_dead_connection(error: &Error) -> bool {
+            let _ = error;
+            false
+        }
 
         /// Whether `error` came from opening a connection (refused, unreachable,
         /// authentication, no such database, a failed check), not from a statement.

@@ -199,6 +199,7 @@ async fn check_server<D: Backend>(name: &str, server: &Server<D>) -> Result<Vec<
         acquire_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(10),
         statement_cache: false,
+        liveness_check: true,
         shapes: None,
     };
     let pool = D::open_pool(&server.connect, None, &settings)?;
@@ -234,14 +235,20 @@ impl<D: Driver> TenantRouter<D> {
         let mut attempt = 0;
         loop {
             let target = self.target(tenant, session).await?;
+            let target_shared = target.identity.is_none();
             let pool = target.pool.clone();
             let taken = take(target.pool, target.scope);
             let result = match &target.identity {
                 Some(identity) => identity.guard::<T, D>(taken, || D::is_empty(&pool)).await,
                 None => taken.await,
             };
+            // A silo pool the budget closed, or a dead idle connection of a shared
+            // pool (they hand out without a liveness round trip of their own).
+            let retry = |error: &Error| {
+                D::is_closed(error) || (target_shared && D::is_dead_connection(error))
+            };
             match result {
-                Err(error) if attempt < SILO_RETRIES && D::is_closed(&error) => attempt += 1,
+                Err(error) if attempt < SILO_RETRIES && retry(&error) => attempt += 1,
                 result => return result,
             }
         }
@@ -513,6 +520,7 @@ impl<D: Driver> RouterBuilder<D> {
             acquire_timeout: self.acquire_timeout,
             idle_timeout: self.connection_idle,
             statement_cache,
+            liveness_check: false,
             shapes: Some(shapes.clone()),
         };
         let pool_model = D::open_pool(
@@ -526,8 +534,11 @@ impl<D: Driver> RouterBuilder<D> {
             &settings(self.bridge_connections, false),
         )?;
         let silos = SiloPools::new(
+            // Silo pools keep the driver's liveness check: a dead connection there
+            // would read as a failed connect and start the silo's back-off.
             PoolSettings {
                 shapes: None,
+                liveness_check: true,
                 ..settings(self.silo_per_tenant, true)
             },
             self.silo_budget,

@@ -71,7 +71,8 @@ impl Backend for Sqlx {
             .max_connections(settings.max_connections)
             .min_connections(0)
             .acquire_timeout(settings.acquire_timeout)
-            .idle_timeout(settings.idle_timeout);
+            .idle_timeout(settings.idle_timeout)
+            .test_before_acquire(settings.liveness_check);
         if let Some(identity) = silo {
             options = options.database(identity.database());
             if let Some(setting) = identity.startup_setting() {
@@ -151,6 +152,17 @@ impl Backend for Sqlx {
         matches!(error, Error::Database(sqlx::Error::PoolClosed))
     }
 
+    fn is_dead_connection(error: &Error) -> bool {
+        match error {
+            Error::Database(sqlx::Error::Io(_)) => true,
+            // admin_shutdown, crash_shutdown, cannot_connect_now: the backend is gone.
+            Error::Database(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|code| code.starts_with("57P0"))
+            }
+            _ => false,
+        }
+    }
+
     fn is_empty(pool: &PgPool) -> bool {
         pool.size() == 0
     }
@@ -213,8 +225,10 @@ impl Backend for Sqlx {
 
 impl TenantRouter<Sqlx> {
     /// Begins a transaction that sees only `tenant`'s data, with the `BEGIN` message
-    /// (isolation adds no round trip; sqlx's own liveness check of a pooled
-    /// connection stays, as on any sqlx pool).
+    /// (isolation adds no round trip). On the shared pools (pool and bridge tenants)
+    /// that message is also the liveness check: sqlx's own ping before a hand-out is
+    /// off, and a connection found dead is closed and another taken (sqlx still pings
+    /// every connection when it comes back).
     ///
     /// Drop it or call `rollback` to undo; `commit` to keep. The tenant's settings
     /// end with the transaction.

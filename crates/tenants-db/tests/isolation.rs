@@ -380,6 +380,52 @@ async fn killed_backends_deadpool() {
     killed_backends::<Deadpool>().await;
 }
 
+/// A pooled connection whose backend was terminated while it sat idle (a server
+/// restart, an idle timeout on the server or a proxy): the next tenant
+/// transaction on the one-connection pools is served on a new connection, with no
+/// error for the caller.
+async fn idle_connections_killed_are_replaced<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(1, 1, 1);
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .pool_connections(1)
+        .bridge_connections(1)
+        .silo_connections_per_tenant(1)
+        .build()
+        .unwrap();
+    for tenant in world.tenants() {
+        let first = format!("{}:before", tenant.id);
+        router.write_read(&tenant, &first, true).await.unwrap();
+        world.admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE usename = '{}' AND state = 'idle' AND query NOT ILIKE 'LISTEN%'",
+            world.app
+        ));
+        // Let the terminated backends' goodbyes reach the client sockets.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = format!("{}:after", tenant.id);
+        let seen = router
+            .write_read(&tenant, &second, true)
+            .await
+            .unwrap_or_else(|e| panic!("{}: first use after an idle kill: {e}", tenant.id));
+        assert_eq!(seen, [first, second]);
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn idle_connections_killed_are_replaced_sqlx() {
+    idle_connections_killed_are_replaced::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn idle_connections_killed_are_replaced_deadpool() {
+    idle_connections_killed_are_replaced::<Deadpool>().await;
+}
+
 /// Two bridge tenants whose schemas differ (one migrated further) through the same
 /// pooled connection, alternating: each reads its own columns, with no "cached
 /// plan must not change result type" error.
