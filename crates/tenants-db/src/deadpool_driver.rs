@@ -17,7 +17,7 @@ use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 use crate::driver::Driver;
 use crate::driver::sealed::{Backend, PoolSettings};
 use crate::isolation::Scope;
-use crate::shape::Heard;
+use crate::shape::{Heard, LISTEN_QUIET, LISTEN_RETRY};
 use crate::silo::{IDENTITY_SQL, Identity};
 use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
 use crate::{Error, Hazard, TenantRole, TenantRouter};
@@ -271,11 +271,6 @@ fn first_row(messages: &[SimpleQueryMessage]) -> Option<&tokio_postgres::SimpleQ
         _ => None,
     })
 }
-
-/// How long the migration listener waits before connecting again.
-const LISTEN_RETRY: Duration = Duration::from_secs(1);
-/// How often a quiet migration listener checks that its router still exists.
-const LISTEN_QUIET: Duration = Duration::from_secs(5);
 
 /// Clients checked out of `pool`, plus callers waiting for one, including those
 /// whose connection is being created (deadpool counts a connection in `size` only

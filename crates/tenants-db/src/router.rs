@@ -15,7 +15,7 @@ use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 use crate::isolation::Scope;
 use crate::placement::active_model;
-use crate::shape::{Heard, MIGRATED_CHANNEL, Shapes};
+use crate::shape::{Heard, MIGRATED_CHANNEL, Migrated, Shapes};
 use crate::silo::{Identity, SiloKey, SiloPools};
 use crate::{ConnectionMode, Error, Hazard};
 
@@ -235,18 +235,21 @@ impl<D: Driver> TenantRouter<D> {
         let mut attempt = 0;
         loop {
             let target = self.target(tenant, session).await?;
-            let target_shared = target.identity.is_none();
-            let pool = target.pool.clone();
-            let taken = take(target.pool, target.scope);
-            let result = match &target.identity {
-                Some(identity) => identity.guard::<T, D>(taken, || D::is_empty(&pool)).await,
-                None => taken.await,
+            let (result, shared) = match target.identity {
+                Some(identity) => {
+                    let pool = target.pool.clone();
+                    let taken = take(target.pool, target.scope);
+                    (
+                        identity.guard::<T, D>(taken, || D::is_empty(&pool)).await,
+                        false,
+                    )
+                }
+                None => (take(target.pool, target.scope).await, true),
             };
             // A silo pool the budget closed, or a dead idle connection of a shared
             // pool (they hand out without a liveness round trip of their own).
-            let retry = |error: &Error| {
-                D::is_closed(error) || (target_shared && D::is_dead_connection(error))
-            };
+            let retry =
+                |error: &Error| D::is_closed(error) || (shared && D::is_dead_connection(error));
             match result {
                 Err(error) if attempt < SILO_RETRIES && retry(&error) => attempt += 1,
                 result => return result,
@@ -614,20 +617,18 @@ impl<D: Driver> TenantRouter<D> {
                     return false;
                 }
                 match heard {
-                    Heard::Migrated(payload) => {
-                        if let Some(database) = payload.strip_prefix("database:") {
+                    Heard::Migrated(payload) => match Migrated::parse(payload) {
+                        Migrated::Shared => inner.shapes.changed(),
+                        Migrated::Schema(_) => {
+                            inner.shapes.heard_other();
+                            D::bridge_migrated(&inner.driver_state);
+                        }
+                        Migrated::Database(database) => {
                             inner.shapes.heard_other();
                             let database = database.to_owned();
                             spawn.spawn(async move { inner.silos.retire(Some(&database)).await });
-                        } else if payload.starts_with("schema:") {
-                            inner.shapes.heard_other();
-                            D::bridge_migrated(&inner.driver_state);
-                        } else {
-                            // The shared database, or a payload this version does
-                            // not know: retire what may be stale.
-                            inner.shapes.changed();
                         }
-                    }
+                    },
                     Heard::Reconnected => {
                         inner.shapes.changed();
                         spawn.spawn(async move { inner.silos.retire(None).await });

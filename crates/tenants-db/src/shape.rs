@@ -28,6 +28,48 @@ use std::time::Instant;
 /// `SELECT pg_notify('tenants_migrated', '')`.
 pub const MIGRATED_CHANNEL: &str = "tenants_migrated";
 
+/// What a migration announcement names: the one format the engine writes and the
+/// router reads ([`MIGRATED_CHANNEL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Migrated<'a> {
+    /// The shared database's own tables (payload empty).
+    Shared,
+    /// A bridge tenant's schema (`schema:<name>`).
+    Schema(&'a str),
+    /// A silo database (`database:<name>`).
+    Database(&'a str),
+}
+
+impl<'a> Migrated<'a> {
+    /// The announcement's payload.
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    pub(crate) fn payload(self) -> String {
+        match self {
+            Migrated::Shared => String::new(),
+            Migrated::Schema(schema) => format!("schema:{schema}"),
+            Migrated::Database(database) => format!("database:{database}"),
+        }
+    }
+
+    /// Reads a payload; one this version does not know reads as [`Migrated::Shared`],
+    /// which retires the most.
+    pub(crate) fn parse(payload: &'a str) -> Self {
+        if let Some(schema) = payload.strip_prefix("schema:") {
+            Migrated::Schema(schema)
+        } else if let Some(database) = payload.strip_prefix("database:") {
+            Migrated::Database(database)
+        } else {
+            Migrated::Shared
+        }
+    }
+}
+
+/// How long a migration listener waits before connecting again.
+pub(crate) const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often a quiet migration listener reports [`Heard::Quiet`], so it can stop
+/// once its router is gone.
+pub(crate) const LISTEN_QUIET: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the migration listener reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Heard<'a> {
@@ -96,6 +138,18 @@ impl Shapes {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn announcements_round_trip() {
+        for migrated in [
+            Migrated::Shared,
+            Migrated::Schema("acme"),
+            Migrated::Database("acme_db"),
+        ] {
+            assert_eq!(Migrated::parse(&migrated.payload()), migrated);
+        }
+        assert_eq!(Migrated::parse("something:else"), Migrated::Shared);
+    }
 
     #[test]
     fn connections_opened_before_a_change_are_stale() {

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Postgres, Row, Transaction};
@@ -16,7 +16,7 @@ use tenants_core::{SqlIdent, Tenant};
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
-use crate::shape::Heard;
+use crate::shape::{Heard, LISTEN_QUIET, LISTEN_RETRY};
 use crate::silo::{IDENTITY_SQL, Identity};
 use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
 use crate::{Error, Hazard, TenantRole, TenantRouter};
@@ -290,11 +290,6 @@ impl TenantRouter<Sqlx> {
         .await
     }
 }
-
-/// How long the migration listener waits before connecting again.
-const LISTEN_RETRY: Duration = Duration::from_secs(1);
-/// How often a quiet migration listener checks that its router still exists.
-const LISTEN_QUIET: Duration = Duration::from_secs(5);
 
 /// A listener on `channel`, on the connection of `pool`.
 async fn listen_on(pool: &PgPool, channel: &str) -> Option<PgListener> {

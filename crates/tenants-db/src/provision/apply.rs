@@ -16,6 +16,7 @@ use super::file::{Password, TableName, TenantSpec};
 use super::live::{self, POLICY, POLICY_CHECK, quote_ident};
 use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
 use crate::isolation::literal;
+use crate::shape::Migrated;
 use crate::{Error, MIGRATED_CHANNEL, PgCatalog, TENANT_SETTING, TenantRole};
 
 /// How [`Provisioner::apply`] runs.
@@ -512,15 +513,15 @@ impl Provisioner {
     /// may have changed shape, so they stop using statements prepared before
     /// (see [`MIGRATED_CHANNEL`]). Templates serve no requests.
     async fn announce_migration(&self, target: &MigrateTarget) -> Result<(), Error> {
-        let payload = match target {
-            MigrateTarget::Shared => String::new(),
-            MigrateTarget::Schema { schema, .. } => format!("schema:{schema}"),
-            MigrateTarget::Database { database, .. } => format!("database:{database}"),
+        let migrated = match target {
+            MigrateTarget::Shared => Migrated::Shared,
+            MigrateTarget::Schema { schema, .. } => Migrated::Schema(schema.as_str()),
+            MigrateTarget::Database { database, .. } => Migrated::Database(database.as_str()),
             MigrateTarget::Template { .. } => return Ok(()),
         };
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(MIGRATED_CHANNEL)
-            .bind(payload)
+            .bind(migrated.payload())
             .execute(self.shared_pool()?)
             .await?;
         Ok(())
