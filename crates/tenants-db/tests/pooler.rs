@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Probe, World};
+use common::{Probe, Seen, World};
 use tenants_core::{DataModel, Tenant};
 use tenants_db::{ConnectionMode, Deadpool, Driver, Error, Hazard, Sqlx, TenantRouter};
 use tenants_test_support::{Pgbouncer, PgbouncerConfig};
@@ -112,6 +112,90 @@ async fn leak_hunt_behind_pgbouncer_sqlx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leak_hunt_behind_pgbouncer_deadpool() {
     leak_hunt_behind_pgbouncer::<Deadpool>().await;
+}
+
+/// A hostile handler behind a transaction pooler: its transaction leaves a
+/// BYPASSRLS role, another tenant's schema, another tenant's setting, a setting of
+/// its own and a temporary table of its rows on the *server* connection, which
+/// pgbouncer (one server connection per database here) then gives to every other
+/// client's next transaction. That transaction starts clean and reads only its
+/// own tenant's rows.
+async fn hostile_handlers_behind_pgbouncer<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(2, 2, 0);
+    let bypass = tenants_test_support::unique_name("bypass");
+    world.admin(&format!(
+        "CREATE ROLE {bypass} NOLOGIN BYPASSRLS; GRANT SELECT, INSERT ON notes TO {bypass}; \
+         GRANT {bypass} TO {}",
+        world.app
+    ));
+    let bouncer = pgbouncer(&world, |config| config.pool_size = 1);
+    let router: TenantRouter<D> = TenantRouter::<D>::builder()
+        .server("main", bouncer.url(&world.app_url()))
+        .connection_mode("main", ConnectionMode::TransactionPooler)
+        .pool_connections(2)
+        .bridge_connections(2)
+        .build()
+        .unwrap();
+    let schema = match &world.bridge[0].model {
+        DataModel::Bridge { schema } => schema.clone(),
+        _ => unreachable!(),
+    };
+    for tenant in world.tenants() {
+        let secret = format!("{}:secret", tenant.id);
+        router
+            .write_read_unprepared(&tenant, &secret)
+            .await
+            .unwrap();
+    }
+    for (victim, next) in [
+        (&world.pool[0], &world.pool[1]),
+        (&world.bridge[0], &world.bridge[1]),
+        (&world.bridge[0], &world.pool[1]),
+    ] {
+        let clean = router.seen(next, None).await.unwrap();
+        let dirt = format!(
+            "SET ROLE {bypass}; SET search_path = {schema}, public; \
+             SELECT set_config('tenants.tenant_id', '{victim}', false); SET app.leftover = 'dirty'; \
+             CREATE TEMP TABLE IF NOT EXISTS leftover (secret text) ON COMMIT PRESERVE ROWS; \
+             INSERT INTO leftover VALUES ('{victim}:temp')",
+            victim = victim.id
+        );
+        router.leave_behind(victim, &dirt, true).await.unwrap();
+        let seen = router.seen(next, None).await.unwrap();
+        assert_eq!(
+            Seen {
+                fresh: clean.fresh,
+                ..seen
+            },
+            clean,
+            "{} after {}",
+            next.id,
+            victim.id
+        );
+        router.leave_behind(victim, &dirt, true).await.unwrap();
+        let mine = format!("{}:", next.id);
+        let rows = router
+            .write_read_unprepared(next, &format!("{mine}after"))
+            .await
+            .unwrap();
+        if let Some(foreign) = rows.iter().find(|s| !s.starts_with(&mine)) {
+            panic!("tenant {} saw {foreign:?} after {}", next.id, victim.id);
+        }
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn hostile_handlers_behind_pgbouncer_sqlx() {
+    hostile_handlers_behind_pgbouncer::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn hostile_handlers_behind_pgbouncer_deadpool() {
+    hostile_handlers_behind_pgbouncer::<Deadpool>().await;
 }
 
 /// `verify` checks every server, and finds a transaction pooler behind a server

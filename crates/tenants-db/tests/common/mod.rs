@@ -437,7 +437,12 @@ mod sqlx_probe {
                 None => self.begin(tenant).await,
             }
             .map_err(text)?;
-            let row = sqlx::query(SEEN).fetch_one(&mut *tx).await.map_err(text)?;
+            // Unnamed: the probe also runs behind a transaction pooler.
+            let row = sqlx::query(SEEN)
+                .persistent(false)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(text)?;
             Ok(seen_row(&row))
         }
 
