@@ -612,6 +612,154 @@ async fn bridge_tenants_run_migrations_outside_a_transaction_in_their_schema() {
     provisioner.close().await;
 }
 
+/// `SELECT *` from the tenant's table, through each driver's statement cache (sqlx's
+/// own; deadpool's `prepare_cached`): its column names.
+#[cfg(feature = "deadpool")]
+async fn columns_sqlx(router: &TenantRouter<Sqlx>, tenant: &Tenant) -> Vec<String> {
+    use sqlx::{Column, Row};
+    let mut tx = router.begin(tenant).await.unwrap();
+    let row = sqlx::query(table_of(tenant))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("sqlx, tenant {}: {e}", tenant.id));
+    tx.commit().await.unwrap();
+    row.columns().iter().map(|c| c.name().to_owned()).collect()
+}
+
+#[cfg(feature = "deadpool")]
+async fn columns_deadpool(
+    router: &TenantRouter<tenants_db::Deadpool>,
+    tenant: &Tenant,
+) -> Vec<String> {
+    let tx = router.begin(tenant).await.unwrap();
+    let select = tx.prepare_cached(table_of(tenant)).await.unwrap();
+    let row = tx
+        .query_one(&select, &[])
+        .await
+        .unwrap_or_else(|e| panic!("deadpool, tenant {}: {e}", tenant.id));
+    tx.commit().await.unwrap();
+    row.columns().iter().map(|c| c.name().to_owned()).collect()
+}
+
+#[cfg(feature = "deadpool")]
+fn table_of(tenant: &Tenant) -> &'static str {
+    match tenant.model {
+        DataModel::Pool => "SELECT * FROM todos LIMIT 1",
+        _ => "SELECT * FROM widgets LIMIT 1",
+    }
+}
+
+/// Waits (at most 10 s) for `done`.
+#[cfg(feature = "deadpool")]
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A migration that changes a table's shape between two requests, run by the
+/// engine's `migrate`: the routers of both drivers, whose one-connection pools
+/// cached `SELECT *` before it, serve the next request of every model with the new
+/// columns, never "cached plan must not change result type".
+#[cfg(feature = "deadpool")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_between_two_requests_leaves_no_stale_statement() {
+    use tenants_db::Deadpool;
+    let s = Setup::new();
+    let t = &s.tag;
+    let provisioner = s.applied("").await;
+    let tenants: Vec<Tenant> = provisioner
+        .file()
+        .tenants
+        .iter()
+        .map(|spec| spec.tenant.clone())
+        .collect();
+    provisioner.close().await;
+    s.shared(&format!(
+        "INSERT INTO todos (tenant_id, title) VALUES ('pool-{t}', 'x');
+         INSERT INTO hardware_{t}.widgets (name) VALUES ('x')"
+    ));
+    s.sql(
+        &format!("shop_{t}"),
+        "INSERT INTO widgets (name) VALUES ('x')",
+    );
+    let app_url = format!(
+        "postgres://app_{t}@{}:{}/{}",
+        s.pg.host(),
+        s.pg.port(),
+        shared_db(&s.url)
+    );
+    let sqlx: TenantRouter<Sqlx> = TenantRouter::builder()
+        .server("main", app_url.clone())
+        .pool_connections(1)
+        .bridge_connections(1)
+        .silo_connections_per_tenant(1)
+        .build()
+        .unwrap();
+    let deadpool: TenantRouter<Deadpool> = TenantRouter::builder()
+        .server("main", app_url)
+        .pool_connections(1)
+        .bridge_connections(1)
+        .silo_connections_per_tenant(1)
+        .build()
+        .unwrap();
+    let listening = || {
+        s.shared(&format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE usename = 'app_{t}' AND query ILIKE 'LISTEN%'"
+        ))
+    };
+    eventually("both routers to listen", || listening() == "2").await;
+    let mut before = Vec::new();
+    for tenant in &tenants {
+        let columns = columns_sqlx(&sqlx, tenant).await;
+        assert_eq!(columns_deadpool(&deadpool, tenant).await, columns);
+        before.push(columns);
+    }
+
+    std::fs::write(
+        s.dir.join("migrations/0002_more.sql"),
+        "ALTER TABLE widgets ADD COLUMN colour text;
+         ALTER TABLE todos ADD COLUMN done boolean NOT NULL DEFAULT false;",
+    )
+    .unwrap();
+    let provisioner = s.provisioner("").await;
+    let report = provisioner.migrate(&ApplyOptions::new()).await.unwrap();
+    assert!(report.is_success(), "{report}");
+    provisioner.close().await;
+    // The shared database, the bridge tenant's schema and the silo database.
+    eventually("the migrations to be heard", || {
+        sqlx.stats().migrations_heard >= 3
+            && deadpool.stats().migrations_heard >= 3
+            && sqlx.stats().open_silos == 0
+            && deadpool.stats().open_silos == 0
+    })
+    .await;
+
+    for (tenant, mut expected) in tenants.iter().zip(before) {
+        let new = if tenant.model == DataModel::Pool {
+            "done"
+        } else {
+            "colour"
+        };
+        expected.push(new.to_owned());
+        assert_eq!(columns_sqlx(&sqlx, tenant).await, expected, "{}", tenant.id);
+        assert_eq!(
+            columns_deadpool(&deadpool, tenant).await,
+            expected,
+            "{}",
+            tenant.id
+        );
+    }
+    sqlx.close().await;
+    deadpool.close().await;
+}
+
 /// A tenant of the file whose schema is gone is a failure of `migrate`, never a
 /// silent skip, and the other tenants are still migrated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
