@@ -12,12 +12,12 @@ use deadpool_postgres::{
 };
 use futures_util::{FutureExt, StreamExt};
 use tenants_core::{SqlIdent, Tenant};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
 
 use crate::driver::Driver;
 use crate::driver::sealed::{Backend, PoolSettings};
 use crate::isolation::Scope;
-use crate::shape::{Heard, LISTEN_QUIET, LISTEN_RETRY};
 use crate::silo::{IDENTITY_SQL, Identity};
 use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
 use crate::{Error, Hazard, TenantRole, TenantRouter};
@@ -140,45 +140,40 @@ impl Backend for Deadpool {
         builder.build().map_err(|e| Error::Config(e.to_string()))
     }
 
-    async fn listen(
+    async fn subscribe(
         server: &tokio_postgres::Config,
         channel: &'static str,
-        mut heard: impl FnMut(Heard<'_>) -> bool + Send + 'static,
-    ) {
-        let mut reconnecting = false;
-        loop {
-            if let Ok((client, mut connection)) = server.connect(NoTls).await {
-                let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
-                let messages = tokio::spawn(async move {
-                    let mut messages =
-                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    while let Some(Ok(message)) = messages.next().await {
-                        if let AsyncMessage::Notification(notification) = message {
-                            let _ = sender.send(notification.payload().to_owned());
+    ) -> Option<UnboundedReceiver<String>> {
+        let (client, mut connection) = server.connect(NoTls).await.ok()?;
+        let (sender, receiver) = unbounded_channel();
+        // The client lives as long as the connection is pumped: dropping it would
+        // end the connection.
+        let (give_client, keep_client) = tokio::sync::oneshot::channel::<tokio_postgres::Client>();
+        tokio::spawn(async move {
+            let _client = keep_client;
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            loop {
+                tokio::select! {
+                    () = sender.closed() => break,
+                    message = messages.next() => match message {
+                        Some(Ok(AsyncMessage::Notification(notification))) => {
+                            if sender.send(notification.payload().to_owned()).is_err() {
+                                break;
+                            }
                         }
-                    }
-                });
-                let listening = client.batch_execute(&format!("LISTEN {channel}")).await;
-                let mut keep = listening.is_ok() && (!reconnecting || heard(Heard::Reconnected));
-                reconnecting = true;
-                while keep {
-                    match tokio::time::timeout(LISTEN_QUIET, payloads.recv()).await {
-                        Err(_) => keep = heard(Heard::Quiet),
-                        Ok(Some(payload)) => keep = heard(Heard::Migrated(&payload)),
-                        // The connection ended: connect again.
-                        Ok(None) => break,
-                    }
-                }
-                messages.abort();
-                if !keep && listening.is_ok() {
-                    return;
+                        Some(Ok(_)) => {}
+                        // The connection ended: the receiver sees the end.
+                        _ => break,
+                    },
                 }
             }
-            tokio::time::sleep(LISTEN_RETRY).await;
-            if !heard(Heard::Quiet) {
-                return;
-            }
-        }
+        });
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .ok()?;
+        give_client.send(client).ok()?;
+        Some(receiver)
     }
 
     fn is_closed(error: &Error) -> bool {

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use crate::shape::{Heard, Shapes};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::shape::Shapes;
 use crate::silo::Identity;
 use crate::{Error, Hazard};
 
@@ -121,15 +123,14 @@ pub(crate) mod sealed {
             let _ = (pool, idle);
         }
 
-        /// Listens on `channel` of `server`'s database, on a connection of its own,
-        /// until `heard` returns `false`: `heard` gets each notification's payload,
-        /// [`Heard::Reconnected`] after the connection was lost and opened again, and
-        /// [`Heard::Quiet`] every few seconds without either.
-        fn listen(
+        /// Opens a connection of its own to `server`'s database and `LISTEN`s on
+        /// `channel`: the payloads arrive on the receiver, which ends when the
+        /// connection does; dropping the receiver closes the connection. `None`
+        /// when connecting or listening failed.
+        fn subscribe(
             server: &Self::Server,
             channel: &'static str,
-            heard: impl FnMut(Heard<'_>) -> bool + Send + 'static,
-        ) -> impl Future<Output = ()> + Send;
+        ) -> impl Future<Output = Option<UnboundedReceiver<String>>> + Send;
 
         /// A bridge tenant's schema was migrated: statements the driver cached for
         /// bridge tenants may no longer match their tables.

@@ -15,7 +15,7 @@ use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 use crate::isolation::Scope;
 use crate::placement::active_model;
-use crate::shape::{Heard, MIGRATED_CHANNEL, Migrated, Shapes};
+use crate::shape::{Heard, Migrated, Shapes};
 use crate::silo::{Identity, SiloKey, SiloPools};
 use crate::{ConnectionMode, Error, Hazard};
 
@@ -132,7 +132,7 @@ pub struct RouterStats {
     /// Connections of all silo pools, idle, checked out, being opened, or closing
     /// in a pool that was closed for the budget. Never above the budget.
     pub silo_connections: usize,
-    /// Migrations announced on [`MIGRATED_CHANNEL`] that the router has heard.
+    /// Migrations announced on [`MIGRATED_CHANNEL`](crate::MIGRATED_CHANNEL) that the router has heard.
     pub migrations_heard: u64,
 }
 
@@ -458,7 +458,7 @@ impl<D: Driver> RouterBuilder<D> {
     /// first use. Inside a Tokio runtime, it also checks the application role in the
     /// background and logs a warning for each [hazard](crate::Hazard) found, and
     /// (on a direct default server) keeps one connection of its own listening for
-    /// migrations on [`MIGRATED_CHANNEL`], so statements cached before one are
+    /// migrations on [`MIGRATED_CHANNEL`](crate::MIGRATED_CHANNEL), so statements cached before one are
     /// never used after it.
     ///
     /// # Errors
@@ -596,7 +596,7 @@ impl<D: Driver> TenantRouter<D> {
     /// Listens for migrations on the default server's database, for as long as the
     /// router lives, when built inside a Tokio runtime: a migrated shared database
     /// retires the shared pools' older connections, a migrated silo database closes
-    /// its pools (see [`MIGRATED_CHANNEL`]). Behind a transaction pooler no session
+    /// its pools (see [`MIGRATED_CHANNEL`](crate::MIGRATED_CHANNEL)). Behind a transaction pooler no session
     /// can listen, so the router does not.
     fn listen_for_migrations(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -609,7 +609,7 @@ impl<D: Driver> TenantRouter<D> {
         let inner = Arc::downgrade(&self.inner);
         let spawn = runtime.clone();
         runtime.spawn(async move {
-            D::listen(&server, MIGRATED_CHANNEL, move |heard| {
+            crate::shape::listen::<D>(server, move |heard| {
                 let Some(inner) = inner.upgrade() else {
                     return false;
                 };

@@ -11,7 +11,9 @@
 //! database's pool. New connections prepare their statements against the new shapes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::driver::sealed::Backend;
 
 /// The channel on which migrations are announced, on the shared database (the
 /// default server's). The payload names what was migrated:
@@ -65,14 +67,49 @@ impl<'a> Migrated<'a> {
 }
 
 /// How long a migration listener waits before connecting again.
-pub(crate) const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// How often a quiet migration listener reports [`Heard::Quiet`], so it can stop
 /// once its router is gone.
-pub(crate) const LISTEN_QUIET: std::time::Duration = std::time::Duration::from_secs(5);
+const LISTEN_QUIET: Duration = Duration::from_secs(5);
+
+/// Listens on [`MIGRATED_CHANNEL`] of `server`'s database (on a connection of its
+/// own, connecting again after a loss) until `heard` returns `false`: `heard` gets
+/// each announcement's payload, [`Heard::Reconnected`] once listening again after
+/// a loss, and [`Heard::Quiet`] every few seconds without either.
+pub(crate) async fn listen<D: Backend>(
+    server: D::Server,
+    mut heard: impl FnMut(Heard<'_>) -> bool,
+) {
+    let mut lost = false;
+    loop {
+        let Some(mut payloads) = D::subscribe(&server, MIGRATED_CHANNEL).await else {
+            tokio::time::sleep(LISTEN_RETRY).await;
+            if !heard(Heard::Quiet) {
+                return;
+            }
+            continue;
+        };
+        if std::mem::take(&mut lost) && !heard(Heard::Reconnected) {
+            return;
+        }
+        loop {
+            let keep = match tokio::time::timeout(LISTEN_QUIET, payloads.recv()).await {
+                Err(_) => heard(Heard::Quiet),
+                Ok(Some(payload)) => heard(Heard::Migrated(&payload)),
+                // The connection ended: announcements may be missed until the next.
+                Ok(None) => break,
+            };
+            if !keep {
+                return;
+            }
+        }
+        lost = true;
+    }
+}
 
 /// What the migration listener reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Heard<'a> {
+pub(crate) enum Heard<'a> {
     /// A migration ran on the database named (empty: the shared database).
     Migrated(&'a str),
     /// The listening connection was lost and opened again: announcements in

@@ -12,11 +12,11 @@ use std::time::Instant;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, Postgres, Row, Transaction};
 use tenants_core::{SqlIdent, Tenant};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
-use crate::shape::{Heard, LISTEN_QUIET, LISTEN_RETRY};
 use crate::silo::{IDENTITY_SQL, Identity};
 use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
 use crate::{Error, Hazard, TenantRole, TenantRouter};
@@ -104,48 +104,36 @@ impl Backend for Sqlx {
         Ok(pool.connect_lazy_with(options))
     }
 
-    async fn listen(
+    async fn subscribe(
         server: &PgConnectOptions,
         channel: &'static str,
-        mut heard: impl FnMut(Heard<'_>) -> bool + Send + 'static,
-    ) {
+    ) -> Option<UnboundedReceiver<String>> {
         // A pool of its own: the listener keeps its connection for good.
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .connect_lazy_with(server.clone());
-        let mut listener = None;
-        // Whether a listening connection was lost: announcements may have been
-        // missed, which is said once listening again.
-        let mut lost = false;
-        loop {
-            let Some(listening) = listener.as_mut() else {
-                listener = listen_on(&pool, channel).await;
-                let event = if listener.is_some() {
-                    std::mem::take(&mut lost).then(|| heard(Heard::Reconnected)) != Some(false)
-                } else {
-                    tokio::time::sleep(LISTEN_RETRY).await;
-                    heard(Heard::Quiet)
-                };
-                if !event {
-                    break;
+        let mut listener = PgListener::connect_with(&pool).await.ok()?;
+        listener.listen(channel).await.ok()?;
+        let (sender, receiver) = unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = sender.closed() => break,
+                    received = listener.try_recv() => match received {
+                        Ok(Some(notification)) => {
+                            if sender.send(notification.payload().to_owned()).is_err() {
+                                break;
+                            }
+                        }
+                        // Lost (`Ok(None)`) or failed: the receiver sees the end.
+                        _ => break,
+                    },
                 }
-                continue;
-            };
-            let event = match tokio::time::timeout(LISTEN_QUIET, listening.try_recv()).await {
-                Err(_) => heard(Heard::Quiet),
-                Ok(Ok(Some(notification))) => heard(Heard::Migrated(notification.payload())),
-                // Lost: listen again on a new connection, then say so.
-                Ok(Ok(None) | Err(_)) => {
-                    listener = None;
-                    lost = true;
-                    true
-                }
-            };
-            if !event {
-                break;
             }
-        }
-        pool.close().await;
+            drop(listener);
+            pool.close().await;
+        });
+        Some(receiver)
     }
 
     fn is_closed(error: &Error) -> bool {
@@ -289,13 +277,6 @@ impl TenantRouter<Sqlx> {
         })
         .await
     }
-}
-
-/// A listener on `channel`, on the connection of `pool`.
-async fn listen_on(pool: &PgPool, channel: &str) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await.ok()?;
-    listener.listen(channel).await.ok()?;
-    Some(listener)
 }
 
 /// Begins a transaction with `sql` on a connection of `pool`.

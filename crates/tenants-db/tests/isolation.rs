@@ -426,6 +426,56 @@ async fn idle_connections_killed_are_replaced_deadpool() {
     idle_connections_killed_are_replaced::<Deadpool>().await;
 }
 
+/// The migration listener's connection killed: the router listens again on a new
+/// one, counts the gap as a possible missed migration (retiring what may be
+/// stale), and hears the next announcement.
+async fn the_migration_listener_comes_back<D: Driver>() {
+    let world = World::new(1, 0, 0);
+    let router: TenantRouter<D> = world.router::<D>().build().unwrap();
+    let listening = || {
+        world.admin(&format!(
+            "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_activity \
+             WHERE usename = '{}' AND query ILIKE 'LISTEN%'",
+            world.app
+        ))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let wait = |what: &str| {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+    };
+    let first = loop {
+        let pid = listening();
+        if !pid.is_empty() {
+            break pid;
+        }
+        wait("the first LISTEN");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    world.admin(&format!("SELECT pg_terminate_backend({first})"));
+    while router.stats().migrations_heard < 1 {
+        wait("the reconnection");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = listening();
+    assert!(!second.is_empty() && second != first, "{first} -> {second}");
+    world.admin("SELECT pg_notify('tenants_migrated', '')");
+    while router.stats().migrations_heard < 2 {
+        wait("the announcement after reconnecting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn the_migration_listener_comes_back_sqlx() {
+    the_migration_listener_comes_back::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn the_migration_listener_comes_back_deadpool() {
+    the_migration_listener_comes_back::<Deadpool>().await;
+}
+
 /// Two bridge tenants whose schemas differ (one migrated further) through the same
 /// pooled connection, alternating: each reads its own columns, with no "cached
 /// plan must not change result type" error.
