@@ -222,12 +222,6 @@ where
     TenantRouter<D>: Probe,
 {
     let world = World::new(2, 2, 1);
-    let bypass = tenants_test_support::unique_name("bypass");
-    world.admin(&format!(
-        "CREATE ROLE {bypass} NOLOGIN BYPASSRLS; GRANT SELECT, INSERT ON notes TO {bypass}; \
-         GRANT {bypass} TO {}",
-        world.app
-    ));
     let router: TenantRouter<D> = world
         .router::<D>()
         .pool_connections(1)
@@ -235,10 +229,6 @@ where
         .silo_connections_per_tenant(1)
         .build()
         .unwrap();
-    let schema = |t: &Tenant| match &t.model {
-        DataModel::Bridge { schema } => schema.clone(),
-        _ => unreachable!(),
-    };
     let pairs = [
         (&world.pool[0], &world.pool[1]),
         (&world.bridge[0], &world.bridge[1]),
@@ -253,15 +243,7 @@ where
     for (victim, next) in pairs {
         let in_transaction = router.seen(next, None).await.unwrap();
         let in_session = router.session_seen(next).await.unwrap();
-        let dirt = format!(
-            "SET ROLE {bypass}; SET search_path = {}, public; \
-             SELECT set_config('tenants.tenant_id', '{}', false); SET app.leftover = 'dirty'; \
-             CREATE TEMP TABLE IF NOT EXISTS leftover (secret text) ON COMMIT PRESERVE ROWS; \
-             INSERT INTO leftover VALUES ('{}:temp')",
-            schema(&world.bridge[0]),
-            victim.id,
-            victim.id
-        );
+        let dirt = world.hostile_handler_sql(victim);
         // A role the next user takes for one transaction of its session: when that
         // transaction ends, the session's own role must come back, not the dirt's.
         let customer = TenantRole::Customer.role_name(&next.id);

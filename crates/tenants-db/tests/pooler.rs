@@ -125,12 +125,6 @@ where
     TenantRouter<D>: Probe,
 {
     let world = World::new(2, 2, 0);
-    let bypass = tenants_test_support::unique_name("bypass");
-    world.admin(&format!(
-        "CREATE ROLE {bypass} NOLOGIN BYPASSRLS; GRANT SELECT, INSERT ON notes TO {bypass}; \
-         GRANT {bypass} TO {}",
-        world.app
-    ));
     let bouncer = pgbouncer(&world, |config| config.pool_size = 1);
     let router: TenantRouter<D> = TenantRouter::<D>::builder()
         .server("main", bouncer.url(&world.app_url()))
@@ -139,10 +133,6 @@ where
         .bridge_connections(2)
         .build()
         .unwrap();
-    let schema = match &world.bridge[0].model {
-        DataModel::Bridge { schema } => schema.clone(),
-        _ => unreachable!(),
-    };
     for tenant in world.tenants() {
         let secret = format!("{}:secret", tenant.id);
         router
@@ -156,13 +146,7 @@ where
         (&world.bridge[0], &world.pool[1]),
     ] {
         let clean = router.seen(next, None).await.unwrap();
-        let dirt = format!(
-            "SET ROLE {bypass}; SET search_path = {schema}, public; \
-             SELECT set_config('tenants.tenant_id', '{victim}', false); SET app.leftover = 'dirty'; \
-             CREATE TEMP TABLE IF NOT EXISTS leftover (secret text) ON COMMIT PRESERVE ROWS; \
-             INSERT INTO leftover VALUES ('{victim}:temp')",
-            victim = victim.id
-        );
+        let dirt = world.hostile_handler_sql(victim);
         router.leave_behind(victim, &dirt, true).await.unwrap();
         let seen = router.seen(next, None).await.unwrap();
         assert_eq!(

@@ -164,6 +164,32 @@ impl World {
             .collect()
     }
 
+    /// What a hostile handler of `victim` leaves on its session, for the next
+    /// user of the connection to find: `SET ROLE` to a BYPASSRLS role the
+    /// application may take (created here), the first bridge tenant's schema on the
+    /// search path, the victim's tenant setting and a setting of its own, and a
+    /// temporary table holding a victim's row (temporary tables come first on every
+    /// search path).
+    pub fn hostile_handler_sql(&self, victim: &Tenant) -> String {
+        let bypass = unique_name("bypass");
+        self.admin(&format!(
+            "CREATE ROLE {bypass} NOLOGIN BYPASSRLS; GRANT SELECT, INSERT ON notes TO {bypass}; \
+             GRANT {bypass} TO {}",
+            self.app
+        ));
+        let DataModel::Bridge { schema } = &self.bridge[0].model else {
+            unreachable!("worlds with hostile handlers have a bridge tenant")
+        };
+        format!(
+            "SET ROLE {bypass}; SET search_path = {schema}, public; \
+             SELECT set_config('tenants.tenant_id', '{victim}', false); \
+             SET app.leftover = 'dirty'; \
+             CREATE TEMP TABLE IF NOT EXISTS leftover (secret text) ON COMMIT PRESERVE ROWS; \
+             INSERT INTO leftover VALUES ('{victim}:temp')",
+            victim = victim.id
+        )
+    }
+
     /// Runs SQL as superuser on the shared database.
     pub fn admin(&self, sql: &str) -> String {
         self.pg.psql(&self.pg.url_for(&self.database), sql)
