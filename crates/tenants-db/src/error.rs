@@ -173,6 +173,20 @@ pub enum Error {
         /// What bridge migrations must do instead.
         why: &'static str,
     },
+    /// A tenants file's server URL (the provisioning engine's own connection)
+    /// goes through a transaction pooler: session state does not survive from one
+    /// statement to the next there.
+    #[error(
+        "server {server:?}: its URL in the tenants file goes through a transaction pooler \
+         (session state is lost between statements), and plan, apply and migrate need a \
+         direct connection (session advisory locks, a search_path given at connection start): \
+         point url / url_env at PostgreSQL itself; the application may still use the pooler \
+         (connection = \"transaction_pooler\")"
+    )]
+    AdminBehindPooler {
+        /// The server, by the file's name for it.
+        server: String,
+    },
     /// Reading the migrations directory failed.
     #[cfg(feature = "sqlx")]
     #[error("migrations {path}: {source}")]

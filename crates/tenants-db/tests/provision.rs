@@ -760,6 +760,27 @@ async fn a_migration_between_two_requests_leaves_no_stale_statement() {
     deadpool.close().await;
 }
 
+/// A tenants file whose server URL points at a transaction pooler is refused
+/// before anything runs, naming the server: the engine's advisory locks and
+/// per-connection search path would land on whichever server connection is free.
+#[tokio::test]
+async fn the_engine_refuses_an_admin_url_behind_a_transaction_pooler() {
+    let s = Setup::new();
+    let bouncer =
+        s.pg.pgbouncer(&tenants_test_support::PgbouncerConfig::default());
+    let text = s.file_text("").replace(&s.url, &bouncer.url(&s.url));
+    let provisioner = Provisioner::connect(s.load(&text)).await.unwrap();
+    match provisioner.plan().await {
+        Err(Error::AdminBehindPooler { server }) => assert_eq!(server, "main"),
+        other => panic!("expected AdminBehindPooler, got {other:?}"),
+    }
+    assert!(matches!(
+        provisioner.doctor().await,
+        Err(Error::AdminBehindPooler { .. })
+    ));
+    provisioner.close().await;
+}
+
 /// A tenant of the file whose schema is gone is a failure of `migrate`, never a
 /// silent skip, and the other tenants are still migrated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

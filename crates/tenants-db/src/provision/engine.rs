@@ -9,6 +9,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::driver::sealed::Backend;
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
 
 use super::environment::Environment;
@@ -361,6 +363,14 @@ impl Provisioner {
     pub(crate) async fn read_live(&self, specs: &[&TenantSpec]) -> Result<Live, Error> {
         let mut live = Live::default();
         for (name, pool) in &self.pools {
+            // Migrations hold session advisory locks and get their search_path at
+            // connection start: through a transaction pooler both would silently
+            // land on whichever server connection is free.
+            if !<crate::Sqlx as Backend>::keeps_sessions(pool).await? {
+                return Err(Error::AdminBehindPooler {
+                    server: name.clone(),
+                });
+            }
             live.servers
                 .insert(name.clone(), ServerLive::read(pool).await?);
         }
