@@ -60,8 +60,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use tenants::db::provision::{
     ApplyOptions, Format, Password, Provisioner, TenantSpec, TenantsFile,
 };
@@ -291,14 +290,19 @@ pub(crate) async fn app(settings: &Settings) -> Result<Router, Box<dyn std::erro
         return Err(format!("preparing the database: {report}").into());
     }
 
-    let admin: PgConnectOptions = settings.admin_url.parse()?;
-    // The application's connection: the admin's server and database, its own role.
-    let served_as = admin
-        .clone()
-        .username(&settings.app_role)
-        .password(settings.app_password.as_deref().unwrap_or_default());
+    // `connect_options` reads the URL's sslmode as libpq does (sqlx's own parser
+    // does not verify certificates under `require`).
+    let admin = Sqlx::connect_options(&settings.admin_url)?;
+    // The application's connection: the admin's server, database and TLS settings,
+    // its own role.
+    let mut served_url = url::Url::parse(&settings.admin_url)?;
+    served_url
+        .set_username(&settings.app_role)
+        .and_then(|()| served_url.set_password(settings.app_password.as_deref()))
+        .map_err(|()| "the admin URL cannot carry a user name")?;
+    let served_as = Sqlx::connect_options(served_url.as_str())?;
     let router = TenantRouter::<Sqlx>::builder()
-        .server("main", served_as.to_url_lossy().as_str())
+        .server("main", served_url.as_str())
         .build()?;
     let catalog_pool = PgPoolOptions::new()
         .max_connections(4)

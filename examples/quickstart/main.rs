@@ -155,7 +155,9 @@ pub(crate) async fn app(data_dir: &Path) -> Result<Router, Box<dyn std::error::E
 /// then serves it through a [`TenantRouter`].
 pub(crate) async fn app_on_postgres(url: &str) -> Result<Router, Box<dyn std::error::Error>> {
     let catalog = StaticCatalog::from_toml_str(TENANTS_ON_POSTGRES)?;
-    let admin = sqlx::PgPool::connect(url).await?;
+    // `connect_options` reads the URL's sslmode as libpq does: a production URL
+    // with `sslmode=verify-full&sslrootcert=...` verifies the server.
+    let admin = sqlx::PgPool::connect_with(Sqlx::connect_options(url)?).await?;
     for tenant in catalog.list().await? {
         let tenants::DataModel::Bridge { schema } = &tenant.model else {
             continue;

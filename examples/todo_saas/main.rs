@@ -301,9 +301,10 @@ pub(crate) async fn app(
     url.set_username(app_role.as_str())
         .and_then(|()| url.set_password(Some(&config.app_password)))
         .map_err(|()| "DATABASE_URL cannot carry a user name")?;
+    // `connect_options` reads the URL's sslmode as libpq does.
     let accounts = PgPoolOptions::new()
         .max_connections(10)
-        .connect_lazy(url.as_str())?;
+        .connect_lazy_with(Sqlx::connect_options(url.as_str())?);
     let router = TenantRouter::<Sqlx>::builder()
         .server("main", url.as_str())
         .build()?;
@@ -312,7 +313,7 @@ pub(crate) async fn app(
     let admin = PgCatalog::new(
         PgPoolOptions::new()
             .max_connections(2)
-            .connect_lazy(&config.database_url)?,
+            .connect_lazy_with(Sqlx::connect_options(&config.database_url)?),
     );
 
     let catalog = Arc::new(CachedCatalog::new(PgCatalog::new(accounts.clone())));
@@ -370,7 +371,7 @@ pub(crate) async fn app(
 /// Creates and migrates the central `accounts` schema, and lets the application role
 /// use its tables.
 async fn migrate_accounts(admin_url: &str, app_role: &SqlIdent) -> Result<(), BoxError> {
-    let mut conn = PgConnection::connect(admin_url).await?;
+    let mut conn = PgConnection::connect_with(&Sqlx::connect_options(admin_url)?).await?;
     sqlx::raw_sql("CREATE SCHEMA IF NOT EXISTS accounts; SET search_path TO accounts")
         .execute(&mut conn)
         .await?;

@@ -57,8 +57,7 @@ use axum::routing::{get, patch};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use tenants::db::provision::{Environment, Format, TenantsFile};
 use tenants::db::{PgCatalog, Sqlx, TenantRole, TenantRouter};
 use tenants::resolve::{Algorithm, JwtKeys, JwtResolver, SubdomainResolver, VerifiedToken};
@@ -106,13 +105,15 @@ pub(crate) async fn app(settings: &Settings) -> Result<Router, Box<dyn std::erro
             .ok_or_else(|| format!("{var} is not set: the store connects as {role} with it"))?,
         None => String::new(),
     };
-    let served_as = settings
-        .database_url
-        .parse::<PgConnectOptions>()?
-        .username(role.as_str())
-        .password(&password);
+    let mut served_url = url::Url::parse(&settings.database_url)?;
+    served_url
+        .set_username(role.as_str())
+        .and_then(|()| served_url.set_password(Some(&password)))
+        .map_err(|()| "DATABASE_URL cannot carry a user name")?;
+    // Its sslmode read as libpq reads it, for the catalog's pool as for the router.
+    let served_as = Sqlx::connect_options(served_url.as_str())?;
     let router = TenantRouter::<Sqlx>::builder()
-        .server(&file.default_server, served_as.to_url_lossy().as_str())
+        .server(&file.default_server, served_url.as_str())
         .build()?;
     // The catalog `tenants apply` fills, read as the application role, cached, and
     // told of changes (a customer added or suspended) through NOTIFY.

@@ -173,15 +173,16 @@ CREATE TRIGGER announce_change AFTER INSERT OR UPDATE OR DELETE ON tenants.tenan
 /// # Examples
 ///
 /// ```no_run
-/// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
 /// use tenants_core::{CachedCatalog, DataModel, Tenant};
 /// use tenants_db::PgCatalog;
 ///
-/// let store = PgCatalog::new(pool.clone());
+/// let store = PgCatalog::connect("postgres://app@db.example.com/app?sslmode=verify-full&sslrootcert=system")?;
 /// store.install().await?; // once, as a role that may create the schema
 /// store.put(&Tenant::new("acme".parse()?, DataModel::Pool).with_name("Acme")).await?;
 ///
+/// let pool = store.pool().clone();
 /// let catalog = Arc::new(CachedCatalog::new(store));
 /// PgCatalog::watch(&pool, &catalog).await?;
 /// # Ok(())
@@ -193,9 +194,27 @@ pub struct PgCatalog {
 }
 
 impl PgCatalog {
-    /// A catalog reading the `tenants.tenants` table through `pool`.
+    /// A catalog reading the `tenants.tenants` table through `pool`. Build the
+    /// pool from [`Sqlx::connect_options`](crate::Sqlx::connect_options) for the
+    /// URL's `sslmode` to mean what libpq means, or use [`PgCatalog::connect`].
     pub fn new(pool: PgPool) -> Self {
         PgCatalog { pool }
+    }
+
+    /// A catalog on a pool of up to 10 connections to `url`, opened on first use;
+    /// its TLS settings are read as libpq reads them ([`tls`](crate::tls)), and the
+    /// `LISTEN` connections of [`watch`](Self::watch) and
+    /// [`subscribe`](Self::subscribe) on its pool use them too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] or [`Error::Config`] for a URL that cannot be used (see
+    /// [`Sqlx::connect_options`](crate::Sqlx::connect_options)).
+    pub fn connect(url: &str) -> Result<Self, Error> {
+        let options = crate::Sqlx::connect_options(url)?;
+        Ok(PgCatalog::new(
+            sqlx::postgres::PgPoolOptions::new().connect_lazy_with(options),
+        ))
     }
 
     /// The pool the catalog reads through.

@@ -13,12 +13,13 @@ use deadpool_postgres::{
 use futures_util::{FutureExt, StreamExt};
 use tenants_core::{SqlIdent, Tenant};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
+use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
 
 use crate::driver::Driver;
 use crate::driver::sealed::{Backend, PoolSettings};
 use crate::isolation::Scope;
 use crate::silo::{IDENTITY_SQL, Identity};
+use crate::tls::{self, TlsSettings};
 use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
 use crate::{Error, Hazard, TenantRole, TenantRouter};
 
@@ -27,7 +28,8 @@ use crate::{Error, Hazard, TenantRole, TenantRouter};
 /// which dereference to [`tokio_postgres::Client`], so handlers use tokio-postgres'
 /// own query methods.
 ///
-/// Connections are plain TCP (`NoTls`); pools recycle with
+/// Connections use TLS as their URL's `sslmode` says, over rustls
+/// ([`tls`](crate::tls)); pools recycle with
 /// [`RecyclingMethod::Fast`] (a liveness check, no statement: the router puts each
 /// session back as it connected in the statement that opens its next use);
 /// connections unused for the router's
@@ -71,21 +73,20 @@ impl Default for BridgePaths {
 }
 
 impl Backend for Deadpool {
-    type Server = tokio_postgres::Config;
+    type Server = PgServer;
     type Pool = Pool;
     type State = BridgePaths;
 
-    fn parse_server(url: &str) -> Result<tokio_postgres::Config, Error> {
-        url.parse()
-            .map_err(|e: tokio_postgres::Error| Error::Config(e.to_string()))
+    fn parse_server(url: &str) -> Result<PgServer, Error> {
+        parse_url(url)
     }
 
     fn open_pool(
-        server: &tokio_postgres::Config,
+        server: &PgServer,
         silo: Option<&Arc<Identity>>,
         settings: &PoolSettings,
     ) -> Result<Pool, Error> {
-        let mut config = server.clone();
+        let mut config = server.config.clone();
         if let Some(identity) = silo {
             config.dbname(identity.database());
             if let Some((name, tenant)) = identity.startup_setting() {
@@ -98,9 +99,9 @@ impl Backend for Deadpool {
                 config.options(options);
             }
         }
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            NoTls,
+            server.connect.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -141,10 +142,10 @@ impl Backend for Deadpool {
     }
 
     async fn subscribe(
-        server: &tokio_postgres::Config,
+        server: &PgServer,
         channel: &'static str,
     ) -> Option<UnboundedReceiver<String>> {
-        let (client, mut connection) = server.connect(NoTls).await.ok()?;
+        let (client, mut connection) = server.connect.connect_raw(&server.config).await.ok()?;
         let (sender, receiver) = unbounded_channel();
         // The client lives as long as the connection is pumped: dropping it would
         // end the connection.
@@ -441,5 +442,125 @@ impl Drop for TenantTransaction {
             // it to the pool inside a transaction.
             Err(_) => drop(Object::take(client)),
         }
+    }
+}
+
+/// A tokio-postgres configuration and the way to connect with it.
+#[derive(Clone)]
+pub struct PgServer {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) connect: PgConnect,
+}
+
+impl std::fmt::Debug for PgServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgServer")
+            .field("config", &self.config)
+            .field("allow", &self.connect.allow)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens tokio-postgres connections over rustls, with `sslmode=allow`'s retry.
+#[derive(Clone)]
+pub(crate) struct PgConnect {
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// `sslmode=allow`: plain first, TLS when the plain connection fails.
+    allow: bool,
+}
+
+/// Reads a server URL: its TLS settings ([`tls`]) and the rest, for tokio-postgres.
+pub(crate) fn parse_url(url: &str) -> Result<PgServer, Error> {
+    use tokio_postgres::config::{ChannelBinding as Binding, SslMode as Mode};
+
+    let (settings, rest) = TlsSettings::from_url(url)?;
+    let mut config: tokio_postgres::Config = rest
+        .parse()
+        .map_err(|e: tokio_postgres::Error| Error::Config(format!("invalid URL: {e}")))?;
+    config.ssl_mode(match settings.mode() {
+        tls::SslMode::Disable | tls::SslMode::Allow => Mode::Disable,
+        tls::SslMode::Prefer => Mode::Prefer,
+        tls::SslMode::Require | tls::SslMode::VerifyCa | tls::SslMode::VerifyFull => Mode::Require,
+    });
+    config.channel_binding(match settings.channel_binding() {
+        tls::ChannelBinding::Disable => Binding::Disable,
+        tls::ChannelBinding::Prefer => Binding::Prefer,
+        tls::ChannelBinding::Require => Binding::Require,
+    });
+    let connect = PgConnect {
+        tls: tokio_postgres_rustls::MakeRustlsConnect::new(settings.client_config()?),
+        allow: settings.mode() == tls::SslMode::Allow,
+    };
+    Ok(PgServer { config, connect })
+}
+
+impl PgConnect {
+    /// Connects, and drives the connection on a task of its own; the connection
+    /// ends when the client is dropped.
+    pub(crate) async fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+        match self.connect_once(config).await {
+            Err(_) if self.allow => {
+                let mut with_tls = config.clone();
+                with_tls.ssl_mode(tokio_postgres::config::SslMode::Require);
+                self.connect_once(&with_tls).await
+            }
+            result => result,
+        }
+    }
+
+    async fn connect_once(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+        let (client, connection) = config.connect(self.tls.clone()).await?;
+        let driver = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended");
+            }
+        });
+        Ok((client, driver))
+    }
+
+    /// Connects and hands over the connection itself, for a caller that reads its
+    /// messages (`LISTEN`).
+    pub(crate) async fn connect_raw(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+                    tokio_postgres::Socket,
+                >>::Stream,
+            >,
+        ),
+        tokio_postgres::Error,
+    > {
+        match config.connect(self.tls.clone()).await {
+            Err(_) if self.allow => {
+                let mut with_tls = config.clone();
+                with_tls.ssl_mode(tokio_postgres::config::SslMode::Require);
+                with_tls.connect(self.tls.clone()).await
+            }
+            result => result,
+        }
+    }
+}
+
+impl deadpool_postgres::Connect for PgConnect {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let config = config.clone();
+        Box::pin(async move { PgConnect::connect(self, &config).await })
     }
 }

@@ -74,6 +74,11 @@ pub enum Error {
     /// The router or a pool was configured with values that cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A connection URL's TLS settings cannot be honoured: an unknown or unsupported
+    /// parameter, a combination libpq refuses, or a certificate file that cannot be
+    /// read (see [`tls`](crate::tls)). The message names the parameter.
+    #[error("TLS settings: {0}")]
+    Tls(String),
     /// No silo connection budget came free in time: every silo pool was busy.
     #[error(
         "no silo connection came free within {waited:?} (budget {budget} connections, all busy): \
@@ -98,7 +103,7 @@ pub enum Error {
     Postgres(#[from] tokio_postgres::Error),
     /// deadpool could not hand out a connection.
     #[cfg(feature = "deadpool")]
-    #[error("connection pool: {0}")]
+    #[error("connection pool: {}", pool_message(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// Migrations failed for a tenant.
     #[cfg(any(feature = "sqlx", feature = "sqlite"))]
@@ -233,13 +238,32 @@ pub struct SiloMismatch {
     pub found_setting: Option<String>,
 }
 
-/// tokio-postgres displays a server error as "db error"; the server's message and
-/// code are what a reader needs.
+/// tokio-postgres' message with its cause: it displays a server error as "db
+/// error" and a refused certificate as "error performing TLS handshake"; the
+/// server's message and code, or the TLS error, are what a reader needs.
 #[cfg(feature = "deadpool")]
 fn postgres_message(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => error.to_string(),
+    if let Some(db) = error.as_db_error() {
+        return format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+    }
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        message = format!("{message}: {inner}");
+        cause = inner.source();
+    }
+    message
+}
+
+/// deadpool's message, with tokio-postgres' cause when opening a connection failed.
+#[cfg(feature = "deadpool")]
+fn pool_message(error: &deadpool_postgres::PoolError) -> String {
+    use deadpool_postgres::PoolError;
+    match error {
+        PoolError::Backend(postgres) => {
+            format!("opening a connection: {}", postgres_message(postgres))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -311,6 +335,15 @@ impl Error {
                 }
                 _ => Error::Shared(shared),
             },
+        }
+    }
+
+    /// A configuration error about one server, with the server's name in front.
+    pub(crate) fn in_server(self, name: &str) -> Error {
+        match self {
+            Error::Tls(why) => Error::Tls(format!("server {name:?}: {why}")),
+            Error::Config(why) => Error::Config(format!("server {name:?}: {why}")),
+            other => other,
         }
     }
 }

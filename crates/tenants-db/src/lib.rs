@@ -128,6 +128,8 @@ mod silo;
 pub mod sqlite;
 #[cfg(feature = "sqlx")]
 mod sqlx_driver;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod verify;
 
 #[cfg(feature = "sqlx")]

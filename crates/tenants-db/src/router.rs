@@ -474,8 +474,7 @@ impl<D: Driver> RouterBuilder<D> {
         let default_server: Arc<str> = self.default_server.as_deref().unwrap_or(first).into();
         let mut servers = HashMap::new();
         for (name, url) in &self.servers {
-            let connect =
-                D::parse_server(url).map_err(|e| Error::Config(format!("server {name:?}: {e}")))?;
+            let connect = D::parse_server(url).map_err(|e| e.in_server(name))?;
             let server = Server {
                 connect,
                 mode: ConnectionMode::Direct,

@@ -51,14 +51,42 @@ pub enum Sqlx {}
 
 impl Driver for Sqlx {}
 
+impl Sqlx {
+    /// sqlx connection options for a `postgres://` URL, its TLS parameters read as
+    /// libpq reads them ([`tls`](crate::tls)): what the router, the catalog and the
+    /// provisioning engine connect with. Build your own pools (a
+    /// [`PgCatalog`](crate::PgCatalog)'s, say) from these rather than from
+    /// `PgPool::connect(url)`, whose `sslmode=require` does not verify a certificate
+    /// even when `sslrootcert` is given.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tenants_db::Sqlx;
+    ///
+    /// let options = Sqlx::connect_options("postgres://app@db.example.com/app?sslmode=require")?;
+    /// let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy_with(options);
+    /// # Ok::<(), tenants_db::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] for TLS settings that cannot be honoured (see
+    /// [`TlsSettings::from_url`](crate::tls::TlsSettings::from_url); sqlx also
+    /// refuses `sslmode=allow`, `channel_binding=require` and `sslsni=0`),
+    /// [`Error::Config`] for a URL sqlx cannot parse.
+    pub fn connect_options(url: &str) -> Result<PgConnectOptions, Error> {
+        crate::tls::sqlx_options(url)
+    }
+}
+
 impl Backend for Sqlx {
     type Server = PgConnectOptions;
     type Pool = PgPool;
     type State = ();
 
     fn parse_server(url: &str) -> Result<PgConnectOptions, Error> {
-        url.parse()
-            .map_err(|e: sqlx::Error| Error::Config(e.to_string()))
+        Sqlx::connect_options(url)
     }
 
     fn open_pool(

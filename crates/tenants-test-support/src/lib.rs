@@ -29,14 +29,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use url::{Host, Url};
 
 mod pgbouncer;
+mod tls;
 
 pub use pgbouncer::{Pgbouncer, PgbouncerConfig};
+pub use tls::{CHANNEL_BINDING_USER, tls_postgres, tls_postgres_expired, unrelated_ca_file};
 
 /// Environment variable naming an existing server to test against. It must be a
 /// superuser connection URL: tests create databases and roles.
 pub const DATABASE_URL_ENV: &str = "TENANTS_TEST_DATABASE_URL";
 
-const INSTALL_HINT: &str = "\
+pub(crate) const INSTALL_HINT: &str = "\
 PostgreSQL is needed to run these tests, and none was found.
 Either install it:
     Debian/Ubuntu: apt-get install -y postgresql
@@ -52,6 +54,7 @@ pub struct TestServer {
     host: String,
     port: u16,
     psql: PathBuf,
+    ca_file: Option<PathBuf>,
 }
 
 static SERVER: OnceLock<TestServer> = OnceLock::new();
@@ -93,6 +96,11 @@ impl TestServer {
     /// The server's port (for a `TENANTS_TEST_DATABASE_URL` server, as its URL says).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The CA certificate (PEM) of a [`tls_postgres`] server's certificate.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
     }
 
     /// The admin URL with another database name.
@@ -200,17 +208,18 @@ fn start() -> Result<TestServer, String> {
             port,
             admin_url: url,
             psql,
+            ca_file: None,
         };
         server.psql(&server.admin_url, "SELECT 1");
         return Ok(server);
     }
     let bin = find_bin_dir().ok_or("initdb was not found")?;
-    Cluster::start(&bin)
+    Cluster::start(&bin, &ClusterSetup::default())
 }
 
 /// Looks for a directory holding `initdb` and `pg_ctl`: PATH first, then the highest
 /// version under `/usr/lib/postgresql`.
-fn find_bin_dir() -> Option<PathBuf> {
+pub(crate) fn find_bin_dir() -> Option<PathBuf> {
     if let Some(initdb) = which("initdb") {
         let real = std::fs::canonicalize(&initdb).unwrap_or(initdb);
         if let Some(dir) = real.parent()
@@ -238,11 +247,26 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What a cluster gets beyond the defaults.
+#[derive(Default)]
+pub(crate) struct ClusterSetup {
+    /// `listen_addresses`; `127.0.0.1` when empty.
+    listen: &'static str,
+    /// The host name in the admin URL; `127.0.0.1` when empty.
+    host: &'static str,
+    /// More `-c` options for the server.
+    options: String,
+    /// Files written into the data directory after initdb (name, contents, mode).
+    files: Vec<(&'static str, String, u32)>,
+    /// The CA certificate file of a TLS cluster, outside the data directory.
+    ca_file: Option<(&'static str, String)>,
+}
+
 /// Starting and watching a throwaway cluster.
-struct Cluster;
+pub(crate) struct Cluster;
 
 impl Cluster {
-    fn start(bin: &Path) -> Result<TestServer, String> {
+    pub(crate) fn start(bin: &Path, setup: &ClusterSetup) -> Result<TestServer, String> {
         let as_root = is_root();
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -263,15 +287,32 @@ impl Cluster {
                 .stdout(Stdio::null()),
             "initdb",
         )?;
+        let ca_file = match &setup.ca_file {
+            Some((name, pem)) => {
+                let path = dir.join(name);
+                write_file(&path, pem, 0o644)?;
+                Some(path)
+            }
+            None => None,
+        };
+        for (name, contents, mode) in &setup.files {
+            write_file(&data.join(name), contents, *mode)?;
+        }
+        if as_root {
+            run(Command::new("chown").arg("-R").arg("postgres:").arg(&dir), "chown")?;
+        }
+        let listen = if setup.listen.is_empty() { "127.0.0.1" } else { setup.listen };
+        let host = if setup.host.is_empty() { "127.0.0.1" } else { setup.host };
         let pg_ctl = bin.join("pg_ctl");
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port()?;
             let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+                "-p {port} -k {} -c listen_addresses={listen} -c fsync=off \
                  -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
-                 -c shared_buffers=128MB",
-                dir.display()
+                 -c shared_buffers=128MB {}",
+                dir.display(),
+                setup.options
             );
             let started = run(
                 pg_command(as_root, &pg_ctl)
@@ -286,12 +327,17 @@ impl Cluster {
             match started {
                 Ok(()) => {
                     watch(as_root, &pg_ctl, &dir, &data);
-                    let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+                    let mut admin_url = format!("postgres://postgres@{host}:{port}/postgres");
+                    if let Some(ca) = &ca_file {
+                        let ca = ca.display();
+                        admin_url = format!("{admin_url}?sslmode=verify-full&sslrootcert={ca}");
+                    }
                     let server = TestServer {
                         admin_url,
-                        host: "127.0.0.1".into(),
+                        host: host.into(),
                         port,
                         psql: bin.join("psql"),
+                        ca_file: ca_file.clone(),
                     };
                     return Ok(server);
                 }
@@ -337,6 +383,13 @@ fn spawn_watchdog(script: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
+        .map_err(|e| format!("cannot write {path:?}: {e}"))
 }
 
 fn pg_command(as_root: bool, program: &Path) -> Command {

@@ -141,9 +141,7 @@ impl Provisioner {
                     }
                 },
             };
-            let options: PgConnectOptions = url
-                .parse()
-                .map_err(|e| Error::Config(format!("server {name:?}: invalid URL: {e}")))?;
+            let options = crate::Sqlx::connect_options(&url).map_err(|e| e.in_server(name))?;
             servers.insert(name.clone(), options.application_name("tenants"));
         }
         if !missing.is_empty() {

@@ -31,7 +31,11 @@ pub struct World {
 impl World {
     /// `pool`, `bridge` and `silo` tenants of each model.
     pub fn new(pool: usize, bridge: usize, silo: usize) -> World {
-        let pg = postgres();
+        World::on(postgres(), pool, bridge, silo)
+    }
+
+    /// As [`World::new`], on `pg`.
+    pub fn on(pg: &'static TestServer, pool: usize, bridge: usize, silo: usize) -> World {
         let tag = unique_name("w").replace('_', "-");
         let database = unique_name("shared");
         let app = unique_name("app");
