@@ -55,6 +55,14 @@ async fn todos_stay_with_their_tenant_in_postgres_schemas() {
     );
 }
 
+#[tokio::test]
+async fn todos_stay_with_their_tenant_on_a_tls_only_server() {
+    // `DATABASE_URL` with sslmode=verify-full, to a server that refuses plain TCP.
+    let url = tenants_test_support::tls_postgres().fresh_database();
+    assert!(url.contains("sslmode=verify-full"), "{url}");
+    todos_stay_with_their_tenant(quickstart::app_on_postgres(&url).await.unwrap()).await;
+}
+
 async fn todos_stay_with_their_tenant(app: axum::Router) {
     let (status, body) = call(
         &app,

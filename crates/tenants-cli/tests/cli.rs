@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tenants_test_support::{TestServer, postgres, unique_name};
+use tenants_test_support::{TestServer, postgres, tls_postgres, unique_name};
 
 fn tag() -> String {
     unique_name("c").replace('_', "x")
@@ -17,12 +17,17 @@ struct Run {
 }
 
 fn tenants(dir: &Path, args: &[&str]) -> Run {
+    tenants_with_env(dir, args, &[])
+}
+
+fn tenants_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let Output {
         status,
         stdout,
         stderr,
     } = Command::new(env!("CARGO_BIN_EXE_tenants"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .env("SHOP_ADMIN_PASSWORD", "admin-secret")
         .env("SHOP_DEV_PASSWORD", "dev-secret")
@@ -46,7 +51,10 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
-        let pg = postgres();
+        Setup::on(postgres())
+    }
+
+    fn on(pg: &'static TestServer) -> Self {
         let url = pg.fresh_database();
         let tag = tag();
         let dir = std::env::temp_dir().join(format!("tenants-cli-{tag}"));
@@ -169,6 +177,41 @@ fn plan_apply_plan_converges_with_terraform_exit_codes() {
         list.stdout
     );
     assert!(list.stdout.contains("change(s) pending"), "{}", list.stdout);
+}
+
+#[test]
+fn the_cli_reaches_a_tls_only_server_through_url_and_url_env() {
+    let s = Setup::on(tls_postgres());
+    assert!(s.url.contains("sslmode=verify-full"), "{}", s.url);
+    let apply = s.run(&["apply", "-f", "tenants.toml"]);
+    assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
+    let text = std::fs::read_to_string(s.dir.join("tenants.toml"))
+        .unwrap()
+        .replace(
+            &format!("url = \"{}\"", s.url),
+            "url_env = \"TLS_DATABASE_URL\"",
+        );
+    std::fs::write(s.dir.join("tenants.toml"), text).unwrap();
+    let plan = tenants_with_env(
+        &s.dir,
+        &["plan", "-f", "tenants.toml"],
+        &[("TLS_DATABASE_URL", &s.url)],
+    );
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
+    // The same server without TLS is refused by its pg_hba.conf, with the reason.
+    let plain = s.url.replace("sslmode=verify-full", "sslmode=disable");
+    let refused = tenants_with_env(
+        &s.dir,
+        &["plan", "-f", "tenants.toml"],
+        &[("TLS_DATABASE_URL", &plain)],
+    );
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("no encryption"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]

@@ -15,6 +15,9 @@
 //!   [subscribers](PgCatalog::subscribe).
 //! - [`TenantRole`] names the per-tenant admin / developer / customer roles, whose
 //!   grants the database enforces.
+//! - [`tls`] (features `sqlx` and `deadpool`) reads a connection URL's `sslmode`,
+//!   `sslrootcert`, `sslcert` / `sslkey` and `channel_binding` as libpq does, for
+//!   every connection the crate opens, over rustls on aws-lc-rs.
 //! - [`provision`] (feature `sqlx`) declares tenants as code: a tenants file, a plan
 //!   of the difference with the live servers, apply, migrations of every tenant,
 //!   and runtime onboarding.

@@ -63,7 +63,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 use crate::Error;
 
@@ -333,7 +335,9 @@ impl TlsSettings {
         } else {
             Arc::new(Unchecked(provider))
         };
-        let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
         let mut config = match &self.client_cert {
             Some((cert, key)) => builder
                 .with_client_auth_cert(read_certificates(cert)?, read_key(key)?)
@@ -587,7 +591,12 @@ impl ServerCertVerifier for Unchecked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -596,7 +605,12 @@ impl ServerCertVerifier for Unchecked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -614,8 +628,8 @@ mod tests {
 
     #[test]
     fn prefer_is_the_default_and_other_parameters_stay_as_given() {
-        let (tls, rest) = parse("postgres://u:p@h:5/db?options=-c%20x%3D1&sslmode=prefer&a=b+c")
-            .unwrap();
+        let (tls, rest) =
+            parse("postgres://u:p@h:5/db?options=-c%20x%3D1&sslmode=prefer&a=b+c").unwrap();
         assert_eq!(tls.mode(), SslMode::Prefer);
         assert_eq!(rest, "postgres://u:p@h:5/db?options=-c%20x%3D1&a=b+c");
         let (tls, rest) = parse("postgresql://h/db").unwrap();
@@ -639,15 +653,33 @@ mod tests {
             ("postgres://h/db?sslmode=", "sslmode="),
             ("postgres://h/db?sslcrl=/x.pem", "sslcrl"),
             ("postgres://h/db?sslpassword=x", "sslpassword"),
-            ("postgres://h/db?ssl_min_protocol_version=TLSv1.3", "ssl_min_protocol_version"),
+            (
+                "postgres://h/db?ssl_min_protocol_version=TLSv1.3",
+                "ssl_min_protocol_version",
+            ),
             ("postgres://h/db?requiressl=1", "requiressl"),
-            ("postgres://h/db?channel_binding=always", "channel_binding=always"),
+            (
+                "postgres://h/db?channel_binding=always",
+                "channel_binding=always",
+            ),
             ("postgres://h/db?sslsni=yes", "sslsni=yes"),
-            ("postgres://h/db?sslnegotiation=direct", "sslnegotiation=direct"),
+            (
+                "postgres://h/db?sslnegotiation=direct",
+                "sslnegotiation=direct",
+            ),
             ("postgres://h/db?sslcert=/a.crt", "sslcert and sslkey"),
-            ("postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", "/nonexistent/ca.pem"),
-            ("postgres://h/db?sslmode=require&sslrootcert=system", "verify-full"),
-            ("postgres://h/db?sslmode=disable&channel_binding=require", "channel_binding=require"),
+            (
+                "postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                "postgres://h/db?sslmode=require&sslrootcert=system",
+                "verify-full",
+            ),
+            (
+                "postgres://h/db?sslmode=disable&channel_binding=require",
+                "channel_binding=require",
+            ),
         ] {
             match parse(url) {
                 Err(Error::Tls(message)) => {
@@ -673,6 +705,37 @@ mod tests {
                     "{refused:?}"
                 );
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any string: a typed error or settings, never a panic; what is kept of a
+        /// URL is its parameters other than the TLS ones, byte for byte.
+        #[test]
+        fn any_url_is_read_or_refused(query in "[a-z_=&%0-9./+-]{0,60}") {
+            let url = format!("postgres://u@h/db?{query}");
+            if let Ok((_, rest)) = parse(&url) {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| !pair.is_empty())
+                    .filter(|pair| {
+                        let name = pair.split('=').next().unwrap_or_default();
+                        !KNOWN.contains(&name)
+                    })
+                    .collect();
+                let expected = if kept.is_empty() {
+                    "postgres://u@h/db".to_owned()
+                } else {
+                    format!("postgres://u@h/db?{}", kept.join("&"))
+                };
+                proptest::prop_assert_eq!(rest, expected);
+            }
+        }
+
+        #[test]
+        fn any_string_is_read_or_refused(text in "\\PC{0,80}") {
+            let _ = parse(&text);
+            let _ = parse(&format!("postgres://{text}"));
         }
     }
 

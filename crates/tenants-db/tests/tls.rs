@@ -38,7 +38,10 @@ fn ca(pg: &TestServer) -> String {
 }
 
 fn pool_tenant() -> Tenant {
-    Tenant::new(unique_name("t").replace('_', "-").parse().unwrap(), DataModel::Pool)
+    Tenant::new(
+        unique_name("t").replace('_', "-").parse().unwrap(),
+        DataModel::Pool,
+    )
 }
 
 /// Whether a router transaction on `url` runs over TLS, through sqlx.
@@ -63,7 +66,10 @@ async fn deadpool_ssl(url: &str) -> Result<bool, Error> {
         .build()?;
     let tx = router.begin(&pool_tenant()).await?;
     let ssl: bool = tx
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await?
         .get(0);
     tx.commit().await?;
@@ -219,7 +225,10 @@ async fn every_model_is_served_over_tls_on_both_drivers() {
     for tenant in world.tenants() {
         let secret = format!("{}:tls", tenant.id);
         let seen = sqlx.write_read(&tenant, &secret, true).await.unwrap();
-        assert!(seen.iter().all(|s| s.starts_with(&format!("{}:", tenant.id))));
+        assert!(
+            seen.iter()
+                .all(|s| s.starts_with(&format!("{}:", tenant.id)))
+        );
         assert!(seen.contains(&secret), "{seen:?}");
         let seen = deadpool.write_read(&tenant, &secret, true).await.unwrap();
         assert_eq!(seen.iter().filter(|s| **s == secret).count(), 2, "{seen:?}");
@@ -235,7 +244,10 @@ async fn the_migration_listener_connects_over_tls() {
     let sqlx: TenantRouter<Sqlx> = world.router().build().unwrap();
     let deadpool: TenantRouter<Deadpool> = world.router().build().unwrap();
     sqlx.write_read(&world.pool[0], "x", false).await.unwrap();
-    deadpool.write_read(&world.pool[0], "x", false).await.unwrap();
+    deadpool
+        .write_read(&world.pool[0], "x", false)
+        .await
+        .unwrap();
     for _ in 0..200 {
         world.admin(&format!("NOTIFY {}", tenants_db::MIGRATED_CHANNEL));
         if sqlx.stats().migrations_heard > 0 && deadpool.stats().migrations_heard > 0 {
@@ -322,7 +334,10 @@ database = "silo_{t}"
     let env = Environment::empty().var("TLS_DATABASE_URL", with_params(&url, "sslmode=bogus"));
     match Provisioner::connect_with_env(file, env).await {
         Err(Error::Tls(message)) => {
-            assert!(message.contains("\"main\"") && message.contains("sslmode=bogus"), "{message}")
+            assert!(
+                message.contains("\"main\"") && message.contains("sslmode=bogus"),
+                "{message}"
+            )
         }
         other => panic!("{other:?}"),
     }

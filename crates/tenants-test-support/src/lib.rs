@@ -299,10 +299,21 @@ impl Cluster {
             write_file(&data.join(name), contents, *mode)?;
         }
         if as_root {
-            run(Command::new("chown").arg("-R").arg("postgres:").arg(&dir), "chown")?;
+            run(
+                Command::new("chown").arg("-R").arg("postgres:").arg(&dir),
+                "chown",
+            )?;
         }
-        let listen = if setup.listen.is_empty() { "127.0.0.1" } else { setup.listen };
-        let host = if setup.host.is_empty() { "127.0.0.1" } else { setup.host };
+        let listen = if setup.listen.is_empty() {
+            "127.0.0.1"
+        } else {
+            setup.listen
+        };
+        let host = if setup.host.is_empty() {
+            "127.0.0.1"
+        } else {
+            setup.host
+        };
         let pg_ctl = bin.join("pg_ctl");
         let mut last_error = String::new();
         for _ in 0..5 {

@@ -59,8 +59,8 @@ enum Validity {
 }
 
 fn start(validity: Validity) -> TestServer {
-    let bin = find_bin_dir()
-        .unwrap_or_else(|| panic!("initdb was not found\n\n{}", crate::INSTALL_HINT));
+    let bin =
+        find_bin_dir().unwrap_or_else(|| panic!("initdb was not found\n\n{}", crate::INSTALL_HINT));
     match crate::Cluster::start(&bin, &setup(validity)) {
         Ok(server) => server,
         Err(why) => panic!("the TLS test cluster did not start: {why}"),
