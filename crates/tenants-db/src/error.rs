@@ -339,6 +339,7 @@ impl Error {
     }
 
     /// A configuration error about one server, with the server's name in front.
+    #[cfg(any(feature = "sqlx", feature = "deadpool"))]
     pub(crate) fn in_server(self, name: &str) -> Error {
         match self {
             Error::Tls(why) => Error::Tls(format!("server {name:?}: {why}")),

@@ -62,11 +62,18 @@ impl Sqlx {
     /// # Examples
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tenants_db::Error> {
     /// use tenants_db::Sqlx;
     ///
     /// let options = Sqlx::connect_options("postgres://app@db.example.com/app?sslmode=require")?;
     /// let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy_with(options);
-    /// # Ok::<(), tenants_db::Error>(())
+    ///
+    /// // sqlx cannot retry a refused plain connection with TLS: refused, not weakened.
+    /// let allow = Sqlx::connect_options("postgres://app@db.example.com/app?sslmode=allow");
+    /// assert!(matches!(allow, Err(tenants_db::Error::Tls(_))));
+    /// # Ok(())
+    /// # }
     /// ```
     ///
     /// # Errors
