@@ -26,6 +26,8 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-bench-secret";
 const RSA_PRIVATE: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/rsa_private.pem");
 const RSA_PUBLIC: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/rsa_public.pem");
+const EC_PRIVATE: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/ec_private.pem");
+const EC_PUBLIC: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/ec_public.pem");
 
 /// Polls a future that must finish without waiting.
 fn ready<F: Future>(future: F) -> F::Output {
@@ -118,6 +120,7 @@ fn resolvers(c: &mut Criterion) {
 
     static HS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static RS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static ES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let claims = serde_json::json!({"sub": "u", "exp": 4_000_000_000u64, "tenant_id": "acme"});
     let hs = HS.get_or_init(|| {
         let token = jsonwebtoken::encode(
@@ -137,6 +140,15 @@ fn resolvers(c: &mut Criterion) {
         .unwrap();
         format!("Bearer {token}")
     });
+    ES.get_or_init(|| {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::ES256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(EC_PRIVATE).unwrap(),
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    });
     compare(
         c,
         "jwt HS256",
@@ -152,6 +164,12 @@ fn resolvers(c: &mut Criterion) {
                 .unwrap(),
         ),
         || request("/todos", &[("authorization", RS.get().unwrap())]),
+    );
+    compare(
+        c,
+        "jwt ES256",
+        JwtResolver::new(JwtKeys::new().ec_pem(EC_PUBLIC, Algorithm::ES256).unwrap()),
+        || request("/todos", &[("authorization", ES.get().unwrap())]),
     );
     let _ = (hs, rs);
 }

@@ -22,6 +22,8 @@ use tenants::{CachedCatalog, DataModel, StaticCatalog, Tenant, TenantCatalog, Te
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-bench-secret";
 const RSA_PRIVATE: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/rsa_private.pem");
 const RSA_PUBLIC: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/rsa_public.pem");
+const EC_PRIVATE: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/ec_private.pem");
+const EC_PUBLIC: &[u8] = include_bytes!("../crates/tenants-core/tests/fixtures/ec_public.pem");
 
 /// A request head as a browser sends it.
 fn request(uri: &str, host: &str, extra: &[(&str, String)]) -> Parts {
@@ -112,6 +114,11 @@ fn resolvers(c: &mut Criterion) {
                 .rsa_pem(RSA_PUBLIC, Algorithm::RS256)
                 .unwrap(),
         ),
+        (
+            Algorithm::ES256,
+            jsonwebtoken::EncodingKey::from_ec_pem(EC_PRIVATE).unwrap(),
+            JwtKeys::new().ec_pem(EC_PUBLIC, Algorithm::ES256).unwrap(),
+        ),
     ] {
         let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, &encoding)
             .unwrap();
@@ -123,6 +130,7 @@ fn resolvers(c: &mut Criterion) {
         let resolver = JwtResolver::new(keys);
         let decoding = match algorithm {
             Algorithm::HS256 => jsonwebtoken::DecodingKey::from_secret(SECRET),
+            Algorithm::ES256 => jsonwebtoken::DecodingKey::from_ec_pem(EC_PUBLIC).unwrap(),
             _ => jsonwebtoken::DecodingKey::from_rsa_pem(RSA_PUBLIC).unwrap(),
         };
         let validation = jsonwebtoken::Validation::new(algorithm);

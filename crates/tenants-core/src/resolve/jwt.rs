@@ -20,7 +20,20 @@ use super::{Resolved, Resolver, VerifiedToken};
 use crate::{Error, IdPolicy, TokenError};
 
 /// Longest token read; anything longer is refused before any parsing.
-const MAX_TOKEN_LEN: usize = 16 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Makes aws-lc-rs jsonwebtoken's crypto provider for the process, once, unless
+/// another was installed first. jsonwebtoken picks a provider from its features
+/// only when exactly one backend is compiled in; with both (feature unification
+/// with a dependency that enables `rust_crypto`), its first verification would
+/// panic for want of one.
+fn install_crypto_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Err: a provider is installed already, which stays.
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    });
+}
 
 /// One verification key, bound to exactly one algorithm.
 #[derive(Clone)]
@@ -138,30 +151,16 @@ impl JwtKeys {
     /// `jwks_uri`). Each key keeps its `kid`, and its `alg` (or, when absent, the
     /// algorithm its key type implies: RSA → RS256, P-256 → ES256, P-384 → ES384,
     /// Ed25519 → EdDSA).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a document that is not a JWKS, a key of an unsupported
+    /// type or algorithm, or a symmetric key (which never belongs in a JWKS). Keys
+    /// fetched from an issuer ([`RemoteJwks`](super::RemoteJwks)) skip such keys
+    /// instead.
     pub fn jwks(mut self, json: &str) -> Result<Self, Error> {
-        let set: JwkSet = serde_json::from_str(json).map_err(|e| key_error("jwks", e))?;
-        for jwk in &set.keys {
-            let algorithm = match &jwk.common.key_algorithm {
-                Some(alg) => Algorithm::from_str(&alg.to_string())
-                    .map_err(|_| key_error("jwks", format!("unsupported alg {alg}")))?,
-                None => match &jwk.algorithm {
-                    AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
-                        Algorithm::ES256
-                    }
-                    AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => {
-                        Algorithm::ES384
-                    }
-                    AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                    _ => return Err(key_error("jwks", "a key without alg of unsupported type")),
-                },
-            };
-            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
-                return Err(key_error("jwks", "symmetric keys do not belong in a JWKS"));
-            }
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| key_error("jwks", e))?;
-            self = self.push(jwk.common.key_id.clone(), algorithm, key);
-        }
+        let parsed = parse_jwks(json, true)?;
+        self.keys.extend(parsed.keys);
         Ok(self)
     }
 
@@ -173,6 +172,85 @@ impl JwtKeys {
     /// `true` when no key is configured.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+/// The keys of a JWKS document. `strict`: every key must be usable; otherwise keys
+/// for encryption (`"use": "enc"`), of unsupported types or algorithms, and
+/// symmetric keys are skipped.
+pub(crate) fn parse_jwks(json: &str, strict: bool) -> Result<JwtKeys, Error> {
+    install_crypto_provider();
+    let set: JwkSet = serde_json::from_str(json).map_err(|e| key_error("jwks", e))?;
+    let mut keys = JwtKeys::new();
+    for jwk in &set.keys {
+        match jwk_key(jwk) {
+            Ok(key) => keys.keys.push(key),
+            Err(e) if strict => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(keys)
+}
+
+/// One JWK as a key bound to its algorithm: the key's `alg`, else the one its type
+/// implies; never the algorithm a token names.
+fn jwk_key(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Key, Error> {
+    if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+        return Err(key_error("jwks", "symmetric keys do not belong in a JWKS"));
+    }
+    if matches!(
+        jwk.common.public_key_use,
+        Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+    ) {
+        return Err(key_error("jwks", "a key for encryption, not signatures"));
+    }
+    let algorithm = match &jwk.common.key_algorithm {
+        Some(alg) => Algorithm::from_str(&alg.to_string())
+            .map_err(|_| key_error("jwks", format!("unsupported alg {alg}")))?,
+        None => match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                Algorithm::ES256
+            }
+            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => {
+                Algorithm::ES384
+            }
+            AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+            _ => return Err(key_error("jwks", "a key without alg of unsupported type")),
+        },
+    };
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| key_error("jwks", e))?;
+    Ok(Key {
+        kid: jwk.common.key_id.clone(),
+        algorithm,
+        key,
+    })
+}
+
+/// Where a [`JwtResolver`]'s keys come from: fixed ([`JwtKeys`]), or fetched from
+/// an issuer and kept current ([`RemoteJwks`](super::RemoteJwks), feature
+/// `remote-jwks`). Both convert into it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum KeySource {
+    /// Keys given at start.
+    Static(Arc<JwtKeys>),
+    /// Keys fetched from an issuer.
+    #[cfg(feature = "remote-jwks")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote-jwks")))]
+    Remote(super::RemoteJwks),
+}
+
+impl From<JwtKeys> for KeySource {
+    fn from(keys: JwtKeys) -> Self {
+        KeySource::Static(Arc::new(keys))
+    }
+}
+
+#[cfg(feature = "remote-jwks")]
+impl From<super::RemoteJwks> for KeySource {
+    fn from(keys: super::RemoteJwks) -> Self {
+        KeySource::Remote(keys)
     }
 }
 
@@ -218,7 +296,7 @@ impl JwtKeys {
 /// ```
 #[derive(Debug, Clone)]
 pub struct JwtResolver {
-    keys: Arc<JwtKeys>,
+    keys: KeySource,
     tenant_claim: String,
     members_claim: Option<String>,
     issuer: Option<String>,
@@ -226,14 +304,45 @@ pub struct JwtResolver {
     leeway: Duration,
     cookie: Option<String>,
     policy: IdPolicy,
+    /// What jsonwebtoken checks beyond the signature, one per key family, built
+    /// once per configuration (the issuer is compared after it, so one resolver
+    /// serves many issuers).
+    validations: Arc<[Validation; 4]>,
+}
+
+/// The algorithms of each key family (jsonwebtoken accepts a list of one family
+/// per key): the key chosen decides the algorithm, so jsonwebtoken's own
+/// allow-list only has to accept it.
+const FAMILIES: [&[Algorithm]; 4] = [
+    &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+    &[
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+    ],
+    &[Algorithm::ES256, Algorithm::ES384],
+    &[Algorithm::EdDSA],
+];
+
+/// The index in [`FAMILIES`] of `algorithm`'s family.
+fn family(algorithm: Algorithm) -> usize {
+    FAMILIES
+        .iter()
+        .position(|family| family.contains(&algorithm))
+        .unwrap_or(0)
 }
 
 impl JwtResolver {
-    /// A resolver trusting `keys`, reading the tenant from the `tenant_id` claim, with a
-    /// 30 s leeway and no issuer or audience check (set both in production).
-    pub fn new(keys: JwtKeys) -> Self {
+    /// A resolver trusting `keys` ([`JwtKeys`], or [`RemoteJwks`](super::RemoteJwks)
+    /// with feature `remote-jwks`), reading the tenant from the `tenant_id` claim, with
+    /// a 30 s leeway and no issuer or audience check (set both in production).
+    pub fn new(keys: impl Into<KeySource>) -> Self {
+        install_crypto_provider();
         JwtResolver {
-            keys: Arc::new(keys),
+            keys: keys.into(),
             tenant_claim: "tenant_id".into(),
             members_claim: None,
             issuer: None,
@@ -241,6 +350,7 @@ impl JwtResolver {
             leeway: Duration::from_secs(30),
             cookie: None,
             policy: IdPolicy::default(),
+            validations: validations(Duration::from_secs(30), None),
         }
     }
 
@@ -265,12 +375,14 @@ impl JwtResolver {
     /// Requires `aud` to contain `audience`.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = Some(audience.into());
+        self.validations = validations(self.leeway, self.audience.as_deref());
         self
     }
 
     /// Clock skew tolerated on `exp` and `nbf` (default 30 s).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
+        self.validations = validations(self.leeway, self.audience.as_deref());
         self
     }
 
@@ -295,7 +407,7 @@ impl JwtResolver {
     }
 
     /// The raw token of the request, if any.
-    fn token<'a>(&self, parts: &'a Parts) -> Result<Option<&'a str>, Error> {
+    pub(crate) fn token<'a>(&self, parts: &'a Parts) -> Result<Option<&'a str>, Error> {
         let mut auth = parts.headers.get_all(AUTHORIZATION).iter();
         if let Some(value) = auth.next() {
             if auth.next().is_some() {
@@ -330,6 +442,44 @@ impl JwtResolver {
 
     /// Verifies one compact JWT and reads the configured claims.
     pub fn verify_token(&self, token: &str) -> Result<VerifiedToken, Error> {
+        self.verify_with(token, &self.keys, self.issuer.as_deref())
+    }
+
+    /// Verifies one compact JWT with `keys`, requiring `issuer` when given, and
+    /// reads the configured claims.
+    pub(crate) fn verify_with(
+        &self,
+        token: &str,
+        keys: &KeySource,
+        issuer: Option<&str>,
+    ) -> Result<VerifiedToken, Error> {
+        #[cfg(feature = "remote-jwks")]
+        let fetched: Arc<JwtKeys>;
+        let set: &JwtKeys = match keys {
+            KeySource::Static(keys) => keys,
+            #[cfg(feature = "remote-jwks")]
+            KeySource::Remote(remote) => {
+                fetched = remote.keys();
+                &fetched
+            }
+        };
+        let outcome = self.verify_against(token, set, issuer);
+        #[cfg(feature = "remote-jwks")]
+        if let (Err(Error::Token(TokenError::UnknownKey)), KeySource::Remote(remote)) =
+            (&outcome, keys)
+        {
+            // A key the issuer may have published since the last fetch.
+            remote.missed();
+        }
+        outcome
+    }
+
+    fn verify_against(
+        &self,
+        token: &str,
+        keys: &JwtKeys,
+        issuer: Option<&str>,
+    ) -> Result<VerifiedToken, Error> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed.into());
         }
@@ -344,24 +494,20 @@ impl JwtResolver {
         };
         let header = URL_SAFE_NO_PAD
             .decode(header)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .ok_or(TokenError::Malformed)?;
-        let alg = header
-            .get("alg")
-            .and_then(|a| a.as_str())
-            .ok_or(TokenError::Malformed)?;
+            .map_err(|_| TokenError::Malformed)?;
+        let header: Head<'_> =
+            serde_json::from_slice(&header).map_err(|_| TokenError::Malformed)?;
+        let alg = header.alg.as_deref().ok_or(TokenError::Malformed)?;
         if alg.eq_ignore_ascii_case("none") || signature.is_empty() {
             return Err(TokenError::Unsigned.into());
         }
         let algorithm = Algorithm::from_str(alg)
             .map_err(|_| TokenError::AlgorithmNotAllowed(alg.chars().take(16).collect()))?;
-        if !self.keys.keys.iter().any(|k| k.algorithm == algorithm) {
+        if !keys.keys.iter().any(|k| k.algorithm == algorithm) {
             return Err(TokenError::AlgorithmNotAllowed(alg.to_owned()).into());
         }
-        let kid = header.get("kid").and_then(|k| k.as_str());
-        let candidates = self
-            .keys
+        let kid = header.kid.as_deref();
+        let candidates = keys
             .keys
             .iter()
             .filter(|k| k.algorithm == algorithm)
@@ -369,13 +515,12 @@ impl JwtResolver {
                 (Some(wanted), Some(have)) => wanted == have,
                 _ => true,
             });
-        let validation = self.validation(algorithm);
         let mut outcome = Err(TokenError::UnknownKey);
         for key in candidates {
             match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
                 token,
                 &key.key,
-                &validation,
+                &self.validations[family(algorithm)],
             ) {
                 Ok(data) => {
                     outcome = Ok(data.claims);
@@ -390,31 +535,17 @@ impl JwtResolver {
                 }
             }
         }
-        self.read_claims(outcome?)
-    }
-
-    fn validation(&self, algorithm: Algorithm) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = self.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        let mut required: HashSet<String> = HashSet::from(["exp".to_owned()]);
-        match &self.issuer {
-            Some(issuer) => {
-                validation.set_issuer(&[issuer]);
-                required.insert("iss".into());
+        let claims = outcome?;
+        if let Some(issuer) = issuer {
+            match claims.get("iss") {
+                None => return Err(TokenError::MissingClaim("iss".into()).into()),
+                Some(iss) if iss.as_str() != Some(issuer) => {
+                    return Err(TokenError::WrongIssuer.into());
+                }
+                Some(_) => {}
             }
-            None => validation.iss = None,
         }
-        match &self.audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.insert("aud".into());
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.required_spec_claims = required;
-        validation
+        self.read_claims(claims)
     }
 
     fn read_claims(
@@ -441,6 +572,44 @@ impl JwtResolver {
         token.members = members;
         Ok(token)
     }
+}
+
+/// The JOSE header fields read before choosing a key ([RFC 7515 §4.1]); `jku`,
+/// `x5u` and the like are never read: keys come from the configuration only.
+///
+/// [RFC 7515 §4.1]: https://www.rfc-editor.org/rfc/rfc7515#section-4.1
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    alg: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// jsonwebtoken's checks: a signature by a key of any allowed algorithm (the
+/// caller chose the key, and so the algorithm), `exp` required and checked with
+/// `nbf`, and `aud` when an audience is set. The issuer is the caller's check.
+fn validations(leeway: Duration, audience: Option<&str>) -> Arc<[Validation; 4]> {
+    Arc::new(FAMILIES.map(|family| validation(family, leeway, audience)))
+}
+
+fn validation(family: &[Algorithm], leeway: Duration, audience: Option<&str>) -> Validation {
+    let mut validation = Validation::new(family[0]);
+    validation.algorithms = family.to_vec();
+    validation.leeway = leeway.as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.iss = None;
+    let mut required: HashSet<String> = HashSet::from(["exp".to_owned()]);
+    match audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.insert("aud".into());
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.required_spec_claims = required;
+    validation
 }
 
 fn token_error(kind: &ErrorKind) -> TokenError {

@@ -52,6 +52,10 @@ mod combinator;
 mod header;
 mod host;
 #[cfg(feature = "jwt")]
+mod issuer;
+#[cfg(feature = "remote-jwks")]
+mod jwks;
+#[cfg(feature = "jwt")]
 mod jwt;
 mod path;
 mod token;
@@ -65,7 +69,13 @@ pub use header::HeaderResolver;
 pub use host::{CustomDomainResolver, SubdomainResolver, request_host};
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
-pub use jwt::{Algorithm, JwtKeys, JwtResolver};
+pub use issuer::IssuerResolver;
+#[cfg(feature = "remote-jwks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote-jwks")))]
+pub use jwks::{Refresh, RemoteJwks};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jwt::{Algorithm, JwtKeys, JwtResolver, KeySource};
 pub use path::PathResolver;
 pub use token::VerifiedToken;
 
