@@ -11,7 +11,8 @@ const MAX_ECHO: usize = 80;
 /// Everything that can go wrong in `tenants-core`.
 ///
 /// Variants map onto HTTP answers in the tower layer: [`InvalidId`](Error::InvalidId),
-/// [`InvalidHost`](Error::InvalidHost), [`ForeignHost`](Error::ForeignHost) and
+/// [`InvalidHost`](Error::InvalidHost), [`InvalidPath`](Error::InvalidPath),
+/// [`ForeignHost`](Error::ForeignHost) and
 /// [`Disagree`](Error::Disagree) are the client's fault (400), [`Token`](Error::Token)
 /// is an authentication failure (401), [`CatalogUnavailable`](Error::CatalogUnavailable)
 /// is a temporary server-side failure (503), and the rest are configuration errors found
@@ -32,6 +33,15 @@ pub enum Error {
     InvalidHost {
         /// The offending host (truncated).
         host: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The request's path cannot be served as the tenant's: a dot segment (`.` or
+    /// `..`, also percent-encoded) after the tenant's prefix would climb out of it.
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The offending path (truncated).
+        path: String,
         /// Why it was refused.
         reason: &'static str,
     },
@@ -97,6 +107,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn invalid_path(path: &str, reason: &'static str) -> Self {
+        Error::InvalidPath {
+            path: echo(path),
+            reason,
+        }
+    }
+
     pub(crate) fn foreign_host(host: &str) -> Self {
         Error::ForeignHost { host: echo(host) }
     }
@@ -116,6 +133,7 @@ impl Error {
             self,
             Error::InvalidId { .. }
                 | Error::InvalidHost { .. }
+                | Error::InvalidPath { .. }
                 | Error::ForeignHost { .. }
                 | Error::Token(_)
                 | Error::Ambiguous(_)

@@ -72,7 +72,7 @@ pin_project! {
         // Boxed: a miss allocates anyway, and the hit path then moves a small future.
         Lookup { lookup: Box<Lookup<S, ReqBody, R, C>> },
         Inner { #[pin] future: F },
-        Scoped { #[pin] future: TaskLocalFuture<Arc<Tenant>, F> },
+        Scoped { #[pin] future: TaskLocalFuture<Option<Arc<Tenant>>, F> },
     }
 }
 
@@ -91,7 +91,7 @@ impl<F, S, ReqBody, R, C> ResponseFuture<F, S, ReqBody, R, C> {
     }
 
     pub(crate) fn scoped(
-        future: TaskLocalFuture<Arc<Tenant>, F>,
+        future: TaskLocalFuture<Option<Arc<Tenant>>, F>,
         span: Option<tracing::Span>,
     ) -> Self {
         ResponseFuture {

@@ -80,4 +80,4 @@ pub use extract::{CurrentTenant, TenantOptions};
 pub use future::ResponseFuture;
 pub use layer::{Membership, NoTenant, TenantLayer};
 pub use reject::{ProblemResponder, Responder, TenantRejection};
-pub use service::TenantService;
+pub use service::{StrippedPrefix, TenantService};

@@ -204,10 +204,30 @@ pub(crate) fn span(id: TenantId) -> Option<tracing::Span> {
     (!span.is_disabled()).then_some(span)
 }
 
-/// Removes the first `len` bytes of the path (`/t/acme/todos?x` → `/todos?x`).
+/// The path prefix the layer stripped from the request (`/t/acme` of
+/// `/t/acme/todos`), in the request's extensions, so a handler behind
+/// [`strip_path_prefix`](crate::TenantLayer::strip_path_prefix) can build links that
+/// keep the tenant (`format!("{}/todos/{id}", prefix.as_str())`). With axum, it is an
+/// extractor (`StrippedPrefix`, or `Option<StrippedPrefix>` on routes also served
+/// without a tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrippedPrefix(pub Arc<str>);
+
+impl StrippedPrefix {
+    /// The prefix, as it was in the path: `/t/acme`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Removes the first `len` bytes of the path (`/t/acme/todos?x` → `/todos?x`), and
+/// records them as the request's [`StrippedPrefix`].
 fn strip_prefix(parts: &mut Parts, len: usize) {
     let path = parts.uri.path();
-    let Some(rest) = path.get(len..) else { return };
+    let (Some(prefix), Some(rest)) = (path.get(..len), path.get(len..)) else {
+        return;
+    };
+    let prefix = StrippedPrefix(prefix.into());
     let rest = if rest.is_empty() { "/" } else { rest };
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{rest}?{query}"),
@@ -219,6 +239,7 @@ fn strip_prefix(parts: &mut Parts, len: usize) {
     }
     if let Ok(uri) = Uri::from_parts(uri) {
         parts.uri = uri;
+        parts.extensions.insert(prefix);
     }
 }
 
@@ -234,6 +255,10 @@ mod tests {
             .into_parts();
         strip_prefix(&mut parts, 7);
         assert_eq!(parts.uri, "/todos?page=2");
+        assert_eq!(
+            parts.extensions.get::<StrippedPrefix>().unwrap().as_str(),
+            "/t/acme"
+        );
         let (mut parts, ()) = Request::get("http://h.test/t/acme")
             .body(())
             .unwrap()

@@ -8,7 +8,10 @@
 //!   closure;
 //! - [`current`] reads it (`None` outside every scope: never a default tenant);
 //! - [`spawn_with_tenant`] spawns a task that keeps the caller's tenant, so
-//!   background work cannot lose it or pick up another request's.
+//!   background work cannot lose it or pick up another request's;
+//! - [`without_tenant`] runs a future with no tenant, even inside a tenant's scope
+//!   (a worker loop started with one tenant, running a job of none), and
+//!   [`sync_without_tenant`] a closure.
 //!
 //! Scopes nest: inside an inner scope its tenant is current, and when the inner scope
 //! ends (or its future is dropped) the outer tenant is current again. Nothing lives
@@ -47,25 +50,43 @@ use tokio::task::JoinHandle;
 use tokio::task::futures::TaskLocalFuture;
 
 tokio::task_local! {
-    static CURRENT: Arc<Tenant>;
+    /// `None` inside a [`without_tenant`] scope.
+    static CURRENT: Option<Arc<Tenant>>;
 }
 
-/// The tenant of the current scope, or `None` outside every scope.
+/// A future running in a tenant scope (or a scope with none): what [`scope`] and
+/// [`without_tenant`] return.
+pub type Scoped<F> = TaskLocalFuture<Option<Arc<Tenant>>, F>;
+
+/// The tenant of the current scope, or `None` outside every scope and inside a
+/// [`without_tenant`] scope.
 pub fn current() -> Option<Arc<Tenant>> {
-    CURRENT.try_with(Arc::clone).ok()
+    CURRENT.try_with(Option::clone).ok().flatten()
 }
 
 /// Runs `future` with `tenant` as the current tenant; the previous one (if any) is
 /// current again once the future completes or is dropped.
-pub fn scope<F: Future>(tenant: Arc<Tenant>, future: F) -> TaskLocalFuture<Arc<Tenant>, F> {
-    CURRENT.scope(tenant, future)
+pub fn scope<F: Future>(tenant: Arc<Tenant>, future: F) -> Scoped<F> {
+    CURRENT.scope(Some(tenant), future)
+}
+
+/// Runs `future` with no current tenant, inside any scope: [`current`] answers
+/// `None` in it, and what it spawns with [`spawn_with_tenant`] has no tenant either.
+/// The previous tenant is current again once the future completes or is dropped.
+pub fn without_tenant<F: Future>(future: F) -> Scoped<F> {
+    CURRENT.scope(None, future)
 }
 
 /// Runs `f` with `tenant` as the current tenant; the previous one (if any) is current
 /// again when `f` returns or panics. For synchronous code, such as the closure of
 /// `tokio::task::spawn_blocking`.
 pub fn sync_scope<T>(tenant: Arc<Tenant>, f: impl FnOnce() -> T) -> T {
-    CURRENT.sync_scope(tenant, f)
+    CURRENT.sync_scope(Some(tenant), f)
+}
+
+/// Runs `f` with no current tenant, as [`without_tenant`] does for a future.
+pub fn sync_without_tenant<T>(f: impl FnOnce() -> T) -> T {
+    CURRENT.sync_scope(None, f)
 }
 
 /// Spawns `future` on the tokio runtime with the caller's current tenant as its own.
@@ -133,6 +154,28 @@ mod tests {
             let timed_out = tokio::time::timeout(std::time::Duration::ZERO, inner).await;
             assert!(timed_out.is_err());
             assert_eq!(current_id().as_deref(), Some("outer"));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_tenant_task_runs_a_job_of_no_tenant() {
+        scope(tenant("worker"), async {
+            without_tenant(async {
+                assert_eq!(current_id(), None);
+                // What it spawns has no tenant either.
+                let spawned = spawn_with_tenant(async { current_id() });
+                assert_eq!(spawned.await.unwrap(), None);
+                scope(tenant("job"), async {
+                    assert_eq!(current_id().as_deref(), Some("job"));
+                })
+                .await;
+                assert_eq!(current_id(), None);
+            })
+            .await;
+            assert_eq!(current_id().as_deref(), Some("worker"), "restored");
+            sync_without_tenant(|| assert_eq!(current_id(), None));
+            assert_eq!(current_id().as_deref(), Some("worker"));
         })
         .await;
     }

@@ -17,7 +17,9 @@ use tenants_core::resolve::{
     ResolverExt, SubdomainResolver, VerifiedToken,
 };
 use tenants_core::{CachedCatalog, OptionsSection, StaticCatalog, TenantCatalog, TenantId};
-use tenants_tower::{CurrentTenant, NoTenant, TenantLayer, TenantOptions, TenantRejection};
+use tenants_tower::{
+    CurrentTenant, NoTenant, StrippedPrefix, TenantLayer, TenantOptions, TenantRejection,
+};
 use tower::ServiceExt;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-layer-test";
@@ -56,6 +58,16 @@ fn routes() -> Router {
                     format!("{} {}", t.id, uri)
                 },
             ),
+        )
+        .route(
+            "/link",
+            get(|prefix: Option<StrippedPrefix>| async move {
+                // A link that keeps the tenant's prefix.
+                format!(
+                    "{}/todos/1",
+                    prefix.as_ref().map_or("", StrippedPrefix::as_str)
+                )
+            }),
         )
         .route(
             "/maybe",
@@ -217,6 +229,24 @@ async fn no_tenant_policies() {
     );
 
     let acme: TenantId = "acme".parse().unwrap();
+    // A load balancer's health check by address reaches a pass-through route when
+    // foreign hosts mean no tenant; a port out of range stays malformed.
+    let health = routes().layer(
+        TenantLayer::new(resolver().no_tenant_for_foreign_hosts(), catalog())
+            .on_no_tenant(NoTenant::PassThrough),
+    );
+    for address in ["10.0.0.5:8080", "[fd00::5]:8080"] {
+        let (status, _, body) = send(&health, host(address, "/maybe")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "central"),
+            "{address}"
+        );
+    }
+    assert_eq!(
+        send(&health, host("10.0.0.5:80800", "/maybe")).await.0,
+        StatusCode::BAD_REQUEST
+    );
     let fallback = routes()
         .layer(TenantLayer::new(resolver(), catalog()).on_no_tenant(NoTenant::Default(acme)));
     assert_eq!(
@@ -239,6 +269,21 @@ async fn path_prefix_is_stripped_for_the_inner_router() {
     );
     let (status, _, body) = send(&app, host("api.test", "/t/acme")).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "Acme"));
+    // Handlers learn the stripped prefix to build links.
+    let (status, _, body) = send(&app, host("api.test", "/t/acme/link")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "/t/acme/todos/1"));
+    // A dot segment after the tenant would climb out of its prefix: malformed.
+    for climbing in ["/t/acme/x/../../t/globex/todos", "/t/acme/%2e%2e/globex"] {
+        let (status, _, body) = send(&app, host("api.test", climbing)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{climbing}");
+        assert!(
+            problem(&body)["detail"]
+                .as_str()
+                .unwrap()
+                .contains("dot segment"),
+            "{body}"
+        );
+    }
     let unstripped = routes().layer(TenantLayer::new(
         PathResolver::new("/t/{tenant}").unwrap(),
         catalog(),

@@ -69,9 +69,11 @@ fn host_labels(raw: &str) -> Result<(&str, usize), Error> {
     }
     let mut end = bytes.len();
     if let Some(colon) = bytes.iter().rposition(|&b| b == b':') {
-        let port = &bytes[colon + 1..];
-        if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
-            return Err(Error::invalid_host(raw, "the port is not a number"));
+        if !valid_port(&bytes[colon + 1..]) {
+            return Err(Error::invalid_host(
+                raw,
+                "the port is not a number from 0 to 65535",
+            ));
         }
         end = colon;
     }
@@ -124,6 +126,34 @@ fn host_labels(raw: &str) -> Result<(&str, usize), Error> {
     // Only ASCII bytes were accepted, so the cut is on a character boundary.
     let host = raw.get(..host.len()).unwrap_or_default();
     Ok((host, first.len()))
+}
+
+/// A port as RFC 3986 §3.2.3 writes it (digits), within TCP's range.
+fn valid_port(port: &[u8]) -> bool {
+    !port.is_empty()
+        && port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= u32::from(u16::MAX)
+}
+
+/// `raw` is an IP address (IPv4, or IPv6 in brackets) with an optional valid
+/// port: what a load balancer's health check sends as `Host`.
+fn ip_literal(raw: &str) -> bool {
+    let (address_ok, rest) = match raw.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((v6, rest)) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), rest),
+            None => return false,
+        },
+        None => {
+            let (v4, rest) = raw.split_at(raw.find(':').unwrap_or(raw.len()));
+            (v4.parse::<std::net::Ipv4Addr>().is_ok(), rest)
+        }
+    };
+    address_ok
+        && match rest.strip_prefix(':') {
+            Some(port) => valid_port(port.as_bytes()),
+            None => rest.is_empty(),
+        }
 }
 
 /// What a host resolver does with a host under none of its base domains.
@@ -198,7 +228,9 @@ impl SubdomainResolver {
         self
     }
 
-    /// Answers "no tenant" instead of an error for hosts under no base domain.
+    /// Answers "no tenant" instead of an error for hosts under no base domain, and
+    /// for IP addresses with a valid port (`10.0.0.5:8080`, `[::1]:8080`: a load
+    /// balancer's health check), so a pass-through route can serve them.
     pub fn no_tenant_for_foreign_hosts(mut self) -> Self {
         self.foreign = ForeignHost::NoTenant;
         self
@@ -210,7 +242,14 @@ impl Resolver for SubdomainResolver {
         let Some(raw) = request_host(parts)? else {
             return Ok(None);
         };
-        let (host, first_label) = host_labels(raw)?;
+        let (host, first_label) = match host_labels(raw) {
+            Ok(found) => found,
+            // A health check by address: foreign, not malformed.
+            Err(_) if self.foreign == ForeignHost::NoTenant && ip_literal(raw) => {
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
         for base in self.bases.iter() {
             let Some(split) = host.len().checked_sub(base.len() + 1) else {
                 if eq_folded(host.as_bytes(), base.as_bytes()) {
@@ -387,13 +426,50 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_checked_and_ip_hosts_are_foreign_when_foreign_hosts_are() {
+        let r = SubdomainResolver::new(["example.com"]).no_tenant_for_foreign_hosts();
+        for foreign in [
+            "10.0.0.5:8080",
+            "10.0.0.5",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "127.0.0.1:0",
+        ] {
+            assert_eq!(r.resolve(&parts(foreign)).unwrap(), None, "{foreign}");
+        }
+        for malformed in [
+            "10.0.0.5:65536",
+            "10.0.0.5:99999",
+            "[::1]:70000",
+            "[::1",
+            "[zz::1]:80",
+            "[::1]x",
+            "acme.example.com:65536",
+            "acme.example.com:",
+            "1.2.3:80",
+        ] {
+            assert!(
+                matches!(r.resolve(&parts(malformed)), Err(Error::InvalidHost { .. })),
+                "{malformed}"
+            );
+        }
+        assert!(
+            r.resolve(&parts("acme.example.com:65535"))
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
     fn foreign_hosts_can_mean_no_tenant() {
         let r = SubdomainResolver::new(["example.com"]).no_tenant_for_foreign_hosts();
         assert_eq!(r.resolve(&parts("shop.acme.test")).unwrap(), None);
-        assert!(
-            r.resolve(&parts("1.2.3.4")).is_err(),
-            "hostile hosts stay errors"
-        );
+        for hostile in ["a..example.com", "bad_host!", "user@acme.example.com"] {
+            assert!(
+                r.resolve(&parts(hostile)).is_err(),
+                "hostile hosts stay errors"
+            );
+        }
     }
 
     #[test]
@@ -478,8 +554,10 @@ mod tests {
             let ip = std::net::Ipv4Addr::from(ip);
             let host = match port { Some(p) => format!("{ip}:{p}"), None => ip.to_string() };
             prop_assert!(host_name(&host).is_err());
+            // Refused by default; foreign, so no tenant, when foreign hosts are.
+            prop_assert!(SubdomainResolver::new(["example.com"]).resolve(&parts(&host)).is_err());
             let r = SubdomainResolver::new(["example.com"]).no_tenant_for_foreign_hosts();
-            prop_assert!(r.resolve(&parts(&host)).is_err());
+            prop_assert_eq!(r.resolve(&parts(&host)).unwrap(), None);
             prop_assert!(CustomDomainResolver::new().resolve(&parts(&host)).is_err());
         }
 

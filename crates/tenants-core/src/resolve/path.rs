@@ -20,7 +20,9 @@ enum Segment {
 /// that does not start with the template's literal segments names no tenant; a path
 /// that does, but whose tenant segment is not a valid id, is refused. The
 /// [`Resolved::path_prefix`] reports the matched prefix (`/t/acme`) so the layer can
-/// strip it for a nested router.
+/// strip it for a nested router. A dot segment after the tenant
+/// (`/t/acme/x/../../other`, also percent-encoded) is refused with
+/// [`Error::InvalidPath`]: once normalized it would reach another tenant's prefix.
 ///
 /// # Examples
 ///
@@ -105,8 +107,30 @@ impl Resolver for PathResolver {
             }
             offset += 1 + len;
         }
-        Ok(found.map(|id| Resolved::from_id(id).with_path_prefix(offset)))
+        let Some(id) = found else {
+            return Ok(None);
+        };
+        if path[offset..].split('/').any(is_dot_segment) {
+            return Err(Error::invalid_path(
+                path,
+                "a dot segment after the tenant would leave its prefix",
+            ));
+        }
+        Ok(Some(Resolved::from_id(id).with_path_prefix(offset)))
     }
+}
+
+/// `.` or `..`, also percent-encoded (`%2e`, `.%2E`, ...): a segment that climbs
+/// the path when a server or proxy normalizes it ([RFC 3986 §5.2.4]).
+///
+/// [RFC 3986 §5.2.4]: https://www.rfc-editor.org/rfc/rfc3986#section-5.2.4
+fn is_dot_segment(segment: &str) -> bool {
+    // At most two dots, each one byte or three: longer segments are not dots.
+    if segment.is_empty() || segment.len() > 6 || !segment.starts_with(['.', '%']) {
+        return false;
+    }
+    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    decoded == "." || decoded == ".."
 }
 
 #[cfg(test)]
@@ -157,6 +181,34 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    #[test]
+    fn dot_segments_after_the_tenant_are_refused() {
+        for uri in [
+            "/t/acme/x/../../other/todos",
+            "/t/acme/..",
+            "/t/acme/./todos",
+            "/t/acme/%2e%2e/other",
+            "/t/acme/.%2E/other",
+            "/t/acme/%2E/x",
+            "/t/acme/x/..?q=1",
+        ] {
+            assert!(
+                matches!(run("/t/{tenant}", uri), Err(Error::InvalidPath { .. })),
+                "{uri}"
+            );
+        }
+        for fine in [
+            "/t/acme/.well-known/x",
+            "/t/acme/...",
+            "/t/acme/a..b",
+            "/t/acme/%2e%2ex",
+        ] {
+            assert!(run("/t/{tenant}", fine).unwrap().is_some(), "{fine}");
+        }
+        // Before the tenant, dots are no tenant's business.
+        assert_eq!(run("/t/{tenant}", "/x/../t/acme").unwrap(), None);
     }
 
     #[test]

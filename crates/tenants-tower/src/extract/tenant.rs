@@ -56,3 +56,23 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentTenant {
             .map(CurrentTenant))
     }
 }
+
+impl<S: Send + Sync> FromRequestParts<S> for crate::StrippedPrefix {
+    type Rejection = TenantRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<crate::StrippedPrefix>()
+            .cloned()
+            .ok_or(TenantRejection::Missing)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for crate::StrippedPrefix {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<crate::StrippedPrefix>().cloned())
+    }
+}
