@@ -453,6 +453,7 @@ async fn tokens_are_verified_and_bound_to_their_tenant(store: &Store) {
         600,
     )
     .unwrap();
+    tenants::resolve::install_crypto_provider();
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": "x", "iss": "usual-store", "aud": "usual-store", "exp": 1_000_000_000,

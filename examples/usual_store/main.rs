@@ -158,6 +158,9 @@ pub(crate) fn token(
         "sub": subject, "iss": ISSUER, "aud": ISSUER, "iat": now, "exp": now + lifetime_secs,
         "tenants": [tenant], "role": role,
     });
+    // jsonwebtoken needs a crypto provider when both of its backends are compiled in;
+    // resolvers install it, and this may run before any resolver exists.
+    tenants::resolve::install_crypto_provider();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
         &claims,

@@ -8,7 +8,18 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::Request;
 use http::request::Parts;
-use jsonwebtoken::{EncodingKey, Header, encode};
+use jsonwebtoken::{EncodingKey, Header};
+
+/// jsonwebtoken's `encode`, after installing the crypto provider: these tests sign
+/// before any resolver exists, with both jsonwebtoken backends compiled in.
+fn encode(
+    header: &Header,
+    claims: &impl serde::Serialize,
+    key: &EncodingKey,
+) -> jsonwebtoken::errors::Result<String> {
+    tenants_core::resolve::install_crypto_provider();
+    jsonwebtoken::encode(header, claims, key)
+}
 use serde_json::{Value, json};
 use tenants_core::resolve::{
     Algorithm, HeaderResolver, JwtKeys, JwtResolver, Resolver, ResolverExt, SubdomainResolver,

@@ -11,7 +11,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::Request;
 use http::request::Parts;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{EncodingKey, Header, encode};
+use jsonwebtoken::{EncodingKey, Header};
+
+/// jsonwebtoken's `encode`, after installing the crypto provider: these tests sign
+/// before any resolver exists, with both jsonwebtoken backends compiled in.
+fn encode(
+    header: &Header,
+    claims: &impl serde::Serialize,
+    key: &EncodingKey,
+) -> jsonwebtoken::errors::Result<String> {
+    tenants_core::resolve::install_crypto_provider();
+    jsonwebtoken::encode(header, claims, key)
+}
 use serde_json::{Value, json};
 use tenants_core::resolve::{
     Algorithm, IssuerResolver, JwtResolver, Refresh, RemoteJwks, Resolver, ResolverExt,
@@ -52,6 +63,8 @@ impl SigningKey {
     }
 
     fn jwk(&self) -> Jwk {
+        // The test's own jsonwebtoken calls come before any resolver's.
+        tenants_core::resolve::install_crypto_provider();
         let mut jwk = Jwk::from_encoding_key(&self.encoding, self.algorithm).unwrap();
         jwk.common.key_id = Some(self.kid.clone());
         jwk

@@ -417,6 +417,7 @@ async fn catalog_outage_is_a_503_with_retry_after() {
 }
 
 fn token(claims: Value) -> String {
+    tenants_core::resolve::install_crypto_provider();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
         &claims,

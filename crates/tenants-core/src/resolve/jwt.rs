@@ -23,11 +23,14 @@ use crate::{Error, IdPolicy, TokenError};
 pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// Makes aws-lc-rs jsonwebtoken's crypto provider for the process, once, unless
-/// another was installed first. jsonwebtoken picks a provider from its features
-/// only when exactly one backend is compiled in; with both (feature unification
-/// with a dependency that enables `rust_crypto`), its first verification would
-/// panic for want of one.
-fn install_crypto_provider() {
+/// another was installed first.
+///
+/// jsonwebtoken picks a provider from its features only when exactly one backend is
+/// compiled in; with both (feature unification with a dependency that enables
+/// `rust_crypto`), its first signature or JWK operation panics for want of one.
+/// Every resolver and key set of this crate calls it before using jsonwebtoken;
+/// call it at start when your own code uses jsonwebtoken before building one.
+pub fn install_crypto_provider() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         // Err: a provider is installed already, which stays.

@@ -75,7 +75,7 @@ pub use issuer::IssuerResolver;
 pub use jwks::{Refresh, RemoteJwks};
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
-pub use jwt::{Algorithm, JwtKeys, JwtResolver, KeySource};
+pub use jwt::{Algorithm, JwtKeys, JwtResolver, KeySource, install_crypto_provider};
 pub use path::PathResolver;
 pub use token::VerifiedToken;
 
