@@ -21,7 +21,8 @@
 //!
 //! | feature | what it enables | default |
 //! |---|---|---|
-//! | `jwt` | `resolve::JwtResolver`: the tenant from a verified JWT claim | yes |
+//! | `jwt` | `resolve::JwtResolver` and `resolve::IssuerResolver`: the tenant from a verified JWT's claim or issuer (aws-lc-rs) | yes |
+//! | `remote-jwks` | `resolve::RemoteJwks`: keys from an issuer's JWKS URL or discovery document, refreshed (reqwest with rustls) | no |
 //! | `toml` | TOML catalog files | yes |
 //! | `yaml` | YAML catalog files | no |
 //! | `tower` | [`tower::TenantLayer`] | yes |

@@ -43,7 +43,8 @@
 //! |---|---|---|
 //! | `toml` | [`StaticCatalog::from_toml_str`] and `.toml` catalog files | yes |
 //! | `yaml` | `StaticCatalog::from_yaml_str` and `.yaml`/`.yml` catalog files | no |
-//! | `jwt` | `resolve::JwtResolver`: the tenant from a verified JWT claim | no |
+//! | `jwt` | `resolve::JwtResolver` and `resolve::IssuerResolver`: the tenant from a verified JWT's claim or issuer (aws-lc-rs) | no |
+//! | `remote-jwks` | `resolve::RemoteJwks`: keys from an issuer's JWKS URL or discovery document, refreshed (reqwest with rustls) | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod catalog;
