@@ -307,6 +307,26 @@ async fn a_rotated_key_is_fetched_on_its_first_token() {
 }
 
 #[tokio::test]
+async fn a_key_of_a_new_algorithm_is_fetched_on_its_first_token() {
+    let idp = Provider::start().await;
+    let (rsa, ec) = (SigningKey::rsa("r1"), SigningKey::ec("e1"));
+    let issuer = idp.realm("acme", &[&rsa]);
+    let keys = RemoteJwks::discover_with(&issuer, fast()).await.unwrap();
+    let resolver = JwtResolver::new(keys).issuer(&issuer);
+    // The provider moves from RS256 to ES256.
+    idp.set("/realms/acme/certs", json_answer(jwks(&[&rsa, &ec])));
+    let token = ec.sign(&claims(&issuer, json!({})));
+    assert!(matches!(
+        token_error(resolver.resolve(&bearer(&token))),
+        TokenError::AlgorithmNotAllowed(_)
+    ));
+    eventually("the new algorithm's key is fetched", || {
+        resolver.resolve(&bearer(&token)).is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_flood_of_unknown_kids_costs_one_fetch_per_interval() {
     let idp = Provider::start().await;
     let key = SigningKey::ec("known");
@@ -503,6 +523,12 @@ async fn the_issuer_names_the_tenant_each_with_its_own_keys() {
         "acme",
         "the issuer names the tenant, not a claim"
     );
+    // A provider's own `tenant_id` claim, whatever it holds, is not read.
+    for claim in [json!("Acme Inc"), json!(42)] {
+        let token = acme_key.sign(&claims(&acme_iss, json!({"tenant_id": claim})));
+        let found = resolver.resolve(&bearer(&token)).unwrap().unwrap();
+        assert_eq!(found.id().unwrap(), "acme");
+    }
     let found = resolver
         .resolve(&bearer(&globex_key.sign(&claims(&globex_iss, json!({})))))
         .unwrap()

@@ -477,6 +477,15 @@ pub(crate) fn parse_url(url: &str) -> Result<PgServer, Error> {
     let mut config: tokio_postgres::Config = rest
         .parse()
         .map_err(|e: tokio_postgres::Error| Error::Config(format!("invalid URL: {e}")))?;
+    // A TLS setting tokio-postgres read is one the URL parser above did not see:
+    // never let the one below overwrite it.
+    if config.get_ssl_mode() != Mode::Prefer || config.get_channel_binding() != Binding::Prefer {
+        return Err(Error::Tls(
+            "the URL carries TLS settings where they cannot be read (a `?` in the user \
+             name or password? percent-encode it)"
+                .into(),
+        ));
+    }
     config.ssl_mode(match settings.mode() {
         tls::SslMode::Disable | tls::SslMode::Allow => Mode::Disable,
         tls::SslMode::Prefer => Mode::Prefer,

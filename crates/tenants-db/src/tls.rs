@@ -21,8 +21,9 @@
 //! unchecked certificate, and a parameter this crate cannot honour is refused with
 //! [`Error::Tls`], never dropped: `sslcrl`, `sslcrldir`, `sslpassword`,
 //! `sslcertmode`, `ssl_min_protocol_version`, `ssl_max_protocol_version`,
-//! `sslkeylogfile`, `requiressl` and any other `ssl*` parameter. Environment
-//! variables (`PGSSLMODE`, ...) are not read: the URL says everything.
+//! `sslkeylogfile`, `requiressl`, `gssencmode` and any other `ssl*` or `channel*`
+//! parameter in any case (`SSLMODE`, `ssl-mode`); so is a TLS parameter given
+//! twice. `PGSSLMODE` and the other environment variables of libpq are not read.
 //!
 //! # Drivers
 //!
@@ -36,7 +37,14 @@
 //!   channel, nor turn SNI off: `sslmode=allow`, `channel_binding=require` and
 //!   `sslsni=0` are refused with [`Error::Tls`]. When it verifies a certificate, sqlx
 //!   trusts the CAs of `sslrootcert` *and* the Mozilla root program's (it cannot
-//!   drop them); libpq trusts the file alone.
+//!   drop them; libpq trusts the file alone), so a chain check without the host
+//!   name check would accept any publicly trusted certificate: `verify-ca`, and
+//!   `require` with a CA, are refused on sqlx; use `verify-full`. sqlx also reads
+//!   the `PGSSLCERT` / `PGSSLKEY` / `PGSSLROOTCERT` environment variables when the
+//!   URL names no file.
+//!
+//! Over a Unix socket, both drivers refuse `require` and stricter modes (libpq
+//! ignores `sslmode` there): use `sslmode=disable` or `prefer` for socket URLs.
 //!
 //! # Examples
 //!
@@ -195,28 +203,31 @@ impl TlsSettings {
                     .into(),
             ));
         }
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) => (base, query),
-            None => (url, ""),
-        };
+        let (base, query) = split_query(url);
         let mut settings = TlsSettings::default();
         let mut root_cert = None;
         let (mut cert, mut key) = (None, None);
         let mut kept = Vec::new();
+        let mut seen = Vec::new();
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let Some((name, value)) = url::form_urlencoded::parse(pair.as_bytes()).next() else {
                 continue;
             };
             let known = KNOWN.contains(&name.as_ref());
-            if !known && (name.starts_with("ssl") || name == "requiressl") {
+            if !known && looks_like_tls(&name) {
                 return Err(tls_error(format!(
-                    "{name} is not supported: remove it from the URL"
+                    "{name} is not supported: remove it from the URL (names are lowercase, \
+                     as libpq spells them)"
                 )));
             }
             if !known {
                 kept.push(pair);
                 continue;
             }
+            if seen.contains(&name) {
+                return Err(tls_error(format!("{name} is given twice")));
+            }
+            seen.push(name.clone());
             match name.as_ref() {
                 "sslmode" => settings.mode = parse_mode(&value)?,
                 "sslrootcert" => root_cert = Some(value.into_owned()),
@@ -234,14 +245,20 @@ impl TlsSettings {
                 }
             }
         }
+        // libpq's default files count only where TLS may be used.
+        let defaults = settings.mode != SslMode::Disable;
         settings.root_cert = match root_cert.as_deref() {
             Some("system") => Some(RootCert::System),
             Some(path) => Some(RootCert::File(path.into())),
-            None => default_file("root.crt").map(RootCert::File),
+            None if defaults => default_file("root.crt").map(RootCert::File),
+            None => None,
         };
         settings.client_cert = match (cert, key) {
             (Some(cert), Some(key)) => Some((cert, key)),
-            (None, None) => default_file("postgresql.crt").zip(default_file("postgresql.key")),
+            (None, None) if defaults => {
+                default_file("postgresql.crt").zip(default_file("postgresql.key"))
+            }
+            (None, None) => None,
             (Some(_), None) | (None, Some(_)) => {
                 return Err(tls_error("sslcert and sslkey are given together".into()));
             }
@@ -380,6 +397,34 @@ impl SslMode {
     }
 }
 
+/// The URL before its query, and the query: the first `?` after the user info
+/// (which libpq reads up to the first `@` before any `/`, so a password may hold a
+/// `?`).
+fn split_query(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    let user_info_end = url[after_scheme..authority_end]
+        .find('@')
+        .map_or(after_scheme, |i| after_scheme + i);
+    match url[user_info_end..].find('?') {
+        Some(i) => (&url[..user_info_end + i], &url[user_info_end + i + 1..]),
+        None => (url, ""),
+    }
+}
+
+/// A parameter that reads as a TLS setting in any spelling: libpq's names are
+/// lowercase, but sqlx ignores names it does not know (`SSLMODE`, `ssl-mode`),
+/// which would drop them silently.
+fn looks_like_tls(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("ssl")
+        || name.contains("channel")
+        || name == "requiressl"
+        || name == "gssencmode"
+}
+
 fn parse_mode(value: &str) -> Result<SslMode, Error> {
     [
         SslMode::Disable,
@@ -482,12 +527,23 @@ fn system_certificates_pem() -> Result<Vec<u8>, Error> {
 pub(crate) fn sqlx_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions, Error> {
     use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+    // sqlx takes rustls' process default when it builds a verifier.
+    crypto_provider();
     let (tls, rest) = TlsSettings::from_url(url)?;
     let refuse = |what: &str| {
         Err(tls_error(format!(
             "{what} is not supported by the sqlx driver (the deadpool driver supports it)"
         )))
     };
+    if tls.verifies_chain() && tls.mode != SslMode::VerifyFull {
+        // sqlx adds the Mozilla roots to `sslrootcert` and, without the host name
+        // check, would take any publicly trusted certificate for any name.
+        return refuse(&format!(
+            "sslmode={} with a CA (sqlx would also trust every public CA, for any host \
+             name; use verify-full)",
+            tls.mode.as_str()
+        ));
+    }
     if tls.mode == SslMode::Allow {
         return refuse("sslmode=allow (a plain connection retried with TLS)");
     }
@@ -692,6 +748,35 @@ mod tests {
             parse("host=h dbname=db sslmode=require"),
             Err(Error::Config(_))
         ));
+    }
+
+    #[test]
+    fn the_query_starts_after_the_user_info() {
+        // libpq reads the user info up to the first `@` before any `/`, so a
+        // password may hold a `?`.
+        let (tls, rest) = parse("postgres://app:pa?ss@db.example.com/app?sslmode=require").unwrap();
+        assert_eq!(tls.mode(), SslMode::Require);
+        assert_eq!(rest, "postgres://app:pa?ss@db.example.com/app");
+        let (tls, rest) = parse("postgres://app:pa?ss@db.example.com?sslmode=require&x=1").unwrap();
+        assert_eq!(tls.mode(), SslMode::Require);
+        assert_eq!(rest, "postgres://app:pa?ss@db.example.com?x=1");
+        let (tls, _) = parse("postgres://db.example.com/app?x=a@b&sslmode=require").unwrap();
+        assert_eq!(tls.mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn tls_parameters_in_other_spellings_or_twice_are_refused() {
+        for url in [
+            "postgres://h/db?SSLMODE=verify-full",
+            "postgres://h/db?SslRootCert=/x.pem",
+            "postgres://h/db?ssl-mode=require",
+            "postgres://h/db?channel-binding=require",
+            "postgres://h/db?gssencmode=disable",
+            "postgres://h/db?sslmode=verify-full&sslmode=disable",
+            "postgres://h/db?sslm%6fde=require&sslmode=disable",
+        ] {
+            assert!(matches!(parse(url), Err(Error::Tls(_))), "{url}");
+        }
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl IssuerResolver {
     /// leeway, no audience check: set one in production).
     pub fn new() -> Self {
         IssuerResolver {
-            verifier: JwtResolver::new(super::JwtKeys::new()),
+            verifier: JwtResolver::new(super::JwtKeys::new()).without_tenant_claim(),
             issuers: Arc::new(HashMap::new()),
         }
     }

@@ -13,6 +13,11 @@ use crate::Error;
 /// Largest JWKS or discovery document read (identity providers publish a few KiB).
 const MAX_DOCUMENT: usize = 1024 * 1024;
 
+/// The shortest time between two fetches of one key set, whatever
+/// [`Refresh::min_interval`] says: a flood of unknown `kid`s never makes the
+/// refresher spin.
+pub const MIN_INTERVAL_FLOOR: Duration = Duration::from_millis(100);
+
 /// When a [`RemoteJwks`] fetches its keys again.
 ///
 /// | field | default | what it bounds |
@@ -46,10 +51,17 @@ impl Default for Refresh {
 }
 
 impl Refresh {
-    /// The defaults with another shortest time between two fetches.
+    /// The defaults with another shortest time between two fetches (at least
+    /// [`MIN_INTERVAL_FLOOR`]).
     pub fn min_interval(mut self, interval: Duration) -> Self {
         self.min_interval = interval;
         self
+    }
+
+    /// The shortest time between two fetches as used: never under
+    /// [`MIN_INTERVAL_FLOOR`], whatever the field says.
+    fn floor(&self) -> Duration {
+        self.min_interval.max(MIN_INTERVAL_FLOOR)
     }
 
     /// The defaults with another refresh period.
@@ -255,7 +267,7 @@ impl Shared {
         let refresh = &self.refresh;
         Ok(max_age
             .map_or(refresh.every, |age| age.min(refresh.max_age))
-            .max(refresh.min_interval))
+            .max(refresh.floor()))
     }
 }
 
@@ -265,7 +277,7 @@ async fn refresher(shared: Weak<Shared>, wake: Arc<Notify>, mut next: Duration) 
     let mut last = Instant::now();
     loop {
         let min_interval = match shared.upgrade() {
-            Some(shared) => shared.refresh.min_interval,
+            Some(shared) => shared.refresh.floor(),
             None => return,
         };
         tokio::select! {
@@ -306,10 +318,16 @@ fn client(url: &str, refresh: Refresh) -> Result<reqwest::Client, Error> {
             ));
         }
     }
+    // A redirect stays on https; a loopback http URL is not redirected at all.
+    let redirect = if loopback {
+        reqwest::redirect::Policy::none()
+    } else {
+        reqwest::redirect::Policy::limited(3)
+    };
     reqwest::Client::builder()
         .timeout(refresh.timeout)
         .https_only(!loopback)
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(redirect)
         .build()
         .map_err(|e| remote_error(url, e.to_string()))
 }
@@ -317,7 +335,7 @@ fn client(url: &str, refresh: Refresh) -> Result<reqwest::Client, Error> {
 /// GETs `url`: the body (at most [`MAX_DOCUMENT`] bytes) and the response's
 /// `Cache-Control: max-age`.
 async fn get(client: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Option<Duration>), Error> {
-    let response = client
+    let mut response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
@@ -338,14 +356,19 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Option<Dur
     {
         return Err(remote_error(url, "the document is too large".into()));
     }
-    let body = response
-        .bytes()
+    // Read in chunks: a chunked answer has no length to check first.
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| remote_error(url, e.to_string()))?;
-    if body.len() > MAX_DOCUMENT {
-        return Err(remote_error(url, "the document is too large".into()));
+        .map_err(|e| remote_error(url, e.to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_DOCUMENT {
+            return Err(remote_error(url, "the document is too large".into()));
+        }
+        body.extend_from_slice(&chunk);
     }
-    Ok((body.to_vec(), max_age))
+    Ok((body, max_age))
 }
 
 /// The `max-age` of a `Cache-Control` value ([RFC 9111 §5.2.2.1]); `no-cache` and

@@ -311,6 +311,8 @@ pub struct JwtResolver {
     /// once per configuration (the issuer is compared after it, so one resolver
     /// serves many issuers).
     validations: Arc<[Validation; 4]>,
+    /// Whether the tenant claim is read (not when the issuer names the tenant).
+    reads_tenant_claim: bool,
 }
 
 /// The algorithms of each key family (jsonwebtoken accepts a list of one family
@@ -354,6 +356,7 @@ impl JwtResolver {
             cookie: None,
             policy: IdPolicy::default(),
             validations: validations(Duration::from_secs(30), None),
+            reads_tenant_claim: true,
         }
     }
 
@@ -443,6 +446,12 @@ impl JwtResolver {
         Ok(None)
     }
 
+    /// No tenant claim is read: the tenant comes from elsewhere (the issuer).
+    pub(crate) fn without_tenant_claim(mut self) -> Self {
+        self.reads_tenant_claim = false;
+        self
+    }
+
     /// Verifies one compact JWT and reads the configured claims.
     pub fn verify_token(&self, token: &str) -> Result<VerifiedToken, Error> {
         self.verify_with(token, &self.keys, self.issuer.as_deref())
@@ -468,10 +477,11 @@ impl JwtResolver {
         };
         let outcome = self.verify_against(token, set, issuer);
         #[cfg(feature = "remote-jwks")]
-        if let (Err(Error::Token(TokenError::UnknownKey)), KeySource::Remote(remote)) =
-            (&outcome, keys)
+        if let (Err(_), KeySource::Remote(remote)) = (&outcome, keys)
+            && names_unknown_key(token, set)
         {
-            // A key the issuer may have published since the last fetch.
+            // A key the issuer may have published since the last fetch (a new kid,
+            // or a key of a new algorithm); the refresh is rate-limited.
             remote.missed();
         }
         outcome
@@ -556,6 +566,7 @@ impl JwtResolver {
         claims: serde_json::Map<String, serde_json::Value>,
     ) -> Result<VerifiedToken, Error> {
         let tenant = match claim_at(&claims, &self.tenant_claim) {
+            _ if !self.reads_tenant_claim => None,
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(id)) => Some(self.policy.parse(id)?),
             Some(_) => return Err(TokenError::MissingClaim(self.tenant_claim.clone()).into()),
@@ -575,6 +586,33 @@ impl JwtResolver {
         token.members = members;
         Ok(token)
     }
+}
+
+/// Whether a token that failed names a key `keys` does not hold: an algorithm of
+/// none of its keys, or a `kid` none of them has. Read on failures only.
+#[cfg(feature = "remote-jwks")]
+fn names_unknown_key(token: &str, keys: &JwtKeys) -> bool {
+    let Some(header) = token
+        .split('.')
+        .next()
+        .and_then(|header| URL_SAFE_NO_PAD.decode(header).ok())
+    else {
+        return false;
+    };
+    let Ok(header) = serde_json::from_slice::<Head<'_>>(&header) else {
+        return false;
+    };
+    let algorithm = header
+        .alg
+        .as_deref()
+        .and_then(|alg| Algorithm::from_str(alg).ok());
+    let known_algorithm =
+        algorithm.is_some_and(|algorithm| keys.keys.iter().any(|k| k.algorithm == algorithm));
+    let known_kid = header
+        .kid
+        .as_deref()
+        .is_none_or(|kid| keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
+    algorithm.is_some() && !(known_algorithm && known_kid)
 }
 
 /// The JOSE header fields read before choosing a key ([RFC 7515 §4.1]); `jku`,

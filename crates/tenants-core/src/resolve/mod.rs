@@ -72,7 +72,7 @@ pub use host::{CustomDomainResolver, SubdomainResolver, request_host};
 pub use issuer::IssuerResolver;
 #[cfg(feature = "remote-jwks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote-jwks")))]
-pub use jwks::{Refresh, RemoteJwks};
+pub use jwks::{MIN_INTERVAL_FLOOR, Refresh, RemoteJwks};
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use jwt::{Algorithm, JwtKeys, JwtResolver, KeySource, install_crypto_provider};

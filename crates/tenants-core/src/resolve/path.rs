@@ -110,14 +110,29 @@ impl Resolver for PathResolver {
         let Some(id) = found else {
             return Ok(None);
         };
-        if path[offset..].split('/').any(is_dot_segment) {
+        let rest = &path[offset..];
+        if rest.split('/').any(is_dot_segment) {
             return Err(Error::invalid_path(
                 path,
                 "a dot segment after the tenant would leave its prefix",
             ));
         }
+        if rest.contains('\\') || contains_folded(rest, "%5c") {
+            return Err(Error::invalid_path(
+                path,
+                "a backslash after the tenant may be read as a separator",
+            ));
+        }
         Ok(Some(Resolved::from_id(id).with_path_prefix(offset)))
     }
+}
+
+/// `haystack` contains `needle` (lowercase ASCII), ignoring ASCII case.
+fn contains_folded(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// `.` or `..`, also percent-encoded (`%2e`, `.%2E`, ...): a segment that climbs
@@ -193,6 +208,8 @@ mod tests {
             "/t/acme/.%2E/other",
             "/t/acme/%2E/x",
             "/t/acme/x/..?q=1",
+            "/t/acme/..%5c..%5cother",
+            "/t/acme/x\\..\\other",
         ] {
             assert!(
                 matches!(run("/t/{tenant}", uri), Err(Error::InvalidPath { .. })),
