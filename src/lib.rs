@@ -30,7 +30,8 @@
 //! | `metrics` | `tower::metering::MeteringLayer`: per-tenant request metrics | no |
 //! | `db` | [`db`]: the connection router | with `sqlite` or `sqlx` |
 //! | `sqlite` | `db::sqlite::SqliteSilo`: silo tenants in SQLite files, no server needed | yes |
-//! | `sqlx` | PostgreSQL routing handing out sqlx types, the PostgreSQL catalog and provisioning | yes |
+//! | `sqlx` | PostgreSQL routing handing out sqlx types, and the PostgreSQL catalog | yes |
+//! | `provision` | [`provision`]: tenants as code (tenants file, plan, apply, migrate, doctor, move, runtime sign-up) | yes |
 //! | `deadpool` | PostgreSQL routing handing out deadpool-postgres clients | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -49,4 +50,11 @@ pub mod tower {
 #[cfg_attr(docsrs, doc(cfg(feature = "db")))]
 pub mod db {
     pub use tenants_db::*;
+}
+
+/// Tenants as code ([`tenants_provision`]).
+#[cfg(feature = "provision")]
+#[cfg_attr(docsrs, doc(cfg(feature = "provision")))]
+pub mod provision {
+    pub use tenants_provision::*;
 }

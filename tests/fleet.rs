@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use common::{copy_dir, group_roles, headings, section, tenants};
 use tenants::DataModel;
-use tenants::db::provision::{Environment, TenantsFile};
+use tenants::provision::{Environment, TenantsFile};
 use tenants_test_support::{TestServer, postgres};
 
 const FLEET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet");

@@ -19,7 +19,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{copy_dir, group_roles, headings, section, tenants};
-use tenants::db::provision::{Environment, TenantsFile};
+use tenants::provision::{Environment, TenantsFile};
 use tenants::{DataModel, TenantId};
 use tenants_test_support::{TestServer, postgres};
 

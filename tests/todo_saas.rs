@@ -20,7 +20,7 @@ use axum::http::{Request, StatusCode};
 use common::tenants;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
-use tenants::db::provision::Environment;
+use tenants::provision::Environment;
 use tenants::{DataModel, SqlIdent, TenantId};
 use tenants_test_support::{postgres, unique_name};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};

@@ -27,7 +27,7 @@ use http::Answer;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use tenants::db::provision::Environment;
+use tenants::provision::Environment;
 use tenants_test_support::{TestServer, postgres};
 
 const TENANTS_FILE: &str = concat!(

@@ -61,10 +61,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use tenants::db::provision::{
-    ApplyOptions, Format, Password, Provisioner, TenantSpec, TenantsFile,
-};
 use tenants::db::{PgCatalog, Sqlx, TenantRole, TenantRouter};
+use tenants::provision::{ApplyOptions, Format, Password, Provisioner, TenantSpec, TenantsFile};
 use tenants::resolve::{PathResolver, Resolved, Resolver};
 use tenants::tower::{CurrentTenant, TenantLayer, TenantOptions};
 use tenants::{

@@ -75,10 +75,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
-use tenants::db::provision::{
-    ApplyOptions, Password, Provisioner, TenantSpec, TenantsFile, UrlSource,
-};
 use tenants::db::{PgCatalog, Sqlx, TenantEvent, TenantRole, TenantRouter};
+use tenants::provision::{ApplyOptions, Password, Provisioner, TenantSpec, TenantsFile, UrlSource};
 use tenants::resolve::{Algorithm, JwtKeys, JwtResolver, PathResolver, VerifiedToken};
 use tenants::tower::metering::MeteringLayer;
 use tenants::tower::{CurrentTenant, TenantLayer};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tenants::db::provision::Environment;
+use tenants::provision::Environment;
 use tenants_test_support::TestServer;
 
 /// One run of the `tenants` command.

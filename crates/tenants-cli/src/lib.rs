@@ -30,9 +30,9 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tenants_core::{DataModel, SqlIdent, TenantId};
 use tenants_db::Error;
-use tenants_db::provision::{ApplyOptions, Progress, Provisioner, Report, TenantsFile};
+use tenants_provision::{ApplyOptions, Progress, Provisioner, Report, TenantsFile};
 
-pub use tenants_db::provision::Environment;
+pub use tenants_provision::Environment;
 
 /// Tenants as code: plan, apply and check the tenants declared in a tenants file.
 #[derive(Debug, Parser)]

@@ -163,16 +163,22 @@ impl Scope {
 
 /// `value` as a SQL string literal, correct whatever `standard_conforming_strings`
 /// says: quotes are doubled, and a value with a backslash is written as an `E''`
-/// literal with the backslash escaped. (The router writes it in place; the
-/// provisioning engine uses this.)
-#[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
-pub(crate) fn literal(value: &str) -> String {
+/// literal with the backslash escaped ([PostgreSQL 4.1.2.2]). The router writes
+/// its literals this way in place; the provisioning engine uses this.
+///
+/// ```
+/// assert_eq!(tenants_db::sql_literal("it's"), "'it''s'");
+/// assert_eq!(tenants_db::sql_literal(r"a\b"), r"E'a\\b'");
+/// ```
+///
+/// [PostgreSQL 4.1.2.2]: https://www.postgresql.org/docs/current/sql-syntax-lexical.html#SQL-SYNTAX-STRINGS-ESCAPE
+pub fn sql_literal(value: &str) -> String {
     let mut sql = String::with_capacity(value.len() + 3);
     push_literal(&mut sql, value);
     sql
 }
 
-/// Appends [`literal`]`(value)` to `sql`.
+/// Appends [`sql_literal`]`(value)` to `sql`.
 fn push_literal(sql: &mut String, value: &str) {
     if value.contains('\\') {
         sql.push('E');
@@ -246,8 +252,8 @@ mod tests {
 
     #[test]
     fn literals_escape_quotes_and_backslashes() {
-        assert_eq!(literal("a'b"), "'a''b'");
-        assert_eq!(literal(r"a\'b"), r"E'a\\''b'");
-        assert_eq!(literal(""), "''");
+        assert_eq!(sql_literal("a'b"), "'a''b'");
+        assert_eq!(sql_literal(r"a\'b"), r"E'a\\''b'");
+        assert_eq!(sql_literal(""), "''");
     }
 }

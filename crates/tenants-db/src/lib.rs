@@ -18,9 +18,9 @@
 //! - [`tls`] (features `sqlx` and `deadpool`) reads a connection URL's `sslmode`,
 //!   `sslrootcert`, `sslcert` / `sslkey` and `channel_binding` as libpq does, for
 //!   every connection the crate opens, over rustls on aws-lc-rs.
-//! - [`provision`] (feature `sqlx`) declares tenants as code: a tenants file, a plan
-//!   of the difference with the live servers, apply, migrations of every tenant,
-//!   and runtime onboarding.
+//! - Tenants as code (the tenants file, plan, apply, migrate, doctor, move, runtime
+//!   sign-up) live in the `tenants-provision` crate, for the CLI and the services
+//!   that provision; an application that only routes does not compile them.
 //!
 //! # Isolation
 //!
@@ -101,7 +101,7 @@
 //!
 //! | feature | what it enables | default |
 //! |---|---|---|
-//! | `sqlx` | [`TenantRouter`]`<`[`Sqlx`]`>`: PostgreSQL routing handing out sqlx types; [`PgCatalog`]; [`provision`] | no |
+//! | `sqlx` | [`TenantRouter`]`<`[`Sqlx`]`>`: PostgreSQL routing handing out sqlx types; [`PgCatalog`] | no |
 //! | `deadpool` | [`TenantRouter`]`<`[`Deadpool`]`>`: PostgreSQL routing handing out deadpool-postgres clients | no |
 //! | `sqlite` | [`sqlite::SqliteSilo`]: one SQLite file per silo tenant, through sqlx | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -116,9 +116,6 @@ mod error;
 mod isolation;
 mod mode;
 mod placement;
-#[cfg(feature = "sqlx")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
-pub mod provision;
 mod role;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod router;
@@ -147,7 +144,7 @@ pub use deadpool_postgres;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
 pub use driver::Driver;
 pub use error::{Error, SiloMismatch};
-pub use isolation::TENANT_SETTING;
+pub use isolation::{TENANT_SETTING, sql_literal};
 pub use mode::{ConnectionMode, UnknownConnectionMode};
 pub use placement::Placement;
 pub use role::TenantRole;
@@ -156,7 +153,7 @@ pub use role::TenantRole;
 pub use router::{RouterBuilder, RouterStats, TenantRouter};
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
-pub use shape::MIGRATED_CHANNEL;
+pub use shape::{MIGRATED_CHANNEL, Migrated};
 #[cfg(any(feature = "sqlx", feature = "sqlite"))]
 pub use sqlx;
 #[cfg(feature = "sqlx")]

@@ -30,10 +30,18 @@ use crate::driver::sealed::Backend;
 /// `SELECT pg_notify('tenants_migrated', '')`.
 pub const MIGRATED_CHANNEL: &str = "tenants_migrated";
 
-/// What a migration announcement names: the one format the engine writes and the
-/// router reads ([`MIGRATED_CHANNEL`]).
+/// What a migration announcement names: the one format the provisioning engine
+/// writes and the router reads ([`MIGRATED_CHANNEL`]).
+///
+/// ```
+/// use tenants_db::Migrated;
+///
+/// assert_eq!(Migrated::Schema("acme").payload(), "schema:acme");
+/// assert_eq!(Migrated::parse("database:big_shop"), Migrated::Database("big_shop"));
+/// assert_eq!(Migrated::parse("something new"), Migrated::Shared);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Migrated<'a> {
+pub enum Migrated<'a> {
     /// The shared database's own tables (payload empty).
     Shared,
     /// A bridge tenant's schema (`schema:<name>`).
@@ -44,8 +52,7 @@ pub(crate) enum Migrated<'a> {
 
 impl<'a> Migrated<'a> {
     /// The announcement's payload.
-    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
-    pub(crate) fn payload(self) -> String {
+    pub fn payload(self) -> String {
         match self {
             Migrated::Shared => String::new(),
             Migrated::Schema(schema) => format!("schema:{schema}"),
@@ -55,7 +62,7 @@ impl<'a> Migrated<'a> {
 
     /// Reads a payload; one this version does not know reads as [`Migrated::Shared`],
     /// which retires the most.
-    pub(crate) fn parse(payload: &'a str) -> Self {
+    pub fn parse(payload: &'a str) -> Self {
         if let Some(schema) = payload.strip_prefix("schema:") {
             Migrated::Schema(schema)
         } else if let Some(database) = payload.strip_prefix("database:") {

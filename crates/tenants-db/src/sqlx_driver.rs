@@ -85,6 +85,18 @@ impl Sqlx {
     pub fn connect_options(url: &str) -> Result<PgConnectOptions, Error> {
         crate::tls::sqlx_options(url)
     }
+
+    /// Whether the connections of `pool` keep their session between statements:
+    /// `false` behind a transaction-mode pooler, where a setting made on one client
+    /// connection is not there for its next statement. Takes two connections of
+    /// the pool for a moment (see [`TenantRouter::verify`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] when the pool cannot hand out two connections.
+    pub async fn keeps_sessions(pool: &PgPool) -> Result<bool, Error> {
+        <Sqlx as Backend>::keeps_sessions(pool).await
+    }
 }
 
 impl Backend for Sqlx {

@@ -10,22 +10,11 @@ use std::time::Duration;
 
 use common::{Probe, World};
 use tenants_core::{DataModel, Tenant};
-use tenants_db::provision::{ApplyOptions, Environment, Format, Provisioner, TenantsFile};
 use tenants_db::{Deadpool, Error, PgCatalog, Sqlx, TenantRouter};
 use tenants_test_support::{
     CHANNEL_BINDING_USER, TestServer, postgres, tls_postgres, tls_postgres_expired, unique_name,
-    unrelated_ca_file,
+    unrelated_ca_file, with_params,
 };
-
-/// `url` with its query string replaced by `params`.
-fn with_params(url: &str, params: &str) -> String {
-    let base = url.split_once('?').map_or(url, |(base, _)| base);
-    if params.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{params}")
-    }
-}
 
 /// `url` with `localhost` replaced by the address it resolves to: the same
 /// server, under a name its certificate does not carry.
@@ -308,59 +297,4 @@ async fn the_catalog_and_its_listeners_connect_over_tls() {
         PgCatalog::connect(&with_params(&url, "sslmode=verify-full")),
         Err(Error::Tls(_))
     ));
-}
-
-#[tokio::test]
-async fn the_provisioning_engine_applies_over_tls() {
-    let pg = tls_postgres();
-    let url = pg.fresh_database();
-    // Letters and digits: a tenant id and an SQL identifier alike.
-    let t = unique_name("p").replace('_', "");
-    let text = format!(
-        r#"
-[servers.main]
-url_env = "TLS_DATABASE_URL"
-app_role = "app_{t}"
-
-[tenants.bridge-{t}]
-model = "bridge"
-schema = "bridge_{t}"
-
-[tenants.silo-{t}]
-model = "silo"
-database = "silo_{t}"
-"#
-    );
-    let file = TenantsFile::parse(&text, Format::Toml, "tenants.toml").unwrap();
-    let env = Environment::empty().var("TLS_DATABASE_URL", &url);
-    let provisioner = Provisioner::connect_with_env(file, env).await.unwrap();
-    let plan = provisioner.plan().await.unwrap();
-    let report = provisioner
-        .apply(&plan, &ApplyOptions::new())
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{report}");
-    assert!(provisioner.plan().await.unwrap().is_empty());
-    let schema = pg.psql(
-        &url,
-        &format!("SELECT count(*) FROM pg_namespace WHERE nspname = 'bridge_{t}'"),
-    );
-    assert_eq!(schema, "1");
-    let database = pg.psql(
-        &url,
-        &format!("SELECT count(*) FROM pg_database WHERE datname = 'silo_{t}'"),
-    );
-    assert_eq!(database, "1");
-    // The engine refuses a URL it cannot honour, naming the server.
-    let file = TenantsFile::parse(&text, Format::Toml, "tenants.toml").unwrap();
-    let env = Environment::empty().var("TLS_DATABASE_URL", with_params(&url, "sslmode=bogus"));
-    match Provisioner::connect_with_env(file, env).await {
-        Err(Error::Tls(message)) => {
-            assert!(
-                message.contains("\"main\"") && message.contains("sslmode=bogus"),
-                "{message}"
-            )
-        }
-        other => panic!("{other:?}"),
-    }
 }

@@ -186,6 +186,17 @@ fn with_port(url: &str, host: &str, port: u16) -> String {
     url.into()
 }
 
+/// `url` with its query string replaced by `params` (`sslmode=require&...`), or
+/// removed when `params` is empty.
+pub fn with_params(url: &str, params: &str) -> String {
+    let base = url.split_once('?').map_or(url, |(base, _)| base);
+    if params.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{params}")
+    }
+}
+
 /// Replaces the user and password of a `postgres://` URL.
 fn with_user(url: &str, user: &str, password: &str) -> String {
     let mut url = parse(url);

@@ -10,14 +10,13 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::driver::sealed::Backend;
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
 
 use super::environment::Environment;
 use super::file::{Password, TableName, TenantSpec, TenantsFile, UrlSource};
 use super::live::{self, GrantRow, PoolTableLive, ServerLive, quote_ident};
 use super::plan::{Action, Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
-use crate::{Error, TenantRole};
+use tenants_db::{Error, TenantRole};
 
 /// Plans and applies tenants files against live PostgreSQL servers, and onboards
 /// tenants at runtime.
@@ -97,7 +96,7 @@ impl Provisioner {
     ///
     /// ```no_run
     /// # async fn example() -> Result<(), tenants_db::Error> {
-    /// use tenants_db::provision::{Environment, Provisioner, TenantsFile};
+    /// use tenants_provision::{Environment, Provisioner, TenantsFile};
     ///
     /// let env = Environment::process().var("DATABASE_URL", "postgres://postgres@localhost/app");
     /// let provisioner = Provisioner::connect_with_env(TenantsFile::load("tenants.toml")?, env).await?;
@@ -141,7 +140,8 @@ impl Provisioner {
                     }
                 },
             };
-            let options = crate::Sqlx::connect_options(&url).map_err(|e| e.in_server(name))?;
+            let options =
+                tenants_db::Sqlx::connect_options(&url).map_err(|e| in_server(e, name))?;
             servers.insert(name.clone(), options.application_name("tenants"));
         }
         if !missing.is_empty() {
@@ -195,8 +195,8 @@ impl Provisioner {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn example(file: tenants_db::provision::TenantsFile) -> Result<(), tenants_db::Error> {
-    /// use tenants_db::provision::Provisioner;
+    /// # async fn example(file: tenants_provision::TenantsFile) -> Result<(), tenants_db::Error> {
+    /// use tenants_provision::Provisioner;
     ///
     /// let provisioner = Provisioner::connect(file)
     ///     .await?
@@ -364,7 +364,7 @@ impl Provisioner {
             // Migrations hold session advisory locks and get their search_path at
             // connection start: through a transaction pooler both would silently
             // land on whichever server connection is free.
-            if !<crate::Sqlx as Backend>::keeps_sessions(pool).await? {
+            if !tenants_db::Sqlx::keeps_sessions(pool).await? {
                 return Err(Error::AdminBehindPooler {
                     server: name.clone(),
                 });
@@ -1440,6 +1440,15 @@ pub(crate) fn diff_grants(
 /// A privilege name as the server reports it: uppercase letters, safe to write back.
 fn is_keyword(privilege: &str) -> bool {
     !privilege.is_empty() && privilege.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// A configuration error about one server, with the server's name in front.
+fn in_server(error: Error, name: &str) -> Error {
+    match error {
+        Error::Tls(why) => Error::Tls(format!("server {name:?}: {why}")),
+        Error::Config(why) => Error::Config(format!("server {name:?}: {why}")),
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::fmt;
 /// # Examples
 ///
 /// ```
-/// use tenants_db::provision::Environment;
+/// use tenants_provision::Environment;
 ///
 /// let env = Environment::empty().var("DATABASE_URL", "postgres://localhost/app");
 /// assert_eq!(env.get("DATABASE_URL").as_deref(), Some("postgres://localhost/app"));

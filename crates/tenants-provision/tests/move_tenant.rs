@@ -1,15 +1,14 @@
 //! Moving a tenant out of the pool against a real PostgreSQL: its rows go with its
 //! record and nowhere else, an interrupted move resumes, a file's model change is
 //! planned as the same move, and every instance hears of it as a `TenantEvent`.
-#![cfg(feature = "sqlx")]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantCatalog, TenantId, TenantStatus};
-use tenants_db::provision::{ApplyOptions, Provisioner, TenantSpec, TenantsFile};
 use tenants_db::{Error, PgCatalog, Sqlx, TenantEvent, TenantRole, TenantRouter};
+use tenants_provision::{ApplyOptions, Provisioner, TenantSpec, TenantsFile};
 use tenants_test_support::{TestServer, postgres, unique_name};
 
 const MIGRATION: &str = "

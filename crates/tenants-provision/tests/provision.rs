@@ -1,18 +1,17 @@
 //! The provisioning engine against a real PostgreSQL: apply creates exactly the
 //! declared objects, the grants hold, a second apply does nothing, failures stay
 //! with their tenant, and doctor finds the hazards.
-#![cfg(feature = "sqlx")]
 
 use std::path::PathBuf;
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use tenants_core::{DataModel, SqlIdent, Tenant};
-use tenants_db::provision::{
+use tenants_db::{Error, Hazard, Sqlx, TenantRole, TenantRouter};
+use tenants_provision::{
     ApplyOptions, Finding, Format, Password, Provisioner, Scope, TenantSpec, TenantState,
     TenantsFile, UserSpec,
 };
-use tenants_db::{Error, Hazard, Sqlx, TenantRole, TenantRouter};
 use tenants_test_support::{TestServer, postgres, unique_name};
 
 const MIGRATION: &str = "
@@ -614,7 +613,6 @@ async fn bridge_tenants_run_migrations_outside_a_transaction_in_their_schema() {
 
 /// `SELECT *` from the tenant's table, through each driver's statement cache (sqlx's
 /// own; deadpool's `prepare_cached`): its column names.
-#[cfg(feature = "deadpool")]
 async fn columns_sqlx(router: &TenantRouter<Sqlx>, tenant: &Tenant) -> Vec<String> {
     use sqlx::{Column, Row};
     let mut tx = router.begin(tenant).await.unwrap();
@@ -626,7 +624,6 @@ async fn columns_sqlx(router: &TenantRouter<Sqlx>, tenant: &Tenant) -> Vec<Strin
     row.columns().iter().map(|c| c.name().to_owned()).collect()
 }
 
-#[cfg(feature = "deadpool")]
 async fn columns_deadpool(
     router: &TenantRouter<tenants_db::Deadpool>,
     tenant: &Tenant,
@@ -641,7 +638,6 @@ async fn columns_deadpool(
     row.columns().iter().map(|c| c.name().to_owned()).collect()
 }
 
-#[cfg(feature = "deadpool")]
 fn table_of(tenant: &Tenant) -> &'static str {
     match tenant.model {
         DataModel::Pool => "SELECT * FROM todos LIMIT 1",
@@ -650,7 +646,6 @@ fn table_of(tenant: &Tenant) -> &'static str {
 }
 
 /// Waits (at most 10 s) for `done`.
-#[cfg(feature = "deadpool")]
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !done() {
@@ -666,7 +661,6 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 /// engine's `migrate`: the routers of both drivers, whose one-connection pools
 /// cached `SELECT *` before it, serve the next request of every model with the new
 /// columns, never "cached plan must not change result type".
-#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_between_two_requests_leaves_no_stale_statement() {
     use tenants_db::Deadpool;

@@ -6,7 +6,7 @@ use tenants_core::{DataModel, Tenant, TenantId};
 
 use super::engine::Provisioner;
 use super::plan::{Origin, Scope};
-use crate::Error;
+use tenants_db::Error;
 
 /// One tenant as [`Provisioner::list`] sees it.
 #[derive(Debug, Clone)]

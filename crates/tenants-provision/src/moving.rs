@@ -13,8 +13,8 @@ use super::engine::Provisioner;
 use super::file::{TableName, TenantSpec};
 use super::live::{self, quote_ident};
 use super::plan::Origin;
-use crate::isolation::literal;
-use crate::{Error, TENANT_SETTING, TenantRole};
+use tenants_db::sql_literal as literal;
+use tenants_db::{Error, TENANT_SETTING, TenantRole};
 
 /// How long a move waits for the writes under way on the pool tables to finish.
 const LOCK_TIMEOUT: &str = "30s";
@@ -38,7 +38,7 @@ impl Provisioner {
     ///    the catalog drops its cached record on the `NOTIFY` this sends);
     /// 4. the rows are deleted from the shared tables, and the tenant's roles lose
     ///    their privileges on them: a transaction begun as one of those roles
-    ///    ([`begin_as`](crate::TenantRouter::begin_as)) by an instance still
+    ///    ([`begin_as`](tenants_db::TenantRouter::begin_as)) by an instance still
     ///    holding the old record fails, rather than writing rows nobody will read.
     ///
     /// Nothing of the tenant is ever readable by another tenant: the copies carry
@@ -66,7 +66,7 @@ impl Provisioner {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn example(provisioner: tenants_db::provision::Provisioner) -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn example(provisioner: tenants_provision::Provisioner) -> Result<(), Box<dyn std::error::Error>> {
     /// use tenants_core::{DataModel, SqlIdent};
     ///
     /// let to = DataModel::Silo { database: SqlIdent::new("acme")?, server: None };

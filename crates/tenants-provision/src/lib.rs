@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use tenants_db::provision::{ApplyOptions, Provisioner, TenantSpec, TenantsFile};
+//! use tenants_provision::{ApplyOptions, Provisioner, TenantSpec, TenantsFile};
 //! use tenants_core::{DataModel, SqlIdent, Tenant};
 //!
 //! // tenants.toml declares the servers, the shared migrations and the tenants.
@@ -28,7 +28,7 @@
 //! For every tenant, on its server:
 //!
 //! - three group roles, `tenant_{id}_admin`, `_developer` and `_customer`
-//!   ([`TenantRole`](crate::TenantRole)), holding exactly their privileges on the
+//!   ([`TenantRole`](tenants_db::TenantRole)), holding exactly their privileges on the
 //!   tenant's tables (and `USAGE` on their sequences for admin and developer);
 //!   privileges beyond those, and other tenants' roles' privileges, are revoked;
 //! - **pool**: nothing of its own; the shared migrations run once in the shared
@@ -47,7 +47,7 @@
 //!   a SCRAM verifier computed here (the password never reaches the server);
 //! - the application role's membership in the tenant's roles, so the router's
 //!   `begin_as` can `SET ROLE`;
-//! - the tenant's record in the catalog table `tenants.tenants` ([`PgCatalog`](crate::PgCatalog)),
+//! - the tenant's record in the catalog table `tenants.tenants` ([`PgCatalog`](tenants_db::PgCatalog)),
 //!   last, so applications see a tenant only once it is ready.
 //!
 //! # Moving a tenant out of the pool

@@ -8,8 +8,8 @@ use tenants_core::SqlIdent;
 
 use super::engine::is_tenant_role;
 use super::file::TableName;
-use crate::Error;
-use crate::isolation::literal;
+use tenants_db::Error;
+use tenants_db::sql_literal as literal;
 
 /// A role as `pg_roles` shows it.
 #[derive(Debug, Clone, Default)]

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use sqlx::migrate::Migrator;
 
-use crate::Error;
+use tenants_db::Error;
 
 /// What a line of SQL must not do in a bridge migration, and why. Matched on the
 /// line lowercased, with runs of spaces made one and `--` comments removed.

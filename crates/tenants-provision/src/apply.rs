@@ -15,9 +15,9 @@ use super::engine::{Provisioner, tenant_grant_diff};
 use super::file::{Password, TableName, TenantSpec};
 use super::live::{self, POLICY, POLICY_CHECK, quote_ident};
 use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
-use crate::isolation::literal;
-use crate::shape::Migrated;
-use crate::{Error, MIGRATED_CHANNEL, PgCatalog, TENANT_SETTING, TenantRole};
+use tenants_db::Migrated;
+use tenants_db::sql_literal as literal;
+use tenants_db::{Error, MIGRATED_CHANNEL, PgCatalog, TENANT_SETTING, TenantRole};
 
 /// How [`Provisioner::apply`] runs.
 #[derive(Clone, Default)]

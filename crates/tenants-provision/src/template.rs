@@ -13,7 +13,7 @@ pub(crate) struct Names<'a> {
 /// The last 6 hex digits of the MD5 of `uid`: a short, stable suffix for names.
 ///
 /// ```
-/// assert_eq!(tenants_db::provision::uid_hash("4783eb5d-956e-4b58-a214-790fe7ef61ba"), "af5042");
+/// assert_eq!(tenants_provision::uid_hash("4783eb5d-956e-4b58-a214-790fe7ef61ba"), "af5042");
 /// ```
 pub fn uid_hash(uid: &str) -> String {
     let digest = Md5::digest(uid.as_bytes());

@@ -5,12 +5,11 @@
 //! ```sh
 //! cargo test -p tenants-db --features sqlx --release --test provision_scale -- --ignored --nocapture
 //! ```
-#![cfg(feature = "sqlx")]
 
 use std::fmt::Write;
 use std::time::Instant;
 
-use tenants_db::provision::{ApplyOptions, Provisioner, TenantsFile};
+use tenants_provision::{ApplyOptions, Provisioner, TenantsFile};
 use tenants_test_support::{postgres, unique_name};
 
 const SCHEMA: &str = "

@@ -10,7 +10,7 @@ use super::engine::{Provisioner, tenant_grant_diff, tenant_grant_rows};
 use super::file::TenantSpec;
 use super::live;
 use super::plan::Origin;
-use crate::{Error, HAZARDS_SQL, Hazard, TenantRole};
+use tenants_db::{Error, HAZARDS_SQL, Hazard, TenantRole};
 
 /// Something `doctor` found that weakens tenant isolation or shows drift between
 /// the file and the servers.

@@ -11,7 +11,7 @@ use tenants_core::{DataModel, SqlIdent, Tenant, TenantId, TenantStatus};
 
 use super::environment::Environment;
 use super::template::{self, Names};
-use crate::{ConnectionMode, Error, TenantRole, UnknownConnectionMode};
+use tenants_db::{ConnectionMode, Error, TenantRole, UnknownConnectionMode};
 
 /// The template database silo databases are copied from, unless a server names its own.
 pub const DEFAULT_TEMPLATE: &str = "tenants_template";
@@ -99,7 +99,7 @@ impl Format {
 /// # Examples
 ///
 /// ```
-/// use tenants_db::provision::{Format, TenantsFile};
+/// use tenants_provision::{Format, TenantsFile};
 ///
 /// let file = TenantsFile::parse(r#"
 ///     [servers.main]
@@ -156,7 +156,7 @@ pub struct ServerSpec {
     pub template: SqlIdent,
     /// How the application reaches this server (`connection = "direct"`, the
     /// default, or `"transaction_pooler"`): give it to
-    /// [`RouterBuilder::connection_mode`](crate::RouterBuilder::connection_mode).
+    /// [`RouterBuilder::connection_mode`](tenants_db::RouterBuilder::connection_mode).
     /// The engine itself connects with the admin URL, which must be direct: it
     /// holds session advisory locks and gives migrations their `search_path` at
     /// connection start.
