@@ -16,6 +16,7 @@ use super::environment::Environment;
 use super::file::{Password, TableName, TenantSpec, TenantsFile, UrlSource};
 use super::live::{self, GrantRow, PoolTableLive, ServerLive, quote_ident};
 use super::plan::{Action, Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
+use super::role::is_tenant_role;
 use tenants_db::{Error, TenantRole};
 
 /// Plans and applies tenants files against live PostgreSQL servers, and onboards
@@ -1288,14 +1289,6 @@ fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> String {
     format!("changed: {}", changed.join(", "))
 }
 
-/// `true` for the name of any tenant's group role.
-pub(crate) fn is_tenant_role(name: &str) -> bool {
-    name.starts_with("tenant_")
-        && TenantRole::ALL
-            .iter()
-            .any(|r| name.ends_with(&format!("_{}", r.as_str())))
-}
-
 /// The difference between the privileges a tenant's roles hold on its relations
 /// and those their kinds allow.
 #[derive(Debug, Default)]
@@ -1505,12 +1498,5 @@ mod tests {
         assert!(diff.summary().contains("2 to revoke"), "{}", diff.summary());
         // In the pool, every tenant's roles share the tables: nobody is foreign.
         assert_eq!(diff_grants(&rows, &roles, |_| false).revokes.len(), 1);
-    }
-
-    #[test]
-    fn tenant_role_names_are_recognised() {
-        assert!(is_tenant_role("tenant_a_b_developer"));
-        assert!(!is_tenant_role("tenant_a_owner"));
-        assert!(!is_tenant_role("app"));
     }
 }

@@ -75,6 +75,7 @@ mod list;
 mod live;
 mod moving;
 mod plan;
+mod role;
 mod template;
 
 pub use apply::{ApplyOptions, Progress, Report};

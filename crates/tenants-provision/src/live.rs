@@ -6,8 +6,8 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, PgPool};
 use tenants_core::SqlIdent;
 
-use super::engine::is_tenant_role;
 use super::file::TableName;
+use super::role::is_tenant_role;
 use tenants_db::Error;
 use tenants_db::sql_literal as literal;
 
