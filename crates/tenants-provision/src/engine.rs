@@ -17,6 +17,7 @@ use super::file::{Password, TableName, TenantSpec, TenantsFile, UrlSource};
 use super::live::{self, GrantRow, PoolTableLive, ServerLive, quote_ident};
 use super::plan::{Action, Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
 use super::role::is_tenant_role;
+use super::{database, grant, migration, record, role, schema};
 use tenants_db::{Error, TenantRole};
 
 /// Plans and applies tenants files against live PostgreSQL servers, and onboards
@@ -69,6 +70,41 @@ pub(crate) struct Live {
     pub(crate) pool_grants: Vec<GrantRow>,
     /// `(server, database)` → applied migrations and grants of each silo database.
     pub(crate) silos: HashMap<(String, String), SiloLive>,
+}
+
+/// What planning one tenant reads: its declaration, the servers' state, where its
+/// objects live, and its group roles.
+pub(crate) struct TenantPlan<'a> {
+    pub(crate) provisioner: &'a Provisioner,
+    pub(crate) spec: &'a TenantSpec,
+    pub(crate) live: &'a Live,
+    /// The state of the tenant's server.
+    pub(crate) server_live: &'a ServerLive,
+    pub(crate) scope: Scope,
+    pub(crate) origin: Origin,
+    /// The tenant's server, its admin database.
+    pub(crate) on_server: On,
+    /// The shared database (bridge schemas live there).
+    pub(crate) shared: On,
+    /// The tenant's group roles, by kind.
+    pub(crate) roles: Vec<(TenantRole, SqlIdent)>,
+    /// The group roles, quoted, comma-separated: for `GRANT .. TO`.
+    pub(crate) role_list: String,
+}
+
+impl TenantPlan<'_> {
+    /// The tenant's server.
+    pub(crate) fn server(&self) -> &str {
+        &self.spec.server
+    }
+}
+
+/// A tenant's storage as planned: whether it is created by this plan, and the
+/// migrations it has yet to run.
+#[derive(Default)]
+pub(crate) struct Storage {
+    pub(crate) created: bool,
+    pub(crate) pending: Vec<i64>,
 }
 
 /// A silo database's applied migrations (`None`: no migrations table) and grants.
@@ -781,6 +817,9 @@ impl Provisioner {
         Ok(())
     }
 
+    /// Plans one tenant's objects, in dependency order: its group roles, its
+    /// storage (schema or database) and migrations, its table grants, its users,
+    /// the application's membership in its roles, and last its catalog record.
     pub(crate) fn plan_tenant(
         &self,
         spec: &TenantSpec,
@@ -788,22 +827,35 @@ impl Provisioner {
         origin: Origin,
         changes: &mut Vec<Change>,
     ) -> Result<(), Error> {
+        let t = self.tenant_plan(spec, live, origin)?;
+        role::plan_group_roles(&t, changes);
+        let storage = match &spec.tenant.model {
+            DataModel::Pool => Storage::default(),
+            DataModel::Bridge { schema } => schema::plan(&t, schema, changes),
+            DataModel::Silo { database, .. } => database::plan(&t, database, changes),
+        };
+        migration::plan_tenant(&t, &storage.pending, changes);
+        grant::plan_tenant(&t, &storage, changes);
+        role::plan_users(&t, changes);
+        role::plan_app_membership(&t, changes);
+        record::plan(&t, changes)
+    }
+
+    /// What planning `spec` reads, after checking it takes no other tenant's
+    /// objects.
+    fn tenant_plan<'a>(
+        &'a self,
+        spec: &'a TenantSpec,
+        live: &'a Live,
+        origin: Origin,
+    ) -> Result<TenantPlan<'a>, Error> {
         let id = spec.tenant.id;
-        let scope = Scope::Tenant(id);
         let server = spec.server.as_str();
         let server_live = live
             .servers
             .get(server)
             .ok_or_else(|| Error::Config(format!("tenant {id}: unknown server {server:?}")))?;
         self.check_not_foreign(spec, server, server_live, live)?;
-        let on_server = On {
-            server: server.to_owned(),
-            database: None,
-        };
-        let shared = On {
-            server: self.file.default_server.clone(),
-            database: None,
-        };
         let roles: Vec<(TenantRole, SqlIdent)> = TenantRole::ALL
             .iter()
             .map(|r| (*r, r.role_name(&id)))
@@ -813,298 +865,24 @@ impl Provisioner {
             .map(|(_, n)| n.quoted())
             .collect::<Vec<_>>()
             .join(", ");
-        for (role, name) in &roles {
-            if !server_live.has_role(name) {
-                changes.push(
-                    Change::new(
-                        scope,
-                        Action::Create,
-                        format!("role {name}"),
-                        Work::Sql(
-                            on_server.clone(),
-                            vec![format!("CREATE ROLE {} NOLOGIN", name.quoted())],
-                        ),
-                    )
-                    .detail(format!("{role}: {}", role.privileges().join(", "))),
-                );
-            }
-        }
-
-        let (new_storage, pending) = match &spec.tenant.model {
-            DataModel::Pool => (false, Vec::new()),
-            DataModel::Bridge { schema } => {
-                let exists = live.schemas.contains(schema.as_str());
-                if !exists {
-                    let q = schema.quoted();
-                    changes.push(
-                        Change::new(
-                            scope,
-                            Action::Create,
-                            format!("schema {schema}"),
-                            Work::Sql(
-                                shared.clone(),
-                                vec![
-                                    format!("CREATE SCHEMA {q}"),
-                                    format!("GRANT USAGE ON SCHEMA {q} TO {role_list}"),
-                                ],
-                            ),
-                        )
-                        .detail("bridge model, in the shared database")
-                        .storage(),
-                    );
-                }
-                let applied = live.bridge_applied.get(schema.as_str());
-                let pending = if exists {
-                    self.pending(applied.or(Some(&BTreeSet::new())))
-                } else {
-                    self.pending(None)
-                };
-                (!exists, pending)
-            }
-            DataModel::Silo { database, .. } => {
-                let exists = server_live.databases.contains(database.as_str());
-                let template = &self.file.servers[server].template;
-                if !exists {
-                    let q = database.quoted();
-                    let create = match &self.migrator {
-                        Some(_) => format!("CREATE DATABASE {q} TEMPLATE {}", template.quoted()),
-                        None => format!("CREATE DATABASE {q}"),
-                    };
-                    changes.push(
-                        Change::new(
-                            scope,
-                            Action::Create,
-                            format!("database {database}"),
-                            Work::SqlEach(
-                                on_server.clone(),
-                                vec![
-                                    create,
-                                    format!(
-                                        "REVOKE CONNECT, TEMPORARY ON DATABASE {q} FROM PUBLIC"
-                                    ),
-                                    format!("GRANT CONNECT ON DATABASE {q} TO {role_list}"),
-                                ],
-                            ),
-                        )
-                        .detail(match &self.migrator {
-                            Some(_) => format!("silo model, copied from template {template}"),
-                            None => "silo model".to_owned(),
-                        })
-                        .storage(),
-                    );
-                }
-                let state = live.silos.get(&(server.to_owned(), database.to_string()));
-                let pending = match state {
-                    Some((applied, _)) => self.pending(applied.as_ref().or(Some(&BTreeSet::new()))),
-                    None => Vec::new(),
-                };
-                (!exists, pending)
-            }
-        };
-        if let Some(target) = migrate_target(spec, server)
-            && !pending.is_empty()
-        {
-            changes.push(
-                Change::new(scope, Action::Update, "migrations", Work::Migrate(target))
-                    .detail(pending_detail(&pending)),
-            );
-        }
-        let diff = tenant_grant_diff(spec, tenant_grant_rows(spec, live));
-        let new_roles = roles.iter().any(|(_, n)| !server_live.has_role(n));
-        let shared_pending = spec.tenant.model == DataModel::Pool
-            && !self.file.shared.pool_tables.is_empty()
-            && !self.pending(live.shared_applied.as_ref()).is_empty();
-        if new_storage || new_roles || shared_pending || !pending.is_empty() || !diff.is_empty() {
-            let detail = if diff.is_empty() {
-                "after migrations".to_owned()
-            } else {
-                diff.summary()
-            };
-            changes.push(
-                Change::new(
-                    scope,
-                    Action::Update,
-                    "table grants",
-                    Work::SyncGrants(Box::new(spec.clone())),
-                )
-                .detail(detail),
-            );
-        }
-
-        let search_path = match &spec.tenant.model {
-            DataModel::Bridge { schema } => Some(schema.quoted()),
-            _ => None,
-        };
-        let app = self.app_role(server);
-        let mut declared = HashSet::new();
-        for user in &spec.users {
-            declared.insert(user.name.as_str());
-            let group = user.role.role_name(&id);
-            if !server_live.has_role(&user.name) {
-                changes.push(
-                    Change::new(
-                        scope,
-                        Action::Create,
-                        format!("user {}", user.name),
-                        Work::CreateLogin {
-                            server: server.to_owned(),
-                            name: user.name.clone(),
-                            member_of: Some(group),
-                            password: Some(user.password.clone()),
-                            search_path: search_path.clone(),
-                        },
-                    )
-                    .detail(format!("login, {}", user.role)),
-                );
-                continue;
-            }
-            let mut sql = Vec::new();
-            for (_, other) in roles.iter().filter(|(_, n)| *n != group) {
-                if server_live.is_member(&user.name, other) {
-                    sql.push(format!(
-                        "REVOKE {} FROM {}",
-                        other.quoted(),
-                        user.name.quoted()
-                    ));
-                }
-            }
-            if !server_live.is_member(&user.name, &group) {
-                sql.push(format!(
-                    "GRANT {} TO {}",
-                    group.quoted(),
-                    user.name.quoted()
-                ));
-            }
-            if !sql.is_empty() {
-                changes.push(
-                    Change::new(
-                        scope,
-                        Action::Update,
-                        format!("user {}", user.name),
-                        Work::Sql(on_server.clone(), sql),
-                    )
-                    .detail(format!("role {}", user.role)),
-                );
-            }
-        }
-        let mut stale: BTreeSet<&String> = BTreeSet::new();
-        for (_, name) in &roles {
-            for member in server_live.members.get(name.as_str()).into_iter().flatten() {
-                let login = server_live.roles.get(member).is_some_and(|r| r.login);
-                let is_app = app.is_some_and(|a| a.as_str() == member);
-                if login && !is_app && !declared.contains(member.as_str()) {
-                    stale.insert(member);
-                }
-            }
-        }
-        for user in stale {
-            changes.push(
-                Change::new(
-                    scope,
-                    Action::Drop,
-                    format!("user {user}"),
-                    Work::Sql(
-                        on_server.clone(),
-                        vec![format!("DROP ROLE IF EXISTS {}", quote_ident(user))],
-                    ),
-                )
-                .detail("no longer declared"),
-            );
-        }
-        if let Some(app) = app
-            && roles.iter().any(|(_, n)| !server_live.is_member(app, n))
-        {
-            changes.push(
-                Change::new(
-                    scope,
-                    Action::Create,
-                    format!("membership of {app} in the tenant roles"),
-                    Work::Sql(
-                        on_server.clone(),
-                        vec![format!("GRANT {role_list} TO {}", app.quoted())],
-                    ),
-                )
-                .detail("so the application may SET ROLE to them"),
-            );
-        }
-
-        let record = serde_json::to_value(&spec.tenant)
-            .map_err(|e| Error::Config(format!("tenant {id}: {e}")))?;
-        let registered = live.records.get(id.as_str());
-        let origin_now = live.provisioned.get(id.as_str());
-        let model_now =
-            registered.and_then(|r| serde_json::from_value::<DataModel>(r.clone()).ok());
-        if let Some(from) = &model_now
-            && *from != spec.tenant.model
-        {
-            if *from == DataModel::Pool {
-                // The rows move with the record, in one step: see `Work::Move`.
-                let tables: Vec<String> = self
-                    .file
-                    .shared
-                    .pool_tables
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                let detail = if tables.is_empty() {
-                    format!(
-                        "pool → {}: no pool tables to copy",
-                        spec.tenant.model.name()
-                    )
-                } else {
-                    format!(
-                        "pool → {}: copies its rows of {} there, then removes them from the shared tables",
-                        spec.tenant.model.name(),
-                        tables.join(", ")
-                    )
-                };
-                changes.push(
-                    Change::new(
-                        scope,
-                        Action::Update,
-                        "model",
-                        Work::Move(Box::new(spec.tenant.clone()), origin),
-                    )
-                    .detail(detail),
-                );
-                return Ok(());
-            }
-            changes.push(
-                Change::new(
-                    scope,
-                    Action::Update,
-                    "catalog entry",
-                    Work::Register(Box::new(spec.tenant.clone()), origin),
-                )
-                .detail(format!(
-                    "model {} → {}: its data is NOT copied (only moves out of the pool copy rows)",
-                    from.name(),
-                    spec.tenant.model.name()
-                )),
-            );
-            return Ok(());
-        }
-        let register = Work::Register(Box::new(spec.tenant.clone()), origin);
-        match registered {
-            None => changes.push(Change::new(
-                scope,
-                Action::Create,
-                "catalog entry",
-                register,
-            )),
-            Some(old) if *old != record => changes.push(
-                Change::new(scope, Action::Update, "catalog entry", register)
-                    .detail(changed_keys(old, &record)),
-            ),
-            Some(_) if origin_now.map(String::as_str) != Some(origin.as_str()) => {
-                changes.push(
-                    Change::new(scope, Action::Update, "catalog entry", register)
-                        .detail(format!("declared by the {}", origin.as_str())),
-                );
-            }
-            Some(_) => {}
-        }
-        Ok(())
+        Ok(TenantPlan {
+            provisioner: self,
+            spec,
+            live,
+            server_live,
+            scope: Scope::Tenant(id),
+            origin,
+            on_server: On {
+                server: server.to_owned(),
+                database: None,
+            },
+            shared: On {
+                server: self.file.default_server.clone(),
+                database: None,
+            },
+            roles,
+            role_list,
+        })
     }
 
     pub(crate) fn plan_destroy(&self, id: TenantId, live: &Live, changes: &mut Vec<Change>) {
@@ -1270,13 +1048,13 @@ pub(crate) fn migrate_target(spec: &TenantSpec, server: &str) -> Option<MigrateT
     }
 }
 
-fn pending_detail(pending: &[i64]) -> String {
+pub(crate) fn pending_detail(pending: &[i64]) -> String {
     let shown: Vec<String> = pending.iter().take(5).map(ToString::to_string).collect();
     let more = if pending.len() > 5 { ", ..." } else { "" };
     format!("{} pending: {}{more}", pending.len(), shown.join(", "))
 }
 
-fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> String {
+pub(crate) fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> String {
     let empty = serde_json::Map::new();
     let old = old.as_object().unwrap_or(&empty);
     let new = new.as_object().unwrap_or(&empty);

@@ -67,15 +67,20 @@
 
 mod apply;
 mod bridge_migrations;
+mod database;
 mod doctor;
 mod engine;
 mod environment;
 mod file;
+mod grant;
 mod list;
 mod live;
+mod migration;
 mod moving;
 mod plan;
+mod record;
 mod role;
+mod schema;
 mod template;
 
 pub use apply::{ApplyOptions, Progress, Report};

@@ -1,0 +1,92 @@
+//! Catalog records: the tenant's row in `tenants.tenants`, written last so
+//! applications see a tenant only once it is ready; a model change out of the
+//! pool moves the tenant's rows with it.
+
+use tenants_core::DataModel;
+use tenants_db::Error;
+
+use super::engine::{TenantPlan, changed_keys};
+use super::plan::{Action, Change, Work};
+
+/// Plans the tenant's catalog record: created, updated when it or its origin
+/// changed, or, when its model changed, the move (out of the pool) or the switch
+/// (otherwise; the data is not copied).
+pub(crate) fn plan(t: &TenantPlan<'_>, changes: &mut Vec<Change>) -> Result<(), Error> {
+    let tenant = &t.spec.tenant;
+    let record = serde_json::to_value(tenant)
+        .map_err(|e| Error::Config(format!("tenant {}: {e}", tenant.id)))?;
+    let registered = t.live.records.get(tenant.id.as_str());
+    let model_now = registered.and_then(|r| serde_json::from_value::<DataModel>(r.clone()).ok());
+    if let Some(from) = &model_now
+        && *from != tenant.model
+    {
+        changes.push(model_change(t, from));
+        return Ok(());
+    }
+    let register = Work::Register(Box::new(tenant.clone()), t.origin);
+    let origin_now = t.live.provisioned.get(tenant.id.as_str());
+    match registered {
+        None => changes.push(Change::new(
+            t.scope,
+            Action::Create,
+            "catalog entry",
+            register,
+        )),
+        Some(old) if *old != record => changes.push(
+            Change::new(t.scope, Action::Update, "catalog entry", register)
+                .detail(changed_keys(old, &record)),
+        ),
+        Some(_) if origin_now.map(String::as_str) != Some(t.origin.as_str()) => {
+            changes.push(
+                Change::new(t.scope, Action::Update, "catalog entry", register)
+                    .detail(format!("declared by the {}", t.origin.as_str())),
+            );
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// The change of a tenant whose model is no longer `from`: out of the pool, its
+/// rows move with the record in one step (see `Work::Move`); otherwise only the
+/// record switches.
+fn model_change(t: &TenantPlan<'_>, from: &DataModel) -> Change {
+    let tenant = &t.spec.tenant;
+    if *from != DataModel::Pool {
+        return Change::new(
+            t.scope,
+            Action::Update,
+            "catalog entry",
+            Work::Register(Box::new(tenant.clone()), t.origin),
+        )
+        .detail(format!(
+            "model {} → {}: its data is NOT copied (only moves out of the pool copy rows)",
+            from.name(),
+            tenant.model.name()
+        ));
+    }
+    let tables: Vec<String> = t
+        .provisioner
+        .file
+        .shared
+        .pool_tables
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let detail = if tables.is_empty() {
+        format!("pool → {}: no pool tables to copy", tenant.model.name())
+    } else {
+        format!(
+            "pool → {}: copies its rows of {} there, then removes them from the shared tables",
+            tenant.model.name(),
+            tables.join(", ")
+        )
+    };
+    Change::new(
+        t.scope,
+        Action::Update,
+        "model",
+        Work::Move(Box::new(tenant.clone()), t.origin),
+    )
+    .detail(detail)
+}

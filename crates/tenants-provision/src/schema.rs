@@ -1,0 +1,43 @@
+//! Schemas: a bridge tenant's schema in the shared database.
+
+use std::collections::BTreeSet;
+
+use tenants_core::SqlIdent;
+
+use super::engine::{Storage, TenantPlan};
+use super::plan::{Action, Change, Work};
+
+/// Plans a bridge tenant's schema: created (with `USAGE` for the tenant's roles)
+/// when missing, and the migrations it has yet to run.
+pub(crate) fn plan(t: &TenantPlan<'_>, schema: &SqlIdent, changes: &mut Vec<Change>) -> Storage {
+    let exists = t.live.schemas.contains(schema.as_str());
+    if !exists {
+        let q = schema.quoted();
+        changes.push(
+            Change::new(
+                t.scope,
+                Action::Create,
+                format!("schema {schema}"),
+                Work::Sql(
+                    t.shared.clone(),
+                    vec![
+                        format!("CREATE SCHEMA {q}"),
+                        format!("GRANT USAGE ON SCHEMA {q} TO {}", t.role_list),
+                    ],
+                ),
+            )
+            .detail("bridge model, in the shared database")
+            .storage(),
+        );
+    }
+    let applied = t.live.bridge_applied.get(schema.as_str());
+    let pending = if exists {
+        t.provisioner.pending(applied.or(Some(&BTreeSet::new())))
+    } else {
+        t.provisioner.pending(None)
+    };
+    Storage {
+        created: !exists,
+        pending,
+    }
+}
