@@ -1,11 +1,56 @@
-//! Databases: a silo tenant's database, copied from its server's template.
+//! Databases: a silo tenant's database, and the template it is copied from.
 
 use std::collections::BTreeSet;
 
 use tenants_core::SqlIdent;
 
-use super::engine::{Storage, TenantPlan};
-use super::plan::{Action, Change, Work};
+use tenants_core::DataModel;
+
+use super::engine::{SharedPlan, Storage, TenantPlan};
+use super::file::TenantSpec;
+use super::migration;
+use super::plan::{Action, Change, On, Scope, Work};
+
+/// Plans each server's template database, which silo databases are copied from:
+/// created when the server has silo tenants, and migrated. Without migrations
+/// there is no template.
+pub(crate) fn plan_templates(t: &SharedPlan<'_>, specs: &[&TenantSpec], changes: &mut Vec<Change>) {
+    if t.provisioner.migrator.is_none() {
+        return;
+    }
+    for (name, server) in &t.provisioner.file.servers {
+        let has_silos = specs
+            .iter()
+            .any(|s| s.server == *name && matches!(s.tenant.model, DataModel::Silo { .. }));
+        let template = &server.template;
+        let state = t.live.templates.get(name).cloned().flatten();
+        if !has_silos && state.is_none() {
+            continue;
+        }
+        if state.is_none() {
+            let q = template.quoted();
+            changes.push(
+                Change::new(
+                    Scope::Shared,
+                    Action::Create,
+                    format!("database {template}"),
+                    Work::SqlEach(
+                        On {
+                            server: name.clone(),
+                            database: None,
+                        },
+                        vec![
+                            format!("CREATE DATABASE {q}"),
+                            format!("REVOKE CONNECT, TEMPORARY ON DATABASE {q} FROM PUBLIC"),
+                        ],
+                    ),
+                )
+                .detail(format!("template of the silo databases on server {name}")),
+            );
+        }
+        migration::plan_template(t, name, template, state.as_ref(), changes);
+    }
+}
 
 /// Plans a silo tenant's database: created from the server's template (when there
 /// are migrations) with `CONNECT` for the tenant's roles only, and the migrations

@@ -13,11 +13,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
 
 use super::environment::Environment;
-use super::file::{Password, TableName, TenantSpec, TenantsFile, UrlSource};
+use super::file::{TableName, TenantSpec, TenantsFile, UrlSource};
 use super::live::{self, GrantRow, PoolTableLive, ServerLive, quote_ident};
 use super::plan::{Action, Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
 use super::role::is_tenant_role;
-use super::{database, grant, migration, record, role, schema};
+use super::{database, grant, migration, policy, record, role, schema};
 use tenants_db::{Error, TenantRole};
 
 /// Plans and applies tenants files against live PostgreSQL servers, and onboards
@@ -97,6 +97,14 @@ impl TenantPlan<'_> {
     pub(crate) fn server(&self) -> &str {
         &self.spec.server
     }
+}
+
+/// What planning the shared objects reads.
+pub(crate) struct SharedPlan<'a> {
+    pub(crate) provisioner: &'a Provisioner,
+    pub(crate) live: &'a Live,
+    /// The shared database.
+    pub(crate) shared: On,
 }
 
 /// A tenant's storage as planned: whether it is created by this plan, and the
@@ -551,205 +559,31 @@ impl Provisioner {
             .collect()
     }
 
+    /// Plans what every tenant shares, in dependency order: the catalog, the
+    /// application roles and their grants on the catalog, the shared schemas, the
+    /// shared migrations and the pool tables' row-level security, and the silo
+    /// template databases.
     pub(crate) fn plan_shared(
         &self,
         live: &Live,
         specs: &[&TenantSpec],
         changes: &mut Vec<Change>,
     ) {
-        let shared = On {
-            server: self.file.default_server.clone(),
-            database: None,
+        let t = SharedPlan {
+            provisioner: self,
+            live,
+            shared: On {
+                server: self.file.default_server.clone(),
+                database: None,
+            },
         };
-        let scope = Scope::Shared;
-        if !live.catalog {
-            changes.push(
-                Change::new(
-                    scope,
-                    Action::Create,
-                    "catalog tenants.tenants",
-                    Work::InstallCatalog,
-                )
-                .detail("where applications read tenant records"),
-            );
-        }
-        for (name, server) in &self.file.servers {
-            let Some(app) = &server.app_role else {
-                continue;
-            };
-            if !live.servers[name].has_role(app) {
-                changes.push(
-                    Change::new(
-                        scope,
-                        Action::Create,
-                        format!("role {app}"),
-                        Work::CreateLogin {
-                            server: name.clone(),
-                            name: app.clone(),
-                            member_of: None,
-                            password: server
-                                .app_password
-                                .clone()
-                                .or_else(|| server.app_password_env.clone().map(Password::Env)),
-                            search_path: None,
-                        },
-                    )
-                    .detail(format!("application login role on server {name}")),
-                );
-            }
-        }
-        if let Some(app) = self.app_role(&self.file.default_server)
-            && !live.app_reads_catalog
-        {
-            let app = app.quoted();
-            changes.push(Change::new(
-                scope,
-                Action::Update,
-                format!("grants of {} on the catalog", app.trim_matches('"')),
-                Work::Sql(
-                    shared.clone(),
-                    vec![
-                        format!("GRANT USAGE ON SCHEMA tenants TO {app}"),
-                        format!("GRANT SELECT ON tenants.tenants TO {app}"),
-                    ],
-                ),
-            ));
-        }
-        for schema in &self.file.shared.schemas {
-            if !live.schemas.contains(schema.as_str()) {
-                let q = schema.quoted();
-                changes.push(
-                    Change::new(
-                        scope,
-                        Action::Create,
-                        format!("schema {schema}"),
-                        Work::Sql(
-                            shared.clone(),
-                            vec![
-                                format!("CREATE SCHEMA IF NOT EXISTS {q}"),
-                                format!("GRANT USAGE ON SCHEMA {q} TO PUBLIC"),
-                            ],
-                        ),
-                    )
-                    .detail("shared by every tenant"),
-                );
-            }
-        }
-        let pool_tables = &self.file.shared.pool_tables;
-        if !pool_tables.is_empty() {
-            let pending = self.pending(live.shared_applied.as_ref());
-            let migrating = !pending.is_empty();
-            if migrating {
-                changes.push(
-                    Change::new(
-                        scope,
-                        Action::Update,
-                        "migrations of the shared database",
-                        Work::Migrate(MigrateTarget::Shared),
-                    )
-                    .detail(pending_detail(&pending)),
-                );
-            }
-            for (table, state) in pool_tables.iter().zip(&live.pool) {
-                let mut missing = Vec::new();
-                if !state.exists {
-                    missing.push("table missing: expected from the migrations".to_owned());
-                } else {
-                    if !state.tenant_column {
-                        missing.push("add column tenant_id".into());
-                    } else if !state.tenant_default {
-                        missing.push("default tenant_id to the tenant setting".into());
-                    }
-                    if !state.rls {
-                        missing.push("enable row-level security".into());
-                    }
-                    if !state.forced {
-                        missing.push("force row-level security".into());
-                    }
-                    if !state.policy {
-                        missing.push(format!("create policy {}", live::POLICY));
-                    } else if !state.policy_fails_closed {
-                        missing.push(format!(
-                            "make policy {} refuse rows with no tenant ({})",
-                            live::POLICY,
-                            live::POLICY_CHECK
-                        ));
-                    }
-                    if !state.definer_views.is_empty() {
-                        missing.push(format!(
-                            "make views {} read it as their caller (security_invoker)",
-                            state.definer_views.join(", ")
-                        ));
-                    }
-                    if missing.is_empty() && migrating {
-                        // The pending migrations may add columns, keys or views
-                        // over it: checked again once they ran.
-                        missing.push("check again after the migrations".into());
-                    }
-                }
-                if !missing.is_empty() {
-                    changes.push(
-                        Change::new(
-                            scope,
-                            Action::Update,
-                            format!("pool table {table}"),
-                            Work::SecurePoolTables(vec![table.clone()]),
-                        )
-                        .detail(missing.join(", ")),
-                    );
-                }
-            }
-        }
-        if self.migrator.is_some() {
-            for (name, server) in &self.file.servers {
-                let has_silos = specs
-                    .iter()
-                    .any(|s| s.server == *name && matches!(s.tenant.model, DataModel::Silo { .. }));
-                let template = &server.template;
-                let state = live.templates.get(name).cloned().flatten();
-                if !has_silos && state.is_none() {
-                    continue;
-                }
-                if state.is_none() {
-                    changes.push(
-                        Change::new(
-                            scope,
-                            Action::Create,
-                            format!("database {template}"),
-                            Work::SqlEach(
-                                On {
-                                    server: name.clone(),
-                                    database: None,
-                                },
-                                vec![
-                                    format!("CREATE DATABASE {}", template.quoted()),
-                                    format!(
-                                        "REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC",
-                                        template.quoted()
-                                    ),
-                                ],
-                            ),
-                        )
-                        .detail(format!("template of the silo databases on server {name}")),
-                    );
-                }
-                let pending = self.pending(state.as_ref());
-                if !pending.is_empty() {
-                    changes.push(
-                        Change::new(
-                            scope,
-                            Action::Update,
-                            format!("migrations of template {template}"),
-                            Work::Migrate(MigrateTarget::Template {
-                                server: name.clone(),
-                                database: template.clone(),
-                            }),
-                        )
-                        .detail(pending_detail(&pending)),
-                    );
-                }
-            }
-        }
+        record::plan_catalog(&t, changes);
+        role::plan_app_roles(&t, changes);
+        record::plan_app_reads_catalog(&t, changes);
+        schema::plan_shared(&t, changes);
+        let migrating = migration::plan_shared(&t, changes);
+        policy::plan_pool_tables(&t, migrating, changes);
+        database::plan_templates(&t, specs, changes);
     }
 
     /// Where a tenant's own data lives, as [`Live::locations`] keys it: `None` for

@@ -78,6 +78,7 @@ mod live;
 mod migration;
 mod moving;
 mod plan;
+mod policy;
 mod record;
 mod role;
 mod schema;

@@ -5,8 +5,46 @@
 use tenants_core::DataModel;
 use tenants_db::Error;
 
-use super::engine::{TenantPlan, changed_keys};
-use super::plan::{Action, Change, Work};
+use super::engine::{SharedPlan, TenantPlan, changed_keys};
+use super::plan::{Action, Change, Scope, Work};
+
+/// Plans the catalog table `tenants.tenants`, where applications read tenant
+/// records, when it is missing.
+pub(crate) fn plan_catalog(t: &SharedPlan<'_>, changes: &mut Vec<Change>) {
+    if !t.live.catalog {
+        changes.push(
+            Change::new(
+                Scope::Shared,
+                Action::Create,
+                "catalog tenants.tenants",
+                Work::InstallCatalog,
+            )
+            .detail("where applications read tenant records"),
+        );
+    }
+}
+
+/// Plans the application role's right to read the catalog.
+pub(crate) fn plan_app_reads_catalog(t: &SharedPlan<'_>, changes: &mut Vec<Change>) {
+    let provisioner = t.provisioner;
+    if let Some(app) = provisioner.app_role(&provisioner.file.default_server)
+        && !t.live.app_reads_catalog
+    {
+        let app = app.quoted();
+        changes.push(Change::new(
+            Scope::Shared,
+            Action::Update,
+            format!("grants of {} on the catalog", app.trim_matches('"')),
+            Work::Sql(
+                t.shared.clone(),
+                vec![
+                    format!("GRANT USAGE ON SCHEMA tenants TO {app}"),
+                    format!("GRANT SELECT ON tenants.tenants TO {app}"),
+                ],
+            ),
+        ));
+    }
+}
 
 /// Plans the tenant's catalog record: created, updated when it or its origin
 /// changed, or, when its model changed, the move (out of the pool) or the switch

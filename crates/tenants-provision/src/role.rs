@@ -5,9 +5,40 @@ use std::collections::{BTreeSet, HashSet};
 
 use tenants_db::TenantRole;
 
-use super::engine::TenantPlan;
+use super::engine::{SharedPlan, TenantPlan};
+use super::file::Password;
 use super::live::quote_ident;
-use super::plan::{Action, Change, Work};
+use super::plan::{Action, Change, Scope, Work};
+
+/// Plans each server's application login role (the file's `app_role`) when it
+/// does not exist.
+pub(crate) fn plan_app_roles(t: &SharedPlan<'_>, changes: &mut Vec<Change>) {
+    for (name, server) in &t.provisioner.file.servers {
+        let Some(app) = &server.app_role else {
+            continue;
+        };
+        if !t.live.servers[name].has_role(app) {
+            changes.push(
+                Change::new(
+                    Scope::Shared,
+                    Action::Create,
+                    format!("role {app}"),
+                    Work::CreateLogin {
+                        server: name.clone(),
+                        name: app.clone(),
+                        member_of: None,
+                        password: server
+                            .app_password
+                            .clone()
+                            .or_else(|| server.app_password_env.clone().map(Password::Env)),
+                        search_path: None,
+                    },
+                )
+                .detail(format!("application login role on server {name}")),
+            );
+        }
+    }
+}
 
 /// Plans the tenant's group roles (`tenant_{id}_admin`, `_developer`,
 /// `_customer`) that do not exist yet.

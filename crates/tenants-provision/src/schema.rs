@@ -1,11 +1,36 @@
-//! Schemas: a bridge tenant's schema in the shared database.
+//! Schemas: a bridge tenant's schema in the shared database, and the schemas
+//! every tenant shares.
 
 use std::collections::BTreeSet;
 
 use tenants_core::SqlIdent;
 
-use super::engine::{Storage, TenantPlan};
-use super::plan::{Action, Change, Work};
+use super::engine::{SharedPlan, Storage, TenantPlan};
+use super::plan::{Action, Change, Scope, Work};
+
+/// Plans the schemas every tenant shares (`[shared] schemas`), readable by all.
+pub(crate) fn plan_shared(t: &SharedPlan<'_>, changes: &mut Vec<Change>) {
+    for schema in &t.provisioner.file.shared.schemas {
+        if !t.live.schemas.contains(schema.as_str()) {
+            let q = schema.quoted();
+            changes.push(
+                Change::new(
+                    Scope::Shared,
+                    Action::Create,
+                    format!("schema {schema}"),
+                    Work::Sql(
+                        t.shared.clone(),
+                        vec![
+                            format!("CREATE SCHEMA IF NOT EXISTS {q}"),
+                            format!("GRANT USAGE ON SCHEMA {q} TO PUBLIC"),
+                        ],
+                    ),
+                )
+                .detail("shared by every tenant"),
+            );
+        }
+    }
+}
 
 /// Plans a bridge tenant's schema: created (with `USAGE` for the tenant's roles)
 /// when missing, and the migrations it has yet to run.
