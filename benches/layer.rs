@@ -68,11 +68,14 @@ fn request(uri: &str, headers: &[(&str, &str)]) -> Request<String> {
     builder.body(String::new()).unwrap()
 }
 
+/// The layer against the bare service; `decode`, for token resolvers, is
+/// `jsonwebtoken::decode` of the same token alone, measured in the same group.
 fn compare<R: Resolver + 'static>(
     c: &mut Criterion,
     name: &str,
     resolver: R,
     make: impl Fn() -> Request<String> + Copy,
+    decode: Option<&dyn Fn()>,
 ) {
     let bare = service_fn(|_: Request<String>| async {
         Ok::<_, Infallible>(Response::new(String::new()))
@@ -96,13 +99,40 @@ fn compare<R: Resolver + 'static>(
             BatchSize::SmallInput,
         )
     });
+    if let Some(decode) = decode {
+        group.bench_function("jsonwebtoken::decode alone (comparison)", |b| {
+            b.iter(decode)
+        });
+    }
     group.finish();
 }
 
+/// `jsonwebtoken::decode` of `bearer` (`Bearer <token>`) with `key`.
+fn decode_alone(
+    bearer: &'static str,
+    key: jsonwebtoken::DecodingKey,
+    algorithm: Algorithm,
+) -> impl Fn() {
+    let token = bearer.trim_start_matches("Bearer ");
+    let validation = jsonwebtoken::Validation::new(algorithm);
+    move || {
+        jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            black_box(token),
+            &key,
+            &validation,
+        )
+        .unwrap();
+    }
+}
+
 fn resolvers(c: &mut Criterion) {
-    compare(c, "header", HeaderResolver::new("x-tenant-id"), || {
-        request("/todos", &[("x-tenant-id", "acme")])
-    });
+    compare(
+        c,
+        "header",
+        HeaderResolver::new("x-tenant-id"),
+        || request("/todos", &[("x-tenant-id", "acme")]),
+        None,
+    );
     compare(
         c,
         "subdomain",
@@ -113,10 +143,15 @@ fn resolvers(c: &mut Criterion) {
                 .insert("host", "acme.example.com".parse().unwrap());
             req
         },
+        None,
     );
-    compare(c, "path", PathResolver::new("/t/{tenant}").unwrap(), || {
-        request("/t/acme/todos", &[])
-    });
+    compare(
+        c,
+        "path",
+        PathResolver::new("/t/{tenant}").unwrap(),
+        || request("/t/acme/todos", &[]),
+        None,
+    );
 
     static HS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static RS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -154,6 +189,11 @@ fn resolvers(c: &mut Criterion) {
         "jwt HS256",
         JwtResolver::new(JwtKeys::new().hmac(SECRET, Algorithm::HS256).unwrap()),
         || request("/todos", &[("authorization", HS.get().unwrap())]),
+        Some(&decode_alone(
+            HS.get().unwrap(),
+            jsonwebtoken::DecodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )),
     );
     compare(
         c,
@@ -164,12 +204,22 @@ fn resolvers(c: &mut Criterion) {
                 .unwrap(),
         ),
         || request("/todos", &[("authorization", RS.get().unwrap())]),
+        Some(&decode_alone(
+            RS.get().unwrap(),
+            jsonwebtoken::DecodingKey::from_rsa_pem(RSA_PUBLIC).unwrap(),
+            Algorithm::RS256,
+        )),
     );
     compare(
         c,
         "jwt ES256",
         JwtResolver::new(JwtKeys::new().ec_pem(EC_PUBLIC, Algorithm::ES256).unwrap()),
         || request("/todos", &[("authorization", ES.get().unwrap())]),
+        Some(&decode_alone(
+            ES.get().unwrap(),
+            jsonwebtoken::DecodingKey::from_ec_pem(EC_PUBLIC).unwrap(),
+            Algorithm::ES256,
+        )),
     );
     let _ = (hs, rs);
 }
