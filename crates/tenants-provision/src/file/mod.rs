@@ -17,12 +17,14 @@ mod profile;
 mod raw;
 mod source;
 mod team;
+mod tenant;
 
 use build::*;
 use profile::*;
 use raw::*;
 use source::*;
 use team::*;
+use tenant::*;
 use tenants_db::{ConnectionMode, Error, TenantRole, UnknownConnectionMode};
 
 /// The template database silo databases are copied from, unless a server names its own.
