@@ -6,9 +6,10 @@ use std::fmt;
 use sqlx::Acquire;
 use tenants_core::{DataModel, TenantId};
 
-use super::engine::{Provisioner, tenant_grant_diff, tenant_grant_rows};
+use super::engine::{Live, Provisioner, tenant_grant_diff, tenant_grant_rows};
 use super::file::TenantSpec;
 use super::live;
+use super::live::RoleLive;
 use super::plan::Origin;
 use tenants_db::{Error, HAZARDS_SQL, Hazard, TenantRole};
 
@@ -159,11 +160,27 @@ impl Provisioner {
     pub async fn doctor(&self) -> Result<Vec<Finding>, Error> {
         let specs: Vec<&TenantSpec> = self.file.tenants.iter().collect();
         let live = self.read_live(&specs).await?;
-        let mut findings = Vec::new();
+        let mut findings = self.app_role_findings(&live);
+        findings.extend(self.hazards_as_app(&live).await?);
+        findings.extend(self.policy_findings().await?);
+        findings.extend(self.pool_table_findings(&live));
+        // Drift between the file and the database.
+        let users: HashSet<&str> = self
+            .file
+            .tenants
+            .iter()
+            .flat_map(|t| t.users.iter().map(|u| u.name.as_str()))
+            .collect();
+        for spec in &specs {
+            findings.extend(tenant_findings(spec, &live, &users));
+        }
+        findings.extend(self.undeclared_records(&live));
+        Ok(findings)
+    }
 
-        // The application roles, and the pool tables as the application role sees them.
-        let shared = self.shared_pool()?;
-        let default = &self.file.default_server;
+    /// Each server's application role: missing, superuser or BYPASSRLS.
+    fn app_role_findings(&self, live: &Live) -> Vec<Finding> {
+        let mut findings = Vec::new();
         for (name, server) in &self.file.servers {
             let Some(app) = &server.app_role else {
                 continue;
@@ -186,6 +203,14 @@ impl Provisioner {
                 }
             }
         }
+        findings
+    }
+
+    /// The shared database's hazards ([`HAZARDS_SQL`]) as the application role sees
+    /// them (in a transaction that `SET LOCAL ROLE`s to it, rolled back).
+    async fn hazards_as_app(&self, live: &Live) -> Result<Vec<Finding>, Error> {
+        let shared = self.shared_pool()?;
+        let default = &self.file.default_server;
         let app = self
             .app_role(default)
             .filter(|app| live.servers[default].has_role(app));
@@ -199,8 +224,9 @@ impl Provisioner {
         }
         let rows: Vec<(String, String)> = sqlx::query_as(HAZARDS_SQL).fetch_all(&mut *tx).await?;
         tx.rollback().await?;
+        let mut findings = Vec::new();
         for (kind, subject) in rows {
-            // Superuser and BYPASSRLS were checked above, for every server.
+            // Superuser and BYPASSRLS were checked for every server already.
             let table_hazard = matches!(
                 kind.as_str(),
                 "rls-disabled"
@@ -213,7 +239,12 @@ impl Provisioner {
                 findings.push(Finding::Hazard(hazard));
             }
         }
-        findings.extend(self.policy_findings().await?);
+        Ok(findings)
+    }
+
+    /// Pool tables that are missing, unprotected, or keyed without `tenant_id`.
+    fn pool_table_findings(&self, live: &Live) -> Vec<Finding> {
+        let mut findings = Vec::new();
         for (table, state) in self.file.shared.pool_tables.iter().zip(&live.pool) {
             for key in &state.keys_without_tenant {
                 findings.push(Finding::PoolTable {
@@ -241,96 +272,13 @@ impl Provisioner {
                 problem: problem.into(),
             });
         }
+        findings
+    }
 
-        // Drift between the file and the database.
-        let users: HashSet<&str> = self
-            .file
-            .tenants
-            .iter()
-            .flat_map(|t| t.users.iter().map(|u| u.name.as_str()))
-            .collect();
-        for spec in &specs {
-            let id = spec.tenant.id;
-            let server = &live.servers[&spec.server];
-            let mut missing = Vec::new();
-            if !live.records.contains_key(id.as_str()) {
-                missing.push("catalog entry".to_owned());
-            }
-            match &spec.tenant.model {
-                DataModel::Bridge { schema } if !live.schemas.contains(schema.as_str()) => {
-                    missing.push(format!("schema {schema}"));
-                }
-                DataModel::Silo { database, .. }
-                    if !server.databases.contains(database.as_str()) =>
-                {
-                    missing.push(format!("database {database}"));
-                }
-                _ => {}
-            }
-            for role in TenantRole::ALL {
-                let name = role.role_name(&id);
-                match server.roles.get(name.as_str()) {
-                    None => missing.push(format!("role {name}")),
-                    Some(live_role) => {
-                        for (has, attribute) in [
-                            (live_role.login, "LOGIN"),
-                            (live_role.superuser, "SUPERUSER"),
-                            (live_role.bypassrls, "BYPASSRLS"),
-                            (live_role.creates, "CREATEDB or CREATEROLE"),
-                        ] {
-                            if has {
-                                findings.push(Finding::RoleAttribute {
-                                    role: name.to_string(),
-                                    attribute,
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-            for user in &spec.users {
-                match server.roles.get(user.name.as_str()) {
-                    None => missing.push(format!("user {}", user.name)),
-                    Some(live_role) => {
-                        for (has, attribute) in [
-                            (live_role.superuser, "SUPERUSER"),
-                            (live_role.bypassrls, "BYPASSRLS"),
-                            (live_role.creates, "CREATEDB or CREATEROLE"),
-                        ] {
-                            if has {
-                                findings.push(Finding::RoleAttribute {
-                                    role: user.name.to_string(),
-                                    attribute,
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-            if !missing.is_empty() {
-                findings.push(Finding::NotProvisioned {
-                    tenant: id,
-                    missing: missing.join(", "),
-                });
-            }
-            let rows = tenant_grant_rows(spec, &live);
-            for (_, grant) in tenant_grant_diff(spec, rows).revokes {
-                findings.push(Finding::ExtraGrant { tenant: id, grant });
-            }
-            for row in rows {
-                if let (Some(grantee), Some(privilege)) = (&row.grantee, &row.privilege)
-                    && users.contains(grantee.as_str())
-                {
-                    findings.push(Finding::ExtraGrant {
-                        tenant: id,
-                        grant: format!(
-                            "user {grantee} holds {privilege} on {}.{} directly, not through its role",
-                            row.schema, row.relation
-                        ),
-                    });
-                }
-            }
-        }
+    /// Catalog records of tenants neither the file declares nor a runtime sign-up
+    /// made.
+    fn undeclared_records(&self, live: &Live) -> Vec<Finding> {
+        let mut findings = Vec::new();
         for id in live.records.keys() {
             let declared = self.file.tenants.iter().any(|t| t.tenant.id == id.as_str());
             let runtime = live
@@ -344,8 +292,94 @@ impl Provisioner {
                 findings.push(Finding::NotDeclared { tenant });
             }
         }
-        Ok(findings)
+        findings
     }
+}
+
+/// One declared tenant's drift: objects missing, roles with attributes they must
+/// not have, and grants beyond what its roles allow (`users`: every declared login).
+fn tenant_findings(spec: &TenantSpec, live: &Live, users: &HashSet<&str>) -> Vec<Finding> {
+    let id = spec.tenant.id;
+    let server = &live.servers[&spec.server];
+    let mut findings = Vec::new();
+    let mut missing = Vec::new();
+    if !live.records.contains_key(id.as_str()) {
+        missing.push("catalog entry".to_owned());
+    }
+    match &spec.tenant.model {
+        DataModel::Bridge { schema } if !live.schemas.contains(schema.as_str()) => {
+            missing.push(format!("schema {schema}"));
+        }
+        DataModel::Silo { database, .. } if !server.databases.contains(database.as_str()) => {
+            missing.push(format!("database {database}"));
+        }
+        _ => {}
+    }
+    for role in TenantRole::ALL {
+        let name = role.role_name(&id);
+        match server.roles.get(name.as_str()) {
+            None => missing.push(format!("role {name}")),
+            Some(live_role) => findings.extend(attributes(name.as_str(), live_role, true)),
+        }
+    }
+    for user in &spec.users {
+        match server.roles.get(user.name.as_str()) {
+            None => missing.push(format!("user {}", user.name)),
+            Some(live_role) => findings.extend(attributes(user.name.as_str(), live_role, false)),
+        }
+    }
+    if !missing.is_empty() {
+        findings.push(Finding::NotProvisioned {
+            tenant: id,
+            missing: missing.join(", "),
+        });
+    }
+    findings.extend(extra_grants(spec, live, users));
+    findings
+}
+
+/// The attributes a tenant role or user must not have (`LOGIN` only for a group
+/// role: users log in).
+fn attributes(role: &str, live_role: &RoleLive, group: bool) -> Vec<Finding> {
+    [
+        (group && live_role.login, "LOGIN"),
+        (live_role.superuser, "SUPERUSER"),
+        (live_role.bypassrls, "BYPASSRLS"),
+        (live_role.creates, "CREATEDB or CREATEROLE"),
+    ]
+    .into_iter()
+    .filter(|(has, _)| *has)
+    .map(|(_, attribute)| Finding::RoleAttribute {
+        role: role.to_owned(),
+        attribute,
+    })
+    .collect()
+}
+
+/// Privileges beyond what the tenant's roles allow, and privileges a declared
+/// user holds directly instead of through its role.
+fn extra_grants(spec: &TenantSpec, live: &Live, users: &HashSet<&str>) -> Vec<Finding> {
+    let id = spec.tenant.id;
+    let rows = tenant_grant_rows(spec, live);
+    let mut findings: Vec<Finding> = tenant_grant_diff(spec, rows)
+        .revokes
+        .into_iter()
+        .map(|(_, grant)| Finding::ExtraGrant { tenant: id, grant })
+        .collect();
+    for row in rows {
+        if let (Some(grantee), Some(privilege)) = (&row.grantee, &row.privilege)
+            && users.contains(grantee.as_str())
+        {
+            findings.push(Finding::ExtraGrant {
+                tenant: id,
+                grant: format!(
+                    "user {grantee} holds {privilege} on {}.{} directly, not through its role",
+                    row.schema, row.relation
+                ),
+            });
+        }
+    }
+    findings
 }
 
 #[cfg(test)]
