@@ -4,12 +4,84 @@ use std::collections::BTreeSet;
 
 use tenants_core::SqlIdent;
 
+use futures_util::{StreamExt, TryStreamExt};
 use tenants_core::DataModel;
+use tenants_db::Error;
 
-use super::engine::{SharedPlan, Storage, TenantPlan};
+use super::engine::{Live, Provisioner, SharedPlan, SiloRead, Storage, TenantPlan};
 use super::file::TenantSpec;
+use super::live;
 use super::migration;
 use super::plan::{Action, Change, On, Scope, Work};
+
+/// Reads the migration history of each server's template database (`None` when
+/// it does not exist); without migrations there are no templates.
+pub(crate) async fn read_templates(
+    provisioner: &Provisioner,
+    live: &mut Live,
+) -> Result<(), Error> {
+    if provisioner.migrator.is_none() {
+        return Ok(());
+    }
+    for (name, server) in &provisioner.file.servers {
+        let exists = live.servers[name]
+            .databases
+            .contains(server.template.as_str());
+        let applied = if exists {
+            let options = provisioner.database(name, &server.template)?;
+            let mut conn = live::connect(&options).await?;
+            let applied = live::applied(&mut conn).await;
+            live::close(conn, applied).await?.or(Some(BTreeSet::new()))
+        } else {
+            None
+        };
+        live.templates.insert(name.clone(), applied);
+    }
+    Ok(())
+}
+
+/// Reads the migration history and grants of the silo databases that exist, a
+/// few at a time.
+pub(crate) async fn read_silos(
+    provisioner: &Provisioner,
+    specs: &[&TenantSpec],
+    live: &mut Live,
+) -> Result<(), Error> {
+    let silos: Vec<(String, SqlIdent)> = specs
+        .iter()
+        .filter_map(|s| match &s.tenant.model {
+            DataModel::Silo { database, .. }
+                if live.servers[&s.server]
+                    .databases
+                    .contains(database.as_str()) =>
+            {
+                Some((s.server.clone(), database.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let read = futures_util::stream::iter(silos)
+        .map(|(server, database)| -> SiloRead<'_> {
+            Box::pin(async move {
+                let options = provisioner.database(&server, &database)?;
+                let mut conn = live::connect(&options).await?;
+                let state = async {
+                    let applied = live::applied(&mut conn).await?;
+                    let public = ["public".to_owned()];
+                    let grants = live::grants_in_schemas(&mut conn, &public).await?;
+                    Ok::<_, Error>((applied, grants))
+                }
+                .await;
+                let state = live::close(conn, state).await?;
+                Ok(((server, database.to_string()), state))
+            })
+        })
+        .buffer_unordered(provisioner.parallel)
+        .try_collect::<Vec<_>>()
+        .await?;
+    live.silos = read.into_iter().collect();
+    Ok(())
+}
 
 /// Plans each server's template database, which silo databases are copied from:
 /// created when the server has silo tenants, and migrated. Without migrations

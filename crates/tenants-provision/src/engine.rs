@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use futures_util::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -119,7 +118,7 @@ pub(crate) struct Storage {
 pub(crate) type SiloLive = (Option<BTreeSet<i64>>, Vec<GrantRow>);
 
 /// Reading one silo database: `(server, database)` and what it holds.
-type SiloRead<'a> =
+pub(crate) type SiloRead<'a> =
     futures_util::future::BoxFuture<'a, Result<((String, String), SiloLive), Error>>;
 
 impl Provisioner {
@@ -403,12 +402,18 @@ impl Provisioner {
         Ok(plan)
     }
 
+    /// Reads what the servers hold of everything the file declares: the servers'
+    /// roles and databases, the catalog, the pool tables, the bridge schemas, the
+    /// silo templates and databases.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AdminBehindPooler`] when a server's admin connection loses its
+    /// session between statements (migrations need session locks and a
+    /// `search_path` given at connection start); database errors.
     pub(crate) async fn read_live(&self, specs: &[&TenantSpec]) -> Result<Live, Error> {
         let mut live = Live::default();
         for (name, pool) in &self.pools {
-            // Migrations hold session advisory locks and get their search_path at
-            // connection start: through a transaction pooler both would silently
-            // land on whichever server connection is free.
             if !tenants_db::Sqlx::keeps_sessions(pool).await? {
                 return Err(Error::AdminBehindPooler {
                     server: name.clone(),
@@ -422,123 +427,11 @@ impl Provisioner {
             .fetch_all(shared)
             .await?;
         live.schemas = schemas.into_iter().collect();
-        let installed: (bool, bool) = sqlx::query_as(
-            "SELECT to_regclass('tenants.tenants') IS NOT NULL, \
-                    to_regclass('tenants.provisioned') IS NOT NULL",
-        )
-        .fetch_one(shared)
-        .await?;
-        live.catalog = installed.0 && installed.1;
-        if live.catalog {
-            let records: Vec<(String, sqlx::types::Json<serde_json::Value>)> =
-                sqlx::query_as("SELECT id, record FROM tenants.tenants")
-                    .fetch_all(shared)
-                    .await?;
-            live.records = records.into_iter().map(|(id, r)| (id, r.0)).collect();
-            for (id, record) in &live.records {
-                if let Ok(tenant) = serde_json::from_value::<Tenant>(record.clone())
-                    && let Some(location) = self.location(&tenant.model, None)
-                {
-                    live.locations.insert(location, id.clone());
-                }
-            }
-            let provisioned: Vec<(String, String)> =
-                sqlx::query_as("SELECT id, origin FROM tenants.provisioned")
-                    .fetch_all(shared)
-                    .await?;
-            live.provisioned = provisioned.into_iter().collect();
-            if let Some(app) = self.app_role(&self.file.default_server)
-                && live.servers[&self.file.default_server].has_role(app)
-            {
-                live.app_reads_catalog = sqlx::query_scalar(
-                    "SELECT has_schema_privilege($1, 'tenants', 'USAGE') \
-                     AND has_table_privilege($1, 'tenants.tenants', 'SELECT')",
-                )
-                .bind(app.as_str())
-                .fetch_one(shared)
-                .await?;
-            }
-        }
-        let pool_tables = &self.file.shared.pool_tables;
-        if !pool_tables.is_empty() {
-            live.pool = live::pool_tables(shared, pool_tables).await?;
-            live.pool_grants = live::grants_on_tables(shared, pool_tables).await?;
-            if self.migrator.is_some() {
-                let mut conn = shared.acquire().await?;
-                live.shared_applied = live::applied(&mut conn).await?;
-            }
-        }
-        // Bridge schemas that exist.
-        let bridge: Vec<SqlIdent> = specs
-            .iter()
-            .filter_map(|s| match &s.tenant.model {
-                DataModel::Bridge { schema } if live.schemas.contains(schema.as_str()) => {
-                    Some(schema.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        if !bridge.is_empty() {
-            live.bridge_applied = live::applied_in_schemas(shared, &bridge).await?;
-            let names: Vec<String> = bridge.iter().map(ToString::to_string).collect();
-            for row in live::grants_in_schemas(shared, &names).await? {
-                live.bridge_grants
-                    .entry(row.schema.clone())
-                    .or_default()
-                    .push(row);
-            }
-        }
-        // Templates of servers with silo tenants.
-        if self.migrator.is_some() {
-            for (name, server) in &self.file.servers {
-                let exists = live.servers[name]
-                    .databases
-                    .contains(server.template.as_str());
-                let applied = if exists {
-                    let options = self.database(name, &server.template)?;
-                    let mut conn = live::connect(&options).await?;
-                    let applied = live::applied(&mut conn).await;
-                    live::close(conn, applied).await?.or(Some(BTreeSet::new()))
-                } else {
-                    None
-                };
-                live.templates.insert(name.clone(), applied);
-            }
-        }
-        // Silo databases that exist, a few at a time.
-        let silos: Vec<(String, SqlIdent)> = specs
-            .iter()
-            .filter_map(|s| match &s.tenant.model {
-                DataModel::Silo { database, .. }
-                    if live.servers[&s.server]
-                        .databases
-                        .contains(database.as_str()) =>
-                {
-                    Some((s.server.clone(), database.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        let read = futures_util::stream::iter(silos)
-            .map(|(server, database)| -> SiloRead<'_> {
-                Box::pin(async move {
-                    let options = self.database(&server, &database)?;
-                    let mut conn = live::connect(&options).await?;
-                    let state = async {
-                        let applied = live::applied(&mut conn).await?;
-                        let public = ["public".to_owned()];
-                        let grants = live::grants_in_schemas(&mut conn, &public).await?;
-                        Ok::<_, Error>((applied, grants))
-                    }
-                    .await;
-                    let state = live::close(conn, state).await?;
-                    Ok(((server, database.to_string()), state))
-                })
-            })
-            .buffer_unordered(self.parallel)
-            .try_collect::<Vec<_>>()
-            .await?;
-        live.silos = read.into_iter().collect();
+        record::read(self, shared, &mut live).await?;
+        policy::read(self, shared, &mut live).await?;
+        schema::read_bridges(shared, specs, &mut live).await?;
+        database::read_templates(self, &mut live).await?;
+        database::read_silos(self, specs, &mut live).await?;
         Ok(live)
     }
 
@@ -588,7 +481,7 @@ impl Provisioner {
 
     /// Where a tenant's own data lives, as [`Live::locations`] keys it: `None` for
     /// the pool. `server` is the tenant's server, when known.
-    fn location(&self, model: &DataModel, server: Option<&str>) -> Option<String> {
+    pub(crate) fn location(&self, model: &DataModel, server: Option<&str>) -> Option<String> {
         match model {
             DataModel::Pool => None,
             DataModel::Bridge { schema } => Some(format!("schema {schema}")),

@@ -2,8 +2,31 @@
 //! `tenant_isolation` policy failing closed) and the views over them reading as
 //! their caller.
 
-use super::engine::SharedPlan;
+use sqlx::PgPool;
+use tenants_db::Error;
+
+use super::engine::{Live, Provisioner, SharedPlan};
 use super::live::{self, PoolTableLive};
+
+/// Reads the pool tables' protection and grants, and the shared database's
+/// migration history.
+pub(crate) async fn read(
+    provisioner: &Provisioner,
+    shared: &PgPool,
+    live: &mut Live,
+) -> Result<(), Error> {
+    let pool_tables = &provisioner.file.shared.pool_tables;
+    if pool_tables.is_empty() {
+        return Ok(());
+    }
+    live.pool = live::pool_tables(shared, pool_tables).await?;
+    live.pool_grants = live::grants_on_tables(shared, pool_tables).await?;
+    if provisioner.migrator.is_some() {
+        let mut conn = shared.acquire().await?;
+        live.shared_applied = live::applied(&mut conn).await?;
+    }
+    Ok(())
+}
 use super::plan::{Action, Change, Scope, Work};
 
 /// Plans securing each pool table that lacks part of its protection; with

@@ -2,11 +2,62 @@
 //! applications see a tenant only once it is ready; a model change out of the
 //! pool moves the tenant's rows with it.
 
-use tenants_core::DataModel;
+use sqlx::PgPool;
+use tenants_core::{DataModel, Tenant};
 use tenants_db::Error;
 
-use super::engine::{SharedPlan, TenantPlan, changed_keys};
+use super::engine::{Live, Provisioner, SharedPlan, TenantPlan, changed_keys};
 use super::plan::{Action, Change, Scope, Work};
+
+/// Reads the catalog: whether it is installed, its records (and where each
+/// tenant's storage is), which tenants were provisioned by whom, and whether the
+/// application role may read it.
+pub(crate) async fn read(
+    provisioner: &Provisioner,
+    shared: &PgPool,
+    live: &mut Live,
+) -> Result<(), Error> {
+    let installed: (bool, bool) = sqlx::query_as(
+        "SELECT to_regclass('tenants.tenants') IS NOT NULL, \
+                to_regclass('tenants.provisioned') IS NOT NULL",
+    )
+    .fetch_one(shared)
+    .await?;
+    live.catalog = installed.0 && installed.1;
+    if !live.catalog {
+        return Ok(());
+    }
+    let records: Vec<(String, sqlx::types::Json<serde_json::Value>)> =
+        sqlx::query_as("SELECT id, record FROM tenants.tenants")
+            .fetch_all(shared)
+            .await?;
+    live.records = records.into_iter().map(|(id, r)| (id, r.0)).collect();
+    for (id, record) in &live.records {
+        if let Ok(tenant) = serde_json::from_value::<Tenant>(record.clone())
+            && let Some(location) = provisioner.location(&tenant.model, None)
+        {
+            live.locations.insert(location, id.clone());
+        }
+    }
+    let provisioned: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, origin FROM tenants.provisioned")
+            .fetch_all(shared)
+            .await?;
+    live.provisioned = provisioned.into_iter().collect();
+    let default = &provisioner.file.default_server;
+    if let Some(app) = provisioner.app_role(default)
+        && live.servers[default].has_role(app)
+    {
+        live.app_reads_catalog = sqlx::query_scalar(
+            "SELECT has_schema_privilege($1, 'tenants', 'USAGE') \
+             AND has_table_privilege($1, 'tenants.tenants', 'SELECT')",
+        )
+        .bind(app.as_str())
+        .fetch_one(shared)
+        .await?;
+    }
+    Ok(())
+}
 
 /// Plans the catalog table `tenants.tenants`, where applications read tenant
 /// records, when it is missing.

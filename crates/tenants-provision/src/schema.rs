@@ -3,9 +3,42 @@
 
 use std::collections::BTreeSet;
 
-use tenants_core::SqlIdent;
+use sqlx::PgPool;
+use tenants_core::{DataModel, SqlIdent};
+use tenants_db::Error;
 
-use super::engine::{SharedPlan, Storage, TenantPlan};
+use super::engine::{Live, SharedPlan, Storage, TenantPlan};
+use super::file::TenantSpec;
+use super::live;
+
+/// Reads the migration history and grants of the bridge schemas that exist.
+pub(crate) async fn read_bridges(
+    shared: &PgPool,
+    specs: &[&TenantSpec],
+    live: &mut Live,
+) -> Result<(), Error> {
+    let bridge: Vec<SqlIdent> = specs
+        .iter()
+        .filter_map(|s| match &s.tenant.model {
+            DataModel::Bridge { schema } if live.schemas.contains(schema.as_str()) => {
+                Some(schema.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if bridge.is_empty() {
+        return Ok(());
+    }
+    live.bridge_applied = live::applied_in_schemas(shared, &bridge).await?;
+    let names: Vec<String> = bridge.iter().map(ToString::to_string).collect();
+    for row in live::grants_in_schemas(shared, &names).await? {
+        live.bridge_grants
+            .entry(row.schema.clone())
+            .or_default()
+            .push(row);
+    }
+    Ok(())
+}
 use super::plan::{Action, Change, Scope, Work};
 
 /// Plans the schemas every tenant shares (`[shared] schemas`), readable by all.
