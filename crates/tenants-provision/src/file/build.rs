@@ -7,74 +7,132 @@ pub(super) fn build(sources: &[Source]) -> Result<TenantsFile, Error> {
         .iter()
         .map(Source::parse)
         .collect::<Result<Vec<_>, _>>()?;
-
-    // Servers and [shared]: root files only, each declared once.
-    let mut servers = BTreeMap::new();
-    let mut shared: Option<(&Source, &RawShared)> = None;
-    let mut profiles = BTreeMap::new();
     let mut claims = Claims::default();
+    let roots = roots(sources, &raws, &mut claims)?;
+    let (shared_spec, default_server) = match roots.shared {
+        Some((source, raw)) => shared_spec(source, raw, &roots.servers)?,
+        None => (SharedSpec::default(), only_server(&roots.servers)),
+    };
+    reserve_names(&roots.servers, &shared_spec, &mut claims);
+    for (name, (source, profile)) in &roots.profiles {
+        check_profile(source, name, profile, &roots.servers)?;
+    }
+    let teams = sources.iter().filter_map(|s| s.team.clone()).collect();
+    let context = Context {
+        servers: &roots.servers,
+        default_server: &default_server,
+        profiles: &roots.profiles,
+        teams: &teams,
+    };
+    let mut tenants = Vec::new();
     for (source, raw) in sources.iter().zip(&raws) {
+        for (key, tenant) in &raw.tenants {
+            tenants.push(tenant_spec(source, key, tenant, &context, &mut claims)?);
+        }
+    }
+    tenants.sort_by_key(|t| t.tenant.id);
+    if roots.servers.is_empty() {
+        return Err(sources[0].error(
+            None,
+            None,
+            "no servers declared: add [servers.<name>] with url_env = \"DATABASE_URL\"",
+        ));
+    }
+    Ok(TenantsFile {
+        servers: roots.servers,
+        default_server,
+        shared: shared_spec,
+        tenants,
+    })
+}
+
+/// What the root files declare once for every tenant.
+struct Roots<'a> {
+    servers: BTreeMap<String, ServerSpec>,
+    shared: Option<(&'a Source, &'a RawShared)>,
+    profiles: BTreeMap<String, (&'a Source, &'a RawProfile)>,
+}
+
+/// Servers, `[shared]` and profiles: from root files only, each declared once.
+fn roots<'a>(
+    sources: &'a [Source],
+    raws: &'a [RawFile],
+    claims: &mut Claims,
+) -> Result<Roots<'a>, Error> {
+    let mut roots = Roots {
+        servers: BTreeMap::new(),
+        shared: None,
+        profiles: BTreeMap::new(),
+    };
+    for (source, raw) in sources.iter().zip(raws) {
         if let Some(team) = &source.team {
-            if let Some(name) = raw.servers.keys().next() {
-                return Err(source.error_at(
-                    &[Seg::Key("servers"), Seg::Key(name)],
-                    format!(
-                        "a file of team directory {team:?} may not declare servers: \
-                         declare them once, in a file at the top of the directory"
-                    ),
-                ));
-            }
-            if raw.shared.is_some() {
-                return Err(source.error_at(
-                    &[Seg::Key("shared")],
-                    format!(
-                        "a file of team directory {team:?} may not declare [shared]: \
-                         declare it once, in a file at the top of the directory"
-                    ),
-                ));
-            }
-            if let Some(name) = raw.profiles.keys().next() {
-                return Err(source.error_at(
-                    &[Seg::Key("profiles"), Seg::Key(name)],
-                    format!(
-                        "a file of team directory {team:?} may not declare profiles: \
-                         declare them once, in a file at the top of the directory, and \
-                         name one with profile = \"...\""
-                    ),
-                ));
-            }
+            refuse_in_team(source, raw, team)?;
         }
         for (name, profile) in &raw.profiles {
             let at = [Seg::Key("profiles"), Seg::Key(name)];
             claims
                 .claim("profile", name, &source.origin)
                 .map_err(|m| source.error_at(&at, m))?;
-            profiles.insert(name.clone(), (source, profile));
+            roots.profiles.insert(name.clone(), (source, profile));
         }
         for (name, server) in &raw.servers {
             let at = [Seg::Key("servers"), Seg::Key(name)];
             claims
                 .claim("server", name, &source.origin)
                 .map_err(|m| source.error_at(&at, m))?;
-            servers.insert(name.clone(), server_spec(source, name, server)?);
+            roots
+                .servers
+                .insert(name.clone(), server_spec(source, name, server)?);
         }
         if let Some(this) = &raw.shared {
-            if let Some((first, _)) = shared {
+            if let Some((first, _)) = roots.shared {
                 return Err(source.error_at(
                     &[Seg::Key("shared")],
                     format!("[shared] is already declared in {}", first.origin),
                 ));
             }
-            shared = Some((source, this));
+            roots.shared = Some((source, this));
         }
     }
+    Ok(roots)
+}
 
-    let (shared_spec, default_server) = match shared {
-        Some((source, raw)) => shared_spec(source, raw, &servers)?,
-        None => (SharedSpec::default(), only_server(&servers)),
-    };
+/// A team directory's file declares no servers, `[shared]` nor profiles.
+fn refuse_in_team(source: &Source, raw: &RawFile, team: &str) -> Result<(), Error> {
+    if let Some(name) = raw.servers.keys().next() {
+        return Err(source.error_at(
+            &[Seg::Key("servers"), Seg::Key(name)],
+            format!(
+                "a file of team directory {team:?} may not declare servers: \
+                 declare them once, in a file at the top of the directory"
+            ),
+        ));
+    }
+    if raw.shared.is_some() {
+        return Err(source.error_at(
+            &[Seg::Key("shared")],
+            format!(
+                "a file of team directory {team:?} may not declare [shared]: \
+                 declare it once, in a file at the top of the directory"
+            ),
+        ));
+    }
+    if let Some(name) = raw.profiles.keys().next() {
+        return Err(source.error_at(
+            &[Seg::Key("profiles"), Seg::Key(name)],
+            format!(
+                "a file of team directory {team:?} may not declare profiles: \
+                 declare them once, in a file at the top of the directory, and \
+                 name one with profile = \"...\""
+            ),
+        ));
+    }
+    Ok(())
+}
 
-    // Names that tenants may not take.
+/// Names that tenants may not take: the template databases, the application
+/// roles, `public`, `tenants` and the shared schemas.
+fn reserve_names(servers: &BTreeMap<String, ServerSpec>, shared: &SharedSpec, claims: &mut Claims) {
     for server in servers.values() {
         claims
             .claim(
@@ -90,41 +148,10 @@ pub(super) fn build(sources: &[Source]) -> Result<TenantsFile, Error> {
     for schema in ["public", "tenants"]
         .into_iter()
         .map(str::to_owned)
-        .chain(shared_spec.schemas.iter().map(|s| s.to_string()))
+        .chain(shared.schemas.iter().map(|s| s.to_string()))
     {
         claims.claim("schema", &schema, "[shared]").ok();
     }
-
-    for (name, (source, profile)) in &profiles {
-        check_profile(source, name, profile, &servers)?;
-    }
-    let teams = sources.iter().filter_map(|s| s.team.clone()).collect();
-    let context = Context {
-        servers: &servers,
-        default_server: &default_server,
-        profiles: &profiles,
-        teams: &teams,
-    };
-    let mut tenants = Vec::new();
-    for (source, raw) in sources.iter().zip(&raws) {
-        for (key, tenant) in &raw.tenants {
-            tenants.push(tenant_spec(source, key, tenant, &context, &mut claims)?);
-        }
-    }
-    tenants.sort_by_key(|t| t.tenant.id);
-    if servers.is_empty() {
-        return Err(sources[0].error(
-            None,
-            None,
-            "no servers declared: add [servers.<name>] with url_env = \"DATABASE_URL\"",
-        ));
-    }
-    Ok(TenantsFile {
-        servers,
-        default_server,
-        shared: shared_spec,
-        tenants,
-    })
 }
 
 pub(super) fn only_server(servers: &BTreeMap<String, ServerSpec>) -> String {
