@@ -269,28 +269,11 @@ pub(crate) fn policy_problem(permissive: bool, expressions: &[&str]) -> Option<&
     )
 }
 
-pub(crate) async fn pool_tables<'c, E>(
-    db: E,
-    tables: &[TableName],
-) -> Result<Vec<PoolTableLive>, Error>
-where
-    E: sqlx::PgExecutor<'c>,
-{
-    let names: Vec<String> = tables.iter().map(TableName::quoted).collect();
-    type Row = (
-        String,
-        bool,
-        bool,
-        bool,
-        bool,
-        bool,
-        bool,
-        Option<Vec<Option<String>>>,
-        Vec<String>,
-        Vec<String>,
-    );
-    let found: Vec<Row> = sqlx::query_as(
-        "SELECT x, c.oid IS NOT NULL, coalesce(c.relrowsecurity, false), \
+/// For each pool table (`$1`, quoted names; `$2`, the policy's name): whether it
+/// exists, row-level security enabled and forced, a `tenant_id` column and its
+/// default, the policy and its expressions, views over it reading as their
+/// owner, and keys and foreign keys that do not lead with `tenant_id`.
+const POOL_TABLES_SQL: &str = "SELECT x, c.oid IS NOT NULL, coalesce(c.relrowsecurity, false), \
                 coalesce(c.relforcerowsecurity, false), \
                 EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
                         AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped), \
@@ -336,41 +319,52 @@ where
                                            AND a.attnum = co.confkey[1]), false)) \
                     ORDER BY 1) keys) \
          FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) \
-         LEFT JOIN pg_class c ON c.oid = to_regclass(x) ORDER BY i",
-    )
-    .bind(names)
-    .bind(POLICY)
-    .fetch_all(db)
-    .await?;
-    Ok(found
-        .into_iter()
-        .map(
-            |(
-                _,
-                exists,
-                rls,
-                forced,
-                tenant_column,
-                tenant_default,
-                policy,
-                fails_closed,
-                views,
-                keys,
-            )| {
-                PoolTableLive {
-                    exists,
-                    rls,
-                    forced,
-                    tenant_column,
-                    tenant_default,
-                    policy,
-                    policy_fails_closed: fails_closed_policy(fails_closed),
-                    definer_views: views,
-                    keys_without_tenant: keys,
-                }
-            },
-        )
-        .collect())
+         LEFT JOIN pg_class c ON c.oid = to_regclass(x) ORDER BY i";
+
+pub(crate) async fn pool_tables<'c, E>(
+    db: E,
+    tables: &[TableName],
+) -> Result<Vec<PoolTableLive>, Error>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let names: Vec<String> = tables.iter().map(TableName::quoted).collect();
+    let found: Vec<PoolTableRow> = sqlx::query_as(POOL_TABLES_SQL)
+        .bind(names)
+        .bind(POLICY)
+        .fetch_all(db)
+        .await?;
+    Ok(found.into_iter().map(pool_table).collect())
+}
+
+/// One row of [`POOL_TABLES_SQL`].
+type PoolTableRow = (
+    String,
+    bool,
+    bool,
+    bool,
+    bool,
+    bool,
+    bool,
+    Option<Vec<Option<String>>>,
+    Vec<String>,
+    Vec<String>,
+);
+
+fn pool_table(row: PoolTableRow) -> PoolTableLive {
+    let (_, exists, rls, forced, tenant_column, tenant_default, policy, expressions, views, keys) =
+        row;
+    PoolTableLive {
+        exists,
+        rls,
+        forced,
+        tenant_column,
+        tenant_default,
+        policy,
+        policy_fails_closed: fails_closed_policy(expressions),
+        definer_views: views,
+        keys_without_tenant: keys,
+    }
 }
 
 /// Whether a permissive policy for every command, with these `USING` and `WITH
