@@ -164,95 +164,121 @@ impl Provisioner {
     ) -> Result<(), Error> {
         let id = tenant.id;
         let tables = &self.file.shared.pool_tables;
-        {
-            let mut tx = source.begin().await?;
-            batch(
-                &mut *tx,
-                &[
-                    format!("SET LOCAL lock_timeout = {}", literal(LOCK_TIMEOUT)),
-                    format!("SET LOCAL {TENANT_SETTING} = {}", literal(id.as_str())),
-                ],
-            )
-            .await?;
-            let state = live::pool_tables(&mut *tx, tables).await?;
-            let present: Vec<(&TableName, &TableName)> = tables
-                .iter()
-                .zip(target_tables)
-                .zip(state)
-                .filter(|(_, live)| live.exists && live.tenant_column)
-                .map(|(pair, _)| pair)
-                .collect();
-            if !present.is_empty() {
-                let list: Vec<String> = present.iter().map(|(t, _)| t.quoted()).collect();
-                let lock = format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", list.join(", "));
-                sqlx::raw_sql(AssertSqlSafe(lock)).execute(&mut *tx).await?;
-            }
-            // Under the lock, the record is read again: another run may have moved
-            // the tenant meanwhile.
-            let record: Option<Json<Tenant>> =
-                sqlx::query_scalar("SELECT record FROM tenants.tenants WHERE id = $1 FOR UPDATE")
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            match record {
-                Some(Json(now)) if now.model == DataModel::Pool => {}
-                Some(Json(now)) if now.model == tenant.model => return Ok(()),
-                _ => {
-                    return Err(Error::Config(format!(
-                        "tenant {id} changed while it was being moved: run the move again"
-                    )));
-                }
-            }
-
-            let mut target = live::connect(target_options).await?;
-            let copied = copy_rows(&mut tx, &mut target, id, &present).await;
-            live::close(target, copied).await?;
-
-            let record = serde_json::to_value(tenant)
-                .map_err(|e| Error::Config(format!("tenant {id}: {e}")))?;
-            sqlx::query("UPDATE tenants.tenants SET record = $2, updated_at = now() WHERE id = $1")
-                .bind(id.as_str())
-                .bind(record)
-                .execute(&mut *tx)
-                .await?;
-            for (table, _) in &present {
-                let sql = format!("DELETE FROM {} WHERE tenant_id = $1", table.quoted());
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let roles: Vec<String> = TenantRole::ALL
-                .iter()
-                .map(|r| r.role_name(&id).to_string())
-                .collect();
-            let revokes: BTreeSet<String> = live::grants_on_tables(&mut *tx, tables)
-                .await?
-                .into_iter()
-                .filter_map(|row| {
-                    let grantee = row.grantee.as_ref().filter(|g| roles.contains(g))?;
-                    let kind = if row.is_sequence() {
-                        "SEQUENCE"
-                    } else {
-                        "TABLE"
-                    };
-                    Some(format!(
-                        "REVOKE ALL ON {kind} {} FROM {}",
-                        row.quoted(),
-                        quote_ident(grantee)
-                    ))
-                })
-                .collect();
-            batch(&mut *tx, &revokes.into_iter().collect::<Vec<_>>()).await?;
-            sqlx::query(PROVISIONED_UPSERT)
-                .bind(id.as_str())
-                .bind(origin.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
+        let mut tx = source.begin().await?;
+        let present = lock_pool_tables(&mut tx, id, tables, target_tables).await?;
+        // Under the lock, the record is read again: another run may have moved the
+        // tenant meanwhile.
+        if !still_in_pool(&mut tx, tenant).await? {
+            return Ok(());
         }
+        let mut target = live::connect(target_options).await?;
+        let copied = copy_rows(&mut tx, &mut target, id, &present).await;
+        live::close(target, copied).await?;
+        let record =
+            serde_json::to_value(tenant).map_err(|e| Error::Config(format!("tenant {id}: {e}")))?;
+        sqlx::query("UPDATE tenants.tenants SET record = $2, updated_at = now() WHERE id = $1")
+            .bind(id.as_str())
+            .bind(record)
+            .execute(&mut *tx)
+            .await?;
+        for (table, _) in &present {
+            let sql = format!("DELETE FROM {} WHERE tenant_id = $1", table.quoted());
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        revoke_pool_grants(&mut tx, id, tables).await?;
+        sqlx::query(PROVISIONED_UPSERT)
+            .bind(id.as_str())
+            .bind(origin.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
+}
+
+/// Scopes the transaction to the tenant and locks the pool tables that exist with
+/// a `tenant_id` column (`SHARE ROW EXCLUSIVE`: no writes until the switch);
+/// returns them, each with its table in the target.
+async fn lock_pool_tables<'t>(
+    tx: &mut PgConnection,
+    id: TenantId,
+    tables: &'t [TableName],
+    target_tables: &'t [TableName],
+) -> Result<Vec<(&'t TableName, &'t TableName)>, Error> {
+    batch(
+        &mut *tx,
+        &[
+            format!("SET LOCAL lock_timeout = {}", literal(LOCK_TIMEOUT)),
+            format!("SET LOCAL {TENANT_SETTING} = {}", literal(id.as_str())),
+        ],
+    )
+    .await?;
+    let state = live::pool_tables(&mut *tx, tables).await?;
+    let present: Vec<(&TableName, &TableName)> = tables
+        .iter()
+        .zip(target_tables)
+        .zip(state)
+        .filter(|(_, live)| live.exists && live.tenant_column)
+        .map(|(pair, _)| pair)
+        .collect();
+    if !present.is_empty() {
+        let list: Vec<String> = present.iter().map(|(t, _)| t.quoted()).collect();
+        let lock = format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", list.join(", "));
+        sqlx::raw_sql(AssertSqlSafe(lock)).execute(&mut *tx).await?;
+    }
+    Ok(present)
+}
+
+/// Whether the tenant's record (locked) still says pool: `false` when another run
+/// already moved it to `tenant`'s model; an error when it changed otherwise.
+async fn still_in_pool(tx: &mut PgConnection, tenant: &Tenant) -> Result<bool, Error> {
+    let id = tenant.id;
+    let record: Option<Json<Tenant>> =
+        sqlx::query_scalar("SELECT record FROM tenants.tenants WHERE id = $1 FOR UPDATE")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    match record {
+        Some(Json(now)) if now.model == DataModel::Pool => Ok(true),
+        Some(Json(now)) if now.model == tenant.model => Ok(false),
+        _ => Err(Error::Config(format!(
+            "tenant {id} changed while it was being moved: run the move again"
+        ))),
+    }
+}
+
+/// Revokes what the tenant's roles held on the pool tables (and their sequences):
+/// its rows are no longer there.
+async fn revoke_pool_grants(
+    tx: &mut PgConnection,
+    id: TenantId,
+    tables: &[TableName],
+) -> Result<(), Error> {
+    let roles: Vec<String> = TenantRole::ALL
+        .iter()
+        .map(|r| r.role_name(&id).to_string())
+        .collect();
+    let revokes: BTreeSet<String> = live::grants_on_tables(&mut *tx, tables)
+        .await?
+        .into_iter()
+        .filter_map(|row| {
+            let grantee = row.grantee.as_ref().filter(|g| roles.contains(g))?;
+            let kind = if row.is_sequence() {
+                "SEQUENCE"
+            } else {
+                "TABLE"
+            };
+            Some(format!(
+                "REVOKE ALL ON {kind} {} FROM {}",
+                row.quoted(),
+                quote_ident(grantee)
+            ))
+        })
+        .collect();
+    batch(&mut *tx, &revokes.into_iter().collect::<Vec<_>>()).await
 }
 
 /// The columns of `table` a copy can write, in order (none when it does not exist).
