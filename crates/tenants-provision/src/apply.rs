@@ -11,8 +11,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection};
 use tenants_core::{DataModel, SqlIdent, TenantId};
 
-use super::engine::{Provisioner, tenant_grant_diff};
+use super::engine::Provisioner;
 use super::file::{Password, TableName, TenantSpec};
+use super::grant::tenant_grant_diff;
 use super::live::{self, POLICY, POLICY_CHECK, quote_ident};
 use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
 use tenants_db::Migrated;

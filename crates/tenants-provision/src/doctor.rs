@@ -6,8 +6,9 @@ use std::fmt;
 use sqlx::Acquire;
 use tenants_core::{DataModel, TenantId};
 
-use super::engine::{Live, Provisioner, tenant_grant_diff, tenant_grant_rows};
+use super::engine::{Live, Provisioner};
 use super::file::TenantSpec;
+use super::grant::{tenant_grant_diff, tenant_grant_rows};
 use super::live;
 use super::live::RoleLive;
 use super::plan::Origin;

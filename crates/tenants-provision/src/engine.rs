@@ -13,7 +13,7 @@ use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
 
 use super::environment::Environment;
 use super::file::{TableName, TenantSpec, TenantsFile, UrlSource};
-use super::live::{self, GrantRow, PoolTableLive, ServerLive, quote_ident};
+use super::live::{self, GrantRow, PoolTableLive, ServerLive};
 use super::plan::{Action, Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
 use super::role::is_tenant_role;
 use super::{database, grant, migration, policy, record, role, schema};
@@ -701,38 +701,6 @@ impl Provisioner {
     }
 }
 
-/// The grants diff of a tenant's relations, given their current grants.
-pub(crate) fn tenant_grant_diff(spec: &TenantSpec, rows: &[GrantRow]) -> GrantDiff {
-    let id = spec.tenant.id;
-    let roles: Vec<(TenantRole, SqlIdent)> = TenantRole::ALL
-        .iter()
-        .map(|r| (*r, r.role_name(&id)))
-        .collect();
-    let foreign = |grantee: &str| {
-        matches!(
-            spec.tenant.model,
-            DataModel::Bridge { .. } | DataModel::Silo { .. }
-        ) && is_tenant_role(grantee)
-            && !roles.iter().any(|(_, n)| n.as_str() == grantee)
-    };
-    diff_grants(rows, &roles, foreign)
-}
-
-/// The current grants on a tenant's relations, as read into `live`.
-pub(crate) fn tenant_grant_rows<'a>(spec: &TenantSpec, live: &'a Live) -> &'a [GrantRow] {
-    match &spec.tenant.model {
-        DataModel::Pool => &live.pool_grants,
-        DataModel::Bridge { schema } => live
-            .bridge_grants
-            .get(schema.as_str())
-            .map_or(&[][..], Vec::as_slice),
-        DataModel::Silo { database, .. } => live
-            .silos
-            .get(&(spec.server.clone(), database.to_string()))
-            .map_or(&[][..], |(_, rows)| rows.as_slice()),
-    }
-}
-
 /// Refuses pool tables whose unique keys or foreign keys to pool tables do not
 /// lead with `tenant_id` ([`Error::TenantScopedKeys`], one line per key).
 pub(crate) fn tenant_scoped_keys(
@@ -794,214 +762,11 @@ pub(crate) fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> 
     format!("changed: {}", changed.join(", "))
 }
 
-/// The difference between the privileges a tenant's roles hold on its relations
-/// and those their kinds allow.
-#[derive(Debug, Default)]
-pub(crate) struct GrantDiff {
-    /// `(GRANT or REVOKE statement, summary)`.
-    pub(crate) grants: Vec<(String, String)>,
-    pub(crate) revokes: Vec<(String, String)>,
-}
-
-impl GrantDiff {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.grants.is_empty() && self.revokes.is_empty()
-    }
-
-    pub(crate) fn statements(&self) -> Vec<String> {
-        self.revokes
-            .iter()
-            .chain(&self.grants)
-            .map(|(sql, _)| sql.clone())
-            .collect()
-    }
-
-    pub(crate) fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.grants.is_empty() {
-            parts.push(format!("{} to grant", self.grants.len()));
-        }
-        if !self.revokes.is_empty() {
-            let shown: Vec<&str> = self
-                .revokes
-                .iter()
-                .take(3)
-                .map(|(_, s)| s.as_str())
-                .collect();
-            parts.push(format!(
-                "{} to revoke: {}",
-                self.revokes.len(),
-                shown.join("; ")
-            ));
-        }
-        parts.join(", ")
-    }
-}
-
-/// Privileges allowed to `role` on a relation of kind sequence or table.
-fn allowed(role: TenantRole, sequence: bool) -> &'static [&'static str] {
-    if sequence {
-        if role.privileges().contains(&"INSERT") {
-            &["USAGE"]
-        } else {
-            &[]
-        }
-    } else {
-        role.privileges()
-    }
-}
-
-pub(crate) fn diff_grants(
-    rows: &[GrantRow],
-    roles: &[(TenantRole, SqlIdent)],
-    foreign: impl Fn(&str) -> bool,
-) -> GrantDiff {
-    let mut relations: BTreeMap<(String, bool), BTreeMap<String, BTreeSet<String>>> =
-        BTreeMap::new();
-    for row in rows {
-        let held = relations
-            .entry((row.quoted(), row.is_sequence()))
-            .or_default();
-        if let (Some(grantee), Some(privilege)) = (&row.grantee, &row.privilege) {
-            held.entry(grantee.clone())
-                .or_default()
-                .insert(privilege.clone());
-        }
-    }
-    let mut diff = GrantDiff::default();
-    for ((relation, sequence), held) in &relations {
-        let kind = if *sequence { "SEQUENCE" } else { "TABLE" };
-        for (role, name) in roles {
-            let allowed = allowed(*role, *sequence);
-            let has = held.get(name.as_str());
-            let missing: Vec<&str> = allowed
-                .iter()
-                .copied()
-                .filter(|p| !has.is_some_and(|h| h.contains(*p)))
-                .collect();
-            if !missing.is_empty() {
-                diff.grants.push((
-                    format!(
-                        "GRANT {} ON {kind} {relation} TO {}",
-                        missing.join(", "),
-                        name.quoted()
-                    ),
-                    format!("{name}: {} on {relation}", missing.join(", ")),
-                ));
-            }
-            let extra: Vec<&str> = has
-                .into_iter()
-                .flatten()
-                .map(String::as_str)
-                .filter(|p| !allowed.contains(p) && is_keyword(p))
-                .collect();
-            if !extra.is_empty() {
-                diff.revokes.push((
-                    format!(
-                        "REVOKE {} ON {kind} {relation} FROM {}",
-                        extra.join(", "),
-                        name.quoted()
-                    ),
-                    format!(
-                        "{name}: {} on {}",
-                        extra.join(", "),
-                        relation.replace('"', "")
-                    ),
-                ));
-            }
-        }
-        for (grantee, privileges) in held {
-            if foreign(grantee) {
-                let privileges: Vec<&str> = privileges
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|p| is_keyword(p))
-                    .collect();
-                diff.revokes.push((
-                    format!(
-                        "REVOKE {} ON {kind} {relation} FROM {}",
-                        privileges.join(", "),
-                        quote_ident(grantee)
-                    ),
-                    format!(
-                        "{grantee}: {} on {} (another tenant's role)",
-                        privileges.join(", "),
-                        relation.replace('"', "")
-                    ),
-                ));
-            }
-        }
-    }
-    diff
-}
-
-/// A privilege name as the server reports it: uppercase letters, safe to write back.
-fn is_keyword(privilege: &str) -> bool {
-    !privilege.is_empty() && privilege.bytes().all(|b| b.is_ascii_uppercase())
-}
-
 /// A configuration error about one server, with the server's name in front.
 fn in_server(error: Error, name: &str) -> Error {
     match error {
         Error::Tls(why) => Error::Tls(format!("server {name:?}: {why}")),
         Error::Config(why) => Error::Config(format!("server {name:?}: {why}")),
         other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(relation: &str, kind: &str, grantee: Option<&str>, privilege: Option<&str>) -> GrantRow {
-        GrantRow {
-            schema: "s".into(),
-            relation: relation.into(),
-            kind: kind.into(),
-            grantee: grantee.map(Into::into),
-            privilege: privilege.map(Into::into),
-        }
-    }
-
-    fn roles(id: &str) -> Vec<(TenantRole, SqlIdent)> {
-        let id: TenantId = id.parse().unwrap();
-        TenantRole::ALL
-            .iter()
-            .map(|r| (*r, r.role_name(&id)))
-            .collect()
-    }
-
-    #[test]
-    fn grants_become_exactly_those_of_each_role() {
-        let mut rows = vec![
-            row("orders", "r", None, None),
-            row("orders_id_seq", "S", None, None),
-            // The customer may read but was also given DELETE; another tenant's
-            // role holds SELECT.
-            row("orders", "r", Some("tenant_a_customer"), Some("SELECT")),
-            row("orders", "r", Some("tenant_a_customer"), Some("DELETE")),
-            row("orders", "r", Some("tenant_b_admin"), Some("SELECT")),
-        ];
-        for p in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
-            rows.push(row("orders", "r", Some("tenant_a_admin"), Some(p)));
-        }
-        let roles = roles("a");
-        let foreign = |g: &str| is_tenant_role(g) && !g.starts_with("tenant_a_");
-        let diff = diff_grants(&rows, &roles, foreign);
-        let mut statements = diff.statements();
-        statements.sort();
-        assert_eq!(
-            statements,
-            [
-                "GRANT SELECT, INSERT, UPDATE ON TABLE \"s\".\"orders\" TO \"tenant_a_developer\"",
-                "GRANT USAGE ON SEQUENCE \"s\".\"orders_id_seq\" TO \"tenant_a_admin\"",
-                "GRANT USAGE ON SEQUENCE \"s\".\"orders_id_seq\" TO \"tenant_a_developer\"",
-                "REVOKE DELETE ON TABLE \"s\".\"orders\" FROM \"tenant_a_customer\"",
-                "REVOKE SELECT ON TABLE \"s\".\"orders\" FROM \"tenant_b_admin\"",
-            ]
-        );
-        assert!(diff.summary().contains("2 to revoke"), "{}", diff.summary());
-        // In the pool, every tenant's roles share the tables: nobody is foreign.
-        assert_eq!(diff_grants(&rows, &roles, |_| false).revokes.len(), 1);
     }
 }
