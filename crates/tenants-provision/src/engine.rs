@@ -627,54 +627,9 @@ impl Provisioner {
         let Some(server_live) = live.servers.get(&server) else {
             return;
         };
-        let app = self.app_role(&server);
         let roles: Vec<SqlIdent> = TenantRole::ALL.iter().map(|r| r.role_name(&id)).collect();
-        let mut users = BTreeSet::new();
-        for role in &roles {
-            for member in server_live.members.get(role.as_str()).into_iter().flatten() {
-                let login = server_live
-                    .roles
-                    .get(member)
-                    .is_some_and(|r| r.login && !r.superuser);
-                if login && app.is_none_or(|a| a.as_str() != member) {
-                    users.insert(member.clone());
-                }
-            }
-        }
-        let mut lines: Vec<(String, Option<String>)> = Vec::new();
-        match record.as_ref().map(|t| &t.model) {
-            Some(DataModel::Silo { database, .. })
-                if server_live.databases.contains(database.as_str()) =>
-            {
-                lines.push((
-                    format!("database {database}"),
-                    Some("and all its data".into()),
-                ));
-            }
-            Some(DataModel::Bridge { schema }) if live.schemas.contains(schema.as_str()) => {
-                lines.push((format!("schema {schema}"), Some("and all its data".into())));
-            }
-            Some(DataModel::Pool) if !self.file.shared.pool_tables.is_empty() => {
-                let tables: Vec<_> = self
-                    .file
-                    .shared
-                    .pool_tables
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                lines.push((format!("rows of tenant {id}"), Some(tables.join(", "))));
-            }
-            _ => {}
-        }
-        for user in &users {
-            lines.push((format!("user {user}"), None));
-        }
-        for role in roles.iter().filter(|r| server_live.has_role(r)) {
-            lines.push((format!("role {role}"), None));
-        }
-        if live.records.contains_key(id.as_str()) || live.provisioned.contains_key(id.as_str()) {
-            lines.push(("catalog entry".into(), None));
-        }
+        let users = logins_in(server_live, &roles, self.app_role(&server));
+        let lines = self.destroy_lines(id, record.as_ref(), live, server_live, &roles, &users);
         if lines.is_empty() {
             return;
         }
@@ -699,6 +654,72 @@ impl Provisioner {
             changes.push(change);
         }
     }
+
+    /// What destroying the tenant removes, in the words the plan shows: its data,
+    /// users, roles and catalog entry.
+    fn destroy_lines(
+        &self,
+        id: TenantId,
+        record: Option<&Tenant>,
+        live: &Live,
+        server_live: &ServerLive,
+        roles: &[SqlIdent],
+        users: &BTreeSet<String>,
+    ) -> Vec<(String, Option<String>)> {
+        let mut lines: Vec<(String, Option<String>)> = Vec::new();
+        match record.map(|t| &t.model) {
+            Some(DataModel::Silo { database, .. })
+                if server_live.databases.contains(database.as_str()) =>
+            {
+                lines.push((
+                    format!("database {database}"),
+                    Some("and all its data".into()),
+                ));
+            }
+            Some(DataModel::Bridge { schema }) if live.schemas.contains(schema.as_str()) => {
+                lines.push((format!("schema {schema}"), Some("and all its data".into())));
+            }
+            Some(DataModel::Pool) if !self.file.shared.pool_tables.is_empty() => {
+                let tables: Vec<_> = self
+                    .file
+                    .shared
+                    .pool_tables
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                lines.push((format!("rows of tenant {id}"), Some(tables.join(", "))));
+            }
+            _ => {}
+        }
+        for user in users {
+            lines.push((format!("user {user}"), None));
+        }
+        for role in roles.iter().filter(|r| server_live.has_role(r)) {
+            lines.push((format!("role {role}"), None));
+        }
+        if live.records.contains_key(id.as_str()) || live.provisioned.contains_key(id.as_str()) {
+            lines.push(("catalog entry".into(), None));
+        }
+        lines
+    }
+}
+
+/// The logins (not superusers, not the application role) that are members of
+/// `roles`.
+fn logins_in(server: &ServerLive, roles: &[SqlIdent], app: Option<&SqlIdent>) -> BTreeSet<String> {
+    let mut users = BTreeSet::new();
+    for role in roles {
+        for member in server.members.get(role.as_str()).into_iter().flatten() {
+            let login = server
+                .roles
+                .get(member)
+                .is_some_and(|r| r.login && !r.superuser);
+            if login && app.is_none_or(|a| a.as_str() != member) {
+                users.insert(member.clone());
+            }
+        }
+    }
+    users
 }
 
 /// Refuses pool tables whose unique keys or foreign keys to pool tables do not
