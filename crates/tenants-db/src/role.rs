@@ -80,6 +80,23 @@ impl TenantRole {
         // Tenant ids are a-z, 0-9 and '-', so the name is always a safe identifier.
         SqlIdent::new(name).unwrap_or_else(|e| unreachable!("{e}"))
     }
+
+    /// `true` for a name [`role_name`](Self::role_name) gives some tenant's role:
+    /// `tenant_…_admin`, `_developer` or `_customer`.
+    ///
+    /// ```
+    /// use tenants_db::TenantRole;
+    ///
+    /// assert!(TenantRole::is_role_name("tenant_acme_eu_developer"));
+    /// assert!(!TenantRole::is_role_name("tenant_acme_owner"));
+    /// assert!(!TenantRole::is_role_name("app"));
+    /// ```
+    pub fn is_role_name(name: &str) -> bool {
+        name.starts_with("tenant_")
+            && TenantRole::ALL
+                .iter()
+                .any(|r| name.ends_with(&format!("_{}", r.as_str())))
+    }
 }
 
 impl fmt::Display for TenantRole {

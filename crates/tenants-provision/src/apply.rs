@@ -11,11 +11,11 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection};
 use tenants_core::{DataModel, SqlIdent, TenantId};
 
-use super::engine::Provisioner;
 use super::file::{Password, TableName, TenantSpec};
 use super::grant::tenant_grant_diff;
 use super::live::{self, POLICY, POLICY_CHECK, quote_ident};
 use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
+use super::provisioner::Provisioner;
 use tenants_db::Migrated;
 use tenants_db::sql_literal as literal;
 use tenants_db::{Error, MIGRATED_CHANNEL, PgCatalog, TENANT_SETTING, TenantRole};

@@ -8,11 +8,13 @@ use futures_util::{StreamExt, TryStreamExt};
 use tenants_core::DataModel;
 use tenants_db::Error;
 
-use super::engine::{Live, Provisioner, SharedPlan, SiloRead, Storage, TenantPlan};
+use super::context::{SharedPlan, Storage, TenantPlan};
 use super::file::TenantSpec;
 use super::live;
+use super::live::{Live, SiloRead};
 use super::migration;
 use super::plan::{Action, Change, On, Scope, Work};
+use super::provisioner::Provisioner;
 
 /// Reads the migration history of each server's template database (`None` when
 /// it does not exist); without migrations there are no templates.

@@ -6,12 +6,13 @@ use std::fmt;
 use sqlx::Acquire;
 use tenants_core::{DataModel, TenantId};
 
-use super::engine::{Live, Provisioner};
 use super::file::TenantSpec;
 use super::grant::{tenant_grant_diff, tenant_grant_rows};
 use super::live;
+use super::live::Live;
 use super::live::RoleLive;
 use super::plan::Origin;
+use super::provisioner::Provisioner;
 use tenants_db::{Error, HAZARDS_SQL, Hazard, TenantRole};
 
 /// Something `doctor` found that weakens tenant isolation or shows drift between

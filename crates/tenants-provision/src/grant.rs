@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use tenants_core::{DataModel, SqlIdent};
 use tenants_db::TenantRole;
 
-use super::engine::{Live, Storage, TenantPlan};
+use super::context::{Storage, TenantPlan};
 use super::file::TenantSpec;
+use super::live::Live;
 use super::live::{GrantRow, quote_ident};
 use super::plan::{Action, Change, Work};
-use super::role::is_tenant_role;
 
 /// Plans syncing the tenant's table grants: when its storage or roles are new,
 /// migrations will add tables, or the live grants differ from what the roles'
@@ -59,7 +59,7 @@ pub(crate) fn tenant_grant_diff(spec: &TenantSpec, rows: &[GrantRow]) -> GrantDi
         matches!(
             spec.tenant.model,
             DataModel::Bridge { .. } | DataModel::Silo { .. }
-        ) && is_tenant_role(grantee)
+        ) && TenantRole::is_role_name(grantee)
             && !roles.iter().any(|(_, n)| n.as_str() == grantee)
     };
     diff_grants(rows, &roles, foreign)
@@ -301,7 +301,7 @@ mod tests {
             rows.push(row("orders", "r", Some("tenant_a_admin"), Some(p)));
         }
         let roles = roles("a");
-        let foreign = |g: &str| is_tenant_role(g) && !g.starts_with("tenant_a_");
+        let foreign = |g: &str| TenantRole::is_role_name(g) && !g.starts_with("tenant_a_");
         let diff = diff_grants(&rows, &roles, foreign);
         let mut statements = diff.statements();
         statements.sort();

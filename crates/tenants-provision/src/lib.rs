@@ -67,6 +67,7 @@
 
 mod apply;
 mod bridge_migrations;
+mod context;
 mod database;
 mod doctor;
 mod engine;
@@ -79,6 +80,7 @@ mod migration;
 mod moving;
 mod plan;
 mod policy;
+mod provisioner;
 mod record;
 mod role;
 mod schema;
@@ -86,7 +88,6 @@ mod template;
 
 pub use apply::{ApplyOptions, Progress, Report};
 pub use doctor::Finding;
-pub use engine::Provisioner;
 pub use environment::Environment;
 pub use file::{
     DEFAULT_TEMPLATE, Format, Password, ServerSpec, SharedSpec, TableName, TenantSpec, TenantsFile,
@@ -94,6 +95,7 @@ pub use file::{
 };
 pub use list::{TenantListing, TenantState};
 pub use plan::{Action, Change, Plan, Scope};
+pub use provisioner::Provisioner;
 pub use template::uid_hash;
 
 /// Application code awaits the engine inside request handlers and spawned tasks,

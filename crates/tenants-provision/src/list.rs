@@ -4,8 +4,8 @@ use std::fmt;
 
 use tenants_core::{DataModel, Tenant, TenantId};
 
-use super::engine::Provisioner;
 use super::plan::{Origin, Scope};
+use super::provisioner::Provisioner;
 use tenants_db::Error;
 
 /// One tenant as [`Provisioner::list`] sees it.

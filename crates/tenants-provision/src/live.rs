@@ -1,15 +1,14 @@
 //! Reading what the servers hold now.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, PgPool};
 use tenants_core::SqlIdent;
 
 use super::file::TableName;
-use super::role::is_tenant_role;
-use tenants_db::Error;
 use tenants_db::sql_literal as literal;
+use tenants_db::{Error, TenantRole};
 
 /// A role as `pg_roles` shows it.
 #[derive(Debug, Clone, Default)]
@@ -65,7 +64,7 @@ impl ServerLive {
             ..ServerLive::default()
         };
         for (group, member) in members {
-            if is_tenant_role(&group) {
+            if TenantRole::is_role_name(&group) {
                 live.tenant_groups
                     .entry(member.clone())
                     .or_default()
@@ -452,3 +451,32 @@ pub(crate) async fn close<T>(conn: PgConnection, result: T) -> T {
     let _ = conn.close().await;
     result
 }
+
+/// What the servers hold now, as far as the plan needs it.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub(crate) servers: HashMap<String, ServerLive>,
+    pub(crate) schemas: HashSet<String>,
+    pub(crate) catalog: bool,
+    pub(crate) records: BTreeMap<String, serde_json::Value>,
+    /// Where the catalog's tenants live, `schema <name>` or
+    /// `database <server>/<name>`, → their id.
+    pub(crate) locations: HashMap<String, String>,
+    pub(crate) provisioned: BTreeMap<String, String>,
+    pub(crate) app_reads_catalog: bool,
+    pub(crate) shared_applied: Option<BTreeSet<i64>>,
+    pub(crate) templates: HashMap<String, Option<BTreeSet<i64>>>,
+    pub(crate) bridge_applied: HashMap<String, BTreeSet<i64>>,
+    pub(crate) bridge_grants: HashMap<String, Vec<GrantRow>>,
+    pub(crate) pool: Vec<PoolTableLive>,
+    pub(crate) pool_grants: Vec<GrantRow>,
+    /// `(server, database)` → applied migrations and grants of each silo database.
+    pub(crate) silos: HashMap<(String, String), SiloLive>,
+}
+
+/// A silo database's applied migrations (`None`: no migrations table) and grants.
+pub(crate) type SiloLive = (Option<BTreeSet<i64>>, Vec<GrantRow>);
+
+/// Reading one silo database: `(server, database)` and what it holds.
+pub(crate) type SiloRead<'a> =
+    futures_util::future::BoxFuture<'a, Result<((String, String), SiloLive), Error>>;

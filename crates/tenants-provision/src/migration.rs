@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use tenants_core::SqlIdent;
 
-use super::engine::{SharedPlan, TenantPlan, migrate_target, pending_detail};
+use super::context::{SharedPlan, TenantPlan, migrate_target, pending_detail};
 use super::plan::{Action, Change, MigrateTarget, Scope, Work};
 
 /// Plans the shared database's pending migrations, when it holds pool tables;

@@ -5,8 +5,10 @@
 use sqlx::PgPool;
 use tenants_db::Error;
 
-use super::engine::{Live, Provisioner, SharedPlan};
+use super::context::SharedPlan;
+use super::live::Live;
 use super::live::{self, PoolTableLive};
+use super::provisioner::Provisioner;
 
 /// Reads the pool tables' protection and grants, and the shared database's
 /// migration history.

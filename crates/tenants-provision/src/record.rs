@@ -6,8 +6,10 @@ use sqlx::PgPool;
 use tenants_core::{DataModel, Tenant};
 use tenants_db::Error;
 
-use super::engine::{Live, Provisioner, SharedPlan, TenantPlan, changed_keys};
+use super::context::{SharedPlan, TenantPlan, changed_keys};
+use super::live::Live;
 use super::plan::{Action, Change, Scope, Work};
+use super::provisioner::Provisioner;
 
 /// Reads the catalog: whether it is installed, its records (and where each
 /// tenant's storage is), which tenants were provisioned by whom, and whether the

@@ -3,9 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use tenants_db::TenantRole;
-
-use super::engine::{SharedPlan, TenantPlan};
+use super::context::{SharedPlan, TenantPlan};
 use super::file::Password;
 use super::live::quote_ident;
 use super::plan::{Action, Change, Scope, Work};
@@ -177,26 +175,5 @@ pub(crate) fn plan_app_membership(t: &TenantPlan<'_>, changes: &mut Vec<Change>)
             )
             .detail("so the application may SET ROLE to them"),
         );
-    }
-}
-
-/// `true` for the name of any tenant's group role (`tenant_{id}_{admin|developer|customer}`,
-/// [`TenantRole::role_name`]).
-pub(crate) fn is_tenant_role(name: &str) -> bool {
-    name.starts_with("tenant_")
-        && TenantRole::ALL
-            .iter()
-            .any(|r| name.ends_with(&format!("_{}", r.as_str())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenant_role_names_are_recognised() {
-        assert!(is_tenant_role("tenant_a_b_developer"));
-        assert!(!is_tenant_role("tenant_a_owner"));
-        assert!(!is_tenant_role("app"));
     }
 }

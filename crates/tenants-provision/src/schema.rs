@@ -7,9 +7,10 @@ use sqlx::PgPool;
 use tenants_core::{DataModel, SqlIdent};
 use tenants_db::Error;
 
-use super::engine::{Live, SharedPlan, Storage, TenantPlan};
+use super::context::{SharedPlan, Storage, TenantPlan};
 use super::file::TenantSpec;
 use super::live;
+use super::live::Live;
 
 /// Reads the migration history and grants of the bridge schemas that exist.
 pub(crate) async fn read_bridges(
