@@ -15,9 +15,11 @@
 //! Run: `cargo bench -p tenants --bench router --features sqlx,deadpool`
 //! (starts a throwaway PostgreSQL, or uses `TENANTS_TEST_DATABASE_URL`).
 
+mod common;
+
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tenants::db::deadpool_postgres::{self, Manager, ManagerConfig, RecyclingMethod, Runtime};
@@ -118,40 +120,6 @@ fn setup() -> Setup {
     }
 }
 
-/// The tenant and row of unit `n`: spread evenly, the same sequence every run.
-fn pick(n: u64) -> (usize, i32) {
-    let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (
-        (h >> 40) as usize % TENANTS,
-        ((h >> 20) % ROWS as u64) as i32 + 1,
-    )
-}
-
-/// Runs `iters` rounds of one unit of work per client, the clients concurrent.
-fn run<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, unit: F) -> Duration
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    rt.block_on(async move {
-        let start = Instant::now();
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|client| {
-                let unit = unit.clone();
-                tokio::spawn(async move {
-                    for i in 0..iters {
-                        unit(i * CLIENTS + client).await;
-                    }
-                })
-            })
-            .collect();
-        for client in clients {
-            client.await.unwrap();
-        }
-        start.elapsed()
-    })
-}
-
 fn compare<R, RF, T, TF>(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
@@ -170,10 +138,10 @@ fn compare<R, RF, T, TF>(
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(8));
     group.bench_function("baseline: raw pool", |b| {
-        b.iter_custom(|iters| run(rt, iters, raw.clone()))
+        b.iter_custom(|iters| common::run(rt, iters, CLIENTS, raw.clone()))
     });
     group.bench_function("TenantRouter", |b| {
-        b.iter_custom(|iters| run(rt, iters, routed.clone()))
+        b.iter_custom(|iters| common::run(rt, iters, CLIENTS, routed.clone()))
     });
     group.finish();
 }
@@ -277,7 +245,7 @@ fn benches(c: &mut Criterion) {
                     let (tenants, raw_sql, raw_pool) =
                         (tenants.clone(), raw_sql.clone(), raw_pool.clone());
                     move |n| {
-                        let (t, id) = pick(n);
+                        let (t, id) = common::pick(n, TENANTS, ROWS);
                         let (sql, pool, tenant) = (raw_sql(t), raw_pool(t), tenants[t].id);
                         async move {
                             let mut tx = pool.begin().await.unwrap();
@@ -294,7 +262,7 @@ fn benches(c: &mut Criterion) {
                 {
                     let (tenants, router) = (tenants.clone(), router.clone());
                     move |n| {
-                        let (t, id) = pick(n);
+                        let (t, id) = common::pick(n, TENANTS, ROWS);
                         let (router, tenants) = (router.clone(), tenants.clone());
                         async move {
                             let tenant = &tenants[t];
@@ -317,7 +285,7 @@ fn benches(c: &mut Criterion) {
                     let (tenants, raw_sql, raw_pool) =
                         (tenants.clone(), raw_sql.clone(), raw_pool.clone());
                     move |n| {
-                        let (t, id) = pick(n);
+                        let (t, id) = common::pick(n, TENANTS, ROWS);
                         let (sql, pool, tenant) = (raw_sql(t), raw_pool(t), tenants[t].id);
                         async move {
                             let mut query =
@@ -332,7 +300,7 @@ fn benches(c: &mut Criterion) {
                 {
                     let (tenants, router) = (tenants.clone(), router.clone());
                     move |n| {
-                        let (t, id) = pick(n);
+                        let (t, id) = common::pick(n, TENANTS, ROWS);
                         let (router, tenants) = (router.clone(), tenants.clone());
                         async move {
                             let tenant = &tenants[t];
@@ -406,7 +374,7 @@ fn benches(c: &mut Criterion) {
                     let (tenants, raw_sql, raw_pool) =
                         (tenants.clone(), raw_sql.clone(), raw_pool.clone());
                     move |n| {
-                        let (t, id) = pick(n);
+                        let (t, id) = common::pick(n, TENANTS, ROWS);
                         let (sql, pool, tenant) = (raw_sql(t), raw_pool(t), tenants[t].id);
                         async move {
                             let mut client = pool.get().await.unwrap();
@@ -426,7 +394,7 @@ fn benches(c: &mut Criterion) {
                 {
                     let (tenants, router) = (tenants.clone(), router.clone());
                     move |n| {
-                        let (t, id) = pick(n);
+                        let (t, id) = common::pick(n, TENANTS, ROWS);
                         let (router, tenants) = (router.clone(), tenants.clone());
                         async move {
                             let tenant = &tenants[t];
@@ -446,7 +414,7 @@ fn benches(c: &mut Criterion) {
                     let (tenants, raw_sql, raw_pool) =
                         (tenants.clone(), raw_sql.clone(), raw_pool.clone());
                     move |n| {
-                        let (t, id) = pick(n);
+                        let (t, id) = common::pick(n, TENANTS, ROWS);
                         let (sql, pool, tenant) = (raw_sql(t), raw_pool(t), tenants[t].id);
                         async move {
                             let client = pool.get().await.unwrap();
@@ -465,7 +433,7 @@ fn benches(c: &mut Criterion) {
                 {
                     let (tenants, router) = (tenants.clone(), router.clone());
                     move |n| {
-                        let (t, id) = pick(n);
+                        let (t, id) = common::pick(n, TENANTS, ROWS);
                         let (router, tenants) = (router.clone(), tenants.clone());
                         async move {
                             let tenant = &tenants[t];

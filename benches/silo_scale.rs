@@ -13,7 +13,8 @@
 //! Run: `cargo bench -p tenants --bench silo_scale --features sqlx` with pgbouncer
 //! installed (`apt-get install pgbouncer`; without it only the router runs).
 
-use std::future::Future;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -127,30 +128,6 @@ type Chooser = Arc<dyn Fn(u64) -> usize + Send + Sync>;
 fn unit(n: u64) -> f64 {
     let h = n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (n >> 7);
     (h.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn run<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, work: F) -> Duration
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    rt.block_on(async move {
-        let start = Instant::now();
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|client| {
-                let work = work.clone();
-                tokio::spawn(async move {
-                    for i in 0..iters {
-                        work(i * CLIENTS + client).await;
-                    }
-                })
-            })
-            .collect();
-        for client in clients {
-            client.await.unwrap();
-        }
-        start.elapsed()
-    })
 }
 
 /// pgbouncer in transaction mode in front of the test server, as the `postgres`
@@ -329,7 +306,7 @@ fn benches(c: &mut Criterion) {
             group.bench_function("baseline: pgbouncer (transaction mode)", |b| {
                 b.iter_custom(|iters| {
                     let (pools, choose) = (pools.clone(), choose.clone());
-                    run(&rt, iters, move |n| {
+                    common::run(&rt, iters, CLIENTS, move |n| {
                         let pool = pools[choose(n)].clone();
                         async move {
                             let mut tx = pool.begin().await.unwrap();
@@ -347,7 +324,7 @@ fn benches(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let (router, tenants, choose) =
                     (router.clone(), setup.tenants.clone(), choose.clone());
-                run(&rt, iters, move |n| {
+                common::run(&rt, iters, CLIENTS, move |n| {
                     let (router, tenants, t) = (router.clone(), tenants.clone(), choose(n));
                     async move {
                         let tenant = &tenants[t];

@@ -13,9 +13,10 @@
 //! Run: `cargo bench -p tenants --bench tls --features sqlx,deadpool`
 //! (starts two throwaway PostgreSQL clusters, one of them TLS-only).
 
-use std::future::Future;
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sqlx::Connection;
@@ -65,40 +66,6 @@ fn setup() -> (String, String, Vec<Tenant>) {
     (admin, pg.url_as(&role, "bench", &shared), tenants)
 }
 
-/// The tenant and row of unit `n`: spread evenly, the same sequence every run.
-fn pick(n: u64) -> (usize, i32) {
-    let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (
-        (h >> 40) as usize % TENANTS,
-        ((h >> 20) % ROWS as u64) as i32 + 1,
-    )
-}
-
-/// Runs `iters` rounds of one unit of work per client, the clients concurrent.
-fn run<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, unit: F) -> Duration
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    rt.block_on(async move {
-        let start = Instant::now();
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|client| {
-                let unit = unit.clone();
-                tokio::spawn(async move {
-                    for i in 0..iters {
-                        unit(i * CLIENTS + client).await;
-                    }
-                })
-            })
-            .collect();
-        for client in clients {
-            client.await.unwrap();
-        }
-        start.elapsed()
-    })
-}
-
 fn measured_group<'a>(
     c: &'a mut Criterion,
     name: &str,
@@ -144,12 +111,12 @@ fn w1_sqlx(
     group.bench_function("baseline: raw pool", |b| {
         b.iter_custom(|iters| {
             let (raw, tenants) = (raw.clone(), tenants_raw.clone());
-            run(rt, iters, move |n| {
-                let (raw, tenant) = (raw.clone(), tenants[pick(n).0].id);
+            common::run(rt, iters, CLIENTS, move |n| {
+                let (raw, tenant) = (raw.clone(), tenants[common::pick(n, TENANTS, ROWS).0].id);
                 async move {
                     let mut tx = raw.begin().await.unwrap();
                     sqlx::query_scalar::<_, String>(RAW_POINT)
-                        .bind(pick(n).1)
+                        .bind(common::pick(n, TENANTS, ROWS).1)
                         .bind(tenant.as_str())
                         .fetch_one(&mut *tx)
                         .await
@@ -162,12 +129,15 @@ fn w1_sqlx(
     group.bench_function("TenantRouter", |b| {
         b.iter_custom(|iters| {
             let (router, tenants) = (router.clone(), tenants.clone());
-            run(rt, iters, move |n| {
+            common::run(rt, iters, CLIENTS, move |n| {
                 let (router, tenants) = (router.clone(), tenants.clone());
                 async move {
-                    let mut tx = router.begin(&tenants[pick(n).0]).await.unwrap();
+                    let mut tx = router
+                        .begin(&tenants[common::pick(n, TENANTS, ROWS).0])
+                        .await
+                        .unwrap();
                     sqlx::query_scalar::<_, String>(POINT)
-                        .bind(pick(n).1)
+                        .bind(common::pick(n, TENANTS, ROWS).1)
                         .fetch_one(&mut *tx)
                         .await
                         .unwrap();
@@ -209,15 +179,18 @@ fn w1_deadpool(
     group.bench_function("baseline: raw pool", |b| {
         b.iter_custom(|iters| {
             let (raw, tenants) = (raw.clone(), tenants_raw.clone());
-            run(rt, iters, move |n| {
-                let (raw, tenant) = (raw.clone(), tenants[pick(n).0].id);
+            common::run(rt, iters, CLIENTS, move |n| {
+                let (raw, tenant) = (raw.clone(), tenants[common::pick(n, TENANTS, ROWS).0].id);
                 async move {
                     let mut client = raw.get().await.unwrap();
                     let tx = client.transaction().await.unwrap();
                     let statement = tx.prepare_cached(RAW_POINT).await.unwrap();
-                    tx.query_one(&statement, &[&pick(n).1, &tenant.as_str()])
-                        .await
-                        .unwrap();
+                    tx.query_one(
+                        &statement,
+                        &[&common::pick(n, TENANTS, ROWS).1, &tenant.as_str()],
+                    )
+                    .await
+                    .unwrap();
                     tx.commit().await.unwrap();
                 }
             })
@@ -226,12 +199,17 @@ fn w1_deadpool(
     group.bench_function("TenantRouter", |b| {
         b.iter_custom(|iters| {
             let (router, tenants) = (router.clone(), tenants.clone());
-            run(rt, iters, move |n| {
+            common::run(rt, iters, CLIENTS, move |n| {
                 let (router, tenants) = (router.clone(), tenants.clone());
                 async move {
-                    let tx = router.begin(&tenants[pick(n).0]).await.unwrap();
+                    let tx = router
+                        .begin(&tenants[common::pick(n, TENANTS, ROWS).0])
+                        .await
+                        .unwrap();
                     let statement = tx.prepare_cached(POINT).await.unwrap();
-                    tx.query_one(&statement, &[&pick(n).1]).await.unwrap();
+                    tx.query_one(&statement, &[&common::pick(n, TENANTS, ROWS).1])
+                        .await
+                        .unwrap();
                     tx.commit().await.unwrap();
                 }
             })
