@@ -195,7 +195,8 @@ impl TlsSettings {
     /// without `verify-full`, `verify-ca` / `verify-full` with no CA, `sslcert`
     /// without `sslkey`, `channel_binding=require` with `sslmode=disable`), or a
     /// certificate or key file that cannot be read; [`Error::Config`] for a
-    /// connection string that is not a URL.
+    /// connection string that is not a URL, or whose user name or password holds
+    /// a raw `?` (percent-encode it: libpq and sqlx would read it differently).
     pub fn from_url(url: &str) -> Result<(TlsSettings, String), Error> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(Error::Config(
@@ -203,7 +204,7 @@ impl TlsSettings {
                     .into(),
             ));
         }
-        let (base, query) = split_query(url);
+        let (base, query) = split_query(url)?;
         let mut settings = TlsSettings::default();
         let mut root_cert = None;
         let (mut cert, mut key) = (None, None);
@@ -397,21 +398,25 @@ impl SslMode {
     }
 }
 
-/// The URL before its query, and the query: the first `?` after the user info
-/// (which libpq reads up to the first `@` before any `/`, so a password may hold a
-/// `?`).
-fn split_query(url: &str) -> (&str, &str) {
+/// The URL before its query, and the query. A `?` in the user info (before an
+/// `@`) is refused: libpq reads it as part of the password, the url crate (and
+/// so sqlx) as the start of the query, so the same URL would mean two things.
+fn split_query(url: &str) -> Result<(&str, &str), Error> {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
     let authority_end = url[after_scheme..]
         .find('/')
         .map_or(url.len(), |i| after_scheme + i);
-    let user_info_end = url[after_scheme..authority_end]
-        .find('@')
-        .map_or(after_scheme, |i| after_scheme + i);
-    match url[user_info_end..].find('?') {
-        Some(i) => (&url[..user_info_end + i], &url[user_info_end + i + 1..]),
-        None => (url, ""),
+    if let Some(at) = url[after_scheme..authority_end].find('@')
+        && url[after_scheme..after_scheme + at].contains('?')
+    {
+        return Err(Error::Config(
+            "a `?` in the URL's user name or password: percent-encode it (%3F)".into(),
+        ));
     }
+    Ok(match url.split_once('?') {
+        Some((base, query)) => (base, query),
+        None => (url, ""),
+    })
 }
 
 /// A parameter that reads as a TLS setting in any spelling: libpq's names are
@@ -751,15 +756,20 @@ mod tests {
     }
 
     #[test]
-    fn the_query_starts_after_the_user_info() {
-        // libpq reads the user info up to the first `@` before any `/`, so a
-        // password may hold a `?`.
-        let (tls, rest) = parse("postgres://app:pa?ss@db.example.com/app?sslmode=require").unwrap();
+    fn a_question_mark_in_the_user_info_is_refused() {
+        // libpq would read it as part of the password, sqlx as the query: the
+        // sslmode after it would mean two things.
+        for url in [
+            "postgres://app:pa?ss@db.example.com/app?sslmode=require",
+            "postgres://app:pa?ss@db.example.com?sslmode=require&x=1",
+            "postgres://db.example.com?x=a@b&sslmode=verify-full",
+        ] {
+            assert!(matches!(parse(url), Err(Error::Config(_))), "{url}");
+        }
+        let (tls, rest) =
+            parse("postgres://app:pa%3Fss@db.example.com/app?sslmode=require").unwrap();
         assert_eq!(tls.mode(), SslMode::Require);
-        assert_eq!(rest, "postgres://app:pa?ss@db.example.com/app");
-        let (tls, rest) = parse("postgres://app:pa?ss@db.example.com?sslmode=require&x=1").unwrap();
-        assert_eq!(tls.mode(), SslMode::Require);
-        assert_eq!(rest, "postgres://app:pa?ss@db.example.com?x=1");
+        assert_eq!(rest, "postgres://app:pa%3Fss@db.example.com/app");
         let (tls, _) = parse("postgres://db.example.com/app?x=a@b&sslmode=require").unwrap();
         assert_eq!(tls.mode(), SslMode::Require);
     }
