@@ -6,19 +6,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use sqlx::migrate::Migrator;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{AssertSqlSafe, Connection};
-use tenants_core::{DataModel, SqlIdent, TenantId};
+use sqlx::AssertSqlSafe;
+use tenants_core::{DataModel, TenantId};
 
-use super::file::{Password, TableName, TenantSpec};
-use super::grant::tenant_grant_diff;
-use super::live::{self, POLICY, POLICY_CHECK, quote_ident};
-use super::plan::{Change, Doomed, MigrateTarget, On, Origin, Plan, Scope, Work};
+use super::file::{TableName, TenantSpec};
+use super::live::{self, quote_ident};
+use super::plan::{Change, Doomed, Origin, Plan, Scope, Work};
 use super::provisioner::Provisioner;
-use tenants_db::Migrated;
-use tenants_db::sql_literal as literal;
-use tenants_db::{Error, MIGRATED_CHANNEL, PgCatalog, TENANT_SETTING, TenantRole};
+use super::{policy, record};
+use tenants_db::{Error, PgCatalog, TENANT_SETTING, TenantRole};
 
 /// How [`Provisioner::apply`] runs.
 #[derive(Clone, Default)]
@@ -342,12 +338,7 @@ impl Provisioner {
         match &change.work {
             Work::Sql(on, statements) => self.run_sql(on, statements, true).await,
             Work::SqlEach(on, statements) => self.run_sql(on, statements, false).await,
-            Work::InstallCatalog => {
-                let pool = self.shared_pool()?;
-                PgCatalog::new(pool.clone()).install().await?;
-                sqlx::raw_sql(PROVISIONED_SQL).execute(pool).await?;
-                Ok(())
-            }
+            Work::InstallCatalog => record::install_catalog(self).await,
             Work::CreateLogin {
                 server,
                 name,
@@ -368,235 +359,13 @@ impl Provisioner {
             Work::SyncGrants(spec) => self.sync_grants(spec).await,
             Work::SecurePoolTables(tables) => {
                 let mut conn = self.shared_pool()?.acquire().await?;
-                secure_tables(&mut conn, tables, false).await
+                policy::secure_tables(&mut conn, tables, false).await
             }
-            Work::Register(tenant, origin) => {
-                let pool = self.shared_pool()?;
-                PgCatalog::new(pool.clone()).put(tenant).await?;
-                sqlx::query(PROVISIONED_UPSERT)
-                    .bind(tenant.id.as_str())
-                    .bind(origin.as_str())
-                    .execute(pool)
-                    .await?;
-                Ok(())
-            }
+            Work::Register(tenant, origin) => record::register(self, tenant, *origin).await,
             Work::Move(tenant, origin) => self.move_rows(tenant, *origin).await,
             Work::Destroy(doomed) => self.destroy(doomed).await,
             Work::Note => Ok(()),
         }
-    }
-
-    async fn run_sql(&self, on: &On, statements: &[String], batched: bool) -> Result<(), Error> {
-        match &on.database {
-            None => {
-                let mut conn = self.pool(&on.server)?.acquire().await?;
-                run_statements(&mut conn, statements, batched).await
-            }
-            Some(database) => {
-                let mut conn = live::connect(&self.database(&on.server, database)?).await?;
-                let result = run_statements(&mut conn, statements, batched).await;
-                live::close(conn, result).await
-            }
-        }
-    }
-
-    async fn create_login(
-        &self,
-        server: &str,
-        name: &SqlIdent,
-        member_of: Option<&SqlIdent>,
-        password: Option<&Password>,
-        search_path: Option<&str>,
-    ) -> Result<(), Error> {
-        let mut sql = format!("CREATE ROLE {} LOGIN", name.quoted());
-        if let Some(password) = password {
-            let password = password
-                .resolve(&self.env)
-                .map_err(|var| Error::MissingEnv(vec![var]))?;
-            // The server stores only this salted verifier; the password itself
-            // never reaches it, nor any log.
-            let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-            sql.push_str(" PASSWORD ");
-            sql.push_str(&literal(&verifier));
-        }
-        if let Some(group) = member_of {
-            sql.push_str(" IN ROLE ");
-            sql.push_str(&group.quoted());
-        }
-        let pool = self.pool(server)?;
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
-        if let Some(path) = search_path {
-            let sql = format!("ALTER ROLE {} SET search_path TO {path}", name.quoted());
-            sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
-        }
-        Ok(())
-    }
-
-    /// Connection options for a migration target, and the lock key that keeps two
-    /// runs off the same target.
-    fn migration_connection(
-        &self,
-        target: &MigrateTarget,
-    ) -> Result<(PgConnectOptions, String), Error> {
-        let shared = &self.file.default_server;
-        Ok(match target {
-            MigrateTarget::Shared => (self.server_options(shared)?, "shared".into()),
-            MigrateTarget::Template { server, database } => (
-                self.database(server, database)?,
-                format!("template {server}"),
-            ),
-            MigrateTarget::Schema { tenant, schema } => {
-                let mut path = vec![schema.quoted()];
-                path.extend(self.file.shared.schemas.iter().map(SqlIdent::quoted));
-                let options = self
-                    .server_options(shared)?
-                    .options([("search_path", path.join(","))]);
-                (options, format!("tenant {tenant}"))
-            }
-            MigrateTarget::Database {
-                tenant,
-                server,
-                database,
-            } => (self.database(server, database)?, format!("tenant {tenant}")),
-        })
-    }
-
-    async fn run_migrations(&self, target: &MigrateTarget) -> Result<(), Error> {
-        let Some(migrator) = &self.migrator else {
-            return Ok(());
-        };
-        let (options, key) = self.migration_connection(target)?;
-        let tenant = match target {
-            MigrateTarget::Schema { tenant, .. } | MigrateTarget::Database { tenant, .. } => {
-                Some(*tenant)
-            }
-            _ => None,
-        };
-        // A bridge tenant's history lives in its schema, named so: whatever the
-        // search path says, it is read and written there.
-        let in_schema;
-        let migrator = match target {
-            MigrateTarget::Schema { schema, .. } => {
-                in_schema = in_schema_history(migrator, schema);
-                &in_schema
-            }
-            _ => &**migrator,
-        };
-        let mut conn = live::connect(&options).await?;
-        let result = async {
-            // Released when the connection closes, whatever happens.
-            sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
-                .bind(format!("tenants.migrate {key}"))
-                .execute(&mut conn)
-                .await?;
-            // `run_direct` rather than `run`: sqlx's `run(&mut conn)` cannot be proven
-            // `Send` ("`Acquire` is not general enough"), and sqlx keeps this entry
-            // point for that reason.
-            migrator
-                .run_direct(None, &mut conn, false)
-                .await
-                .map_err(|source| match tenant {
-                    Some(tenant) => Error::Migrate { tenant, source },
-                    None => Error::Migrations {
-                        path: key.clone(),
-                        source,
-                    },
-                })
-        }
-        .await;
-        let migrated = live::close(conn, result).await;
-        // Announced even when a migration failed: the ones before it were applied.
-        let announced = self.announce_migration(target).await;
-        migrated.and(announced)
-    }
-
-    /// Tells the routers listening on the shared database that `target`'s tables
-    /// may have changed shape, so they stop using statements prepared before
-    /// (see [`MIGRATED_CHANNEL`]). Templates serve no requests.
-    async fn announce_migration(&self, target: &MigrateTarget) -> Result<(), Error> {
-        let migrated = match target {
-            MigrateTarget::Shared => Migrated::Shared,
-            MigrateTarget::Schema { schema, .. } => Migrated::Schema(schema.as_str()),
-            MigrateTarget::Database { database, .. } => Migrated::Database(database.as_str()),
-            MigrateTarget::Template { .. } => return Ok(()),
-        };
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(MIGRATED_CHANNEL)
-            .bind(migrated.payload())
-            .execute(self.shared_pool()?)
-            .await?;
-        Ok(())
-    }
-
-    async fn sync_grants(&self, spec: &TenantSpec) -> Result<(), Error> {
-        let tenant = spec.tenant.id;
-        let role_list = TenantRole::ALL
-            .iter()
-            .map(|r| r.role_name(&tenant).quoted())
-            .collect::<Vec<_>>()
-            .join(", ");
-        match &spec.tenant.model {
-            DataModel::Pool => {
-                let pool = self.shared_pool()?;
-                let mut tx = pool.begin().await?;
-                // Concurrent grants on one table collide; pool tenants take turns.
-                sqlx::query(
-                    "SELECT pg_advisory_xact_lock(hashtextextended('tenants.pool-grants', 0))",
-                )
-                .execute(&mut *tx)
-                .await?;
-                let rows = live::grants_on_tables(&mut *tx, &self.file.shared.pool_tables).await?;
-                let mut statements = tenant_grant_diff(spec, &rows).statements();
-                let schemas: std::collections::BTreeSet<&SqlIdent> = self
-                    .file
-                    .shared
-                    .pool_tables
-                    .iter()
-                    .map(|t| &t.schema)
-                    .collect();
-                for schema in schemas {
-                    statements.push(format!(
-                        "GRANT USAGE ON SCHEMA {} TO {role_list}",
-                        schema.quoted()
-                    ));
-                }
-                batch(&mut *tx, &statements).await?;
-                tx.commit().await?;
-            }
-            DataModel::Bridge { schema } => {
-                let pool = self.shared_pool()?;
-                let mut tx = pool.begin().await?;
-                let rows = live::grants_in_schemas(&mut *tx, &[schema.to_string()]).await?;
-                let mut statements = tenant_grant_diff(spec, &rows).statements();
-                statements.push(format!(
-                    "GRANT USAGE ON SCHEMA {} TO {role_list}",
-                    schema.quoted()
-                ));
-                batch(&mut *tx, &statements).await?;
-                tx.commit().await?;
-                // The tenant's copies of the pool tables carry the same policy, so a
-                // tenant moved between models keeps working.
-                let copies = self.tenant_tables(&spec.tenant.model);
-                let mut conn = pool.acquire().await?;
-                secure_tables(&mut conn, &copies, true).await?;
-            }
-            DataModel::Silo { database, .. } => {
-                let options = self.database(&spec.server, database)?;
-                let mut conn = live::connect(&options).await?;
-                let result = async {
-                    let mut tx = conn.begin().await?;
-                    let rows = live::grants_in_schemas(&mut *tx, &["public".into()]).await?;
-                    let mut statements = tenant_grant_diff(spec, &rows).statements();
-                    statements.push(format!("GRANT USAGE ON SCHEMA public TO {role_list}"));
-                    batch(&mut *tx, &statements).await?;
-                    tx.commit().await?;
-                    secure_tables(&mut conn, &self.file.shared.pool_tables, true).await
-                }
-                .await;
-                live::close(conn, result).await?;
-            }
-        }
-        Ok(())
     }
 
     async fn destroy(&self, doomed: &Doomed) -> Result<(), Error> {
@@ -680,139 +449,3 @@ impl Provisioner {
         Ok(())
     }
 }
-
-/// `migrator`'s migrations, with their history in `schema`'s `_sqlx_migrations`,
-/// schema-qualified.
-fn in_schema_history(migrator: &Migrator, schema: &SqlIdent) -> Migrator {
-    let mut scoped = Migrator::with_migrations(migrator.iter().cloned().collect());
-    // The options sqlx has no getters for are read from its (public) fields.
-    scoped.set_ignore_missing(migrator.ignore_missing);
-    scoped.no_tx = migrator.no_tx;
-    scoped.set_locking(false);
-    scoped.dangerous_set_table_name(format!("{}._sqlx_migrations", schema.quoted()));
-    scoped
-}
-
-/// Gives `tables` a `tenant_id` column (when missing), row-level security enabled
-/// and forced, the tenant isolation policy, and their views `security_invoker`;
-/// then refuses keys that do not lead with `tenant_id`. With `copies` (a tenant's
-/// own copies of the pool tables, in its schema or database), missing tables are
-/// skipped, and keys are not checked: one tenant's rows cannot collide with
-/// another's there.
-async fn secure_tables(
-    conn: &mut sqlx::PgConnection,
-    tables: &[TableName],
-    copies: bool,
-) -> Result<(), Error> {
-    let state = live::pool_tables(&mut *conn, tables).await?;
-    let mut tx = conn.begin().await?;
-    // Owned: a borrowed iterator held across an await would make the future not
-    // provably `Send`.
-    let all = tables.to_vec();
-    let tables: Vec<(TableName, live::PoolTableLive)> = tables.iter().cloned().zip(state).collect();
-    for (table, live) in tables {
-        if !live.exists {
-            if copies {
-                continue;
-            }
-            return Err(Error::Config(format!(
-                "pool table {table} does not exist: create it in the shared migrations"
-            )));
-        }
-        let t = table.quoted();
-        let mut statements = Vec::new();
-        if !live.tenant_column {
-            statements.push(format!(
-                "ALTER TABLE {t} ADD COLUMN tenant_id text \
-                 DEFAULT current_setting('{TENANT_SETTING}', true)"
-            ));
-        }
-        if live.tenant_column && !live.tenant_default {
-            statements.push(format!(
-                "ALTER TABLE {t} ALTER COLUMN tenant_id \
-                 SET DEFAULT current_setting('{TENANT_SETTING}', true)"
-            ));
-        }
-        if !live.rls {
-            statements.push(format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"));
-        }
-        if !live.forced {
-            statements.push(format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"));
-        }
-        if !live.policy {
-            statements.push(format!(
-                "CREATE POLICY {POLICY} ON {t} USING ({POLICY_CHECK}) WITH CHECK ({POLICY_CHECK})"
-            ));
-        } else if !live.policy_fails_closed {
-            // An earlier version's policy, or one edited by hand: made to fail
-            // closed in place, so the table is never without a policy.
-            statements.push(format!("DROP POLICY {POLICY} ON {t}"));
-            statements.push(format!(
-                "CREATE POLICY {POLICY} ON {t} USING ({POLICY_CHECK}) WITH CHECK ({POLICY_CHECK})"
-            ));
-        }
-        // A view runs with its owner's rights (the migrating superuser's, which
-        // row-level security never filters) unless it is security_invoker
-        // (PostgreSQL 15 and later).
-        for view in &live.definer_views {
-            statements.push(format!("ALTER VIEW {view} SET (security_invoker = true)"));
-        }
-        batch(&mut *tx, &statements).await?;
-    }
-    tx.commit().await?;
-    if copies {
-        return Ok(());
-    }
-    // Checked once the tables are secured: a key the migrations just created
-    // fails the apply, with the tables' row-level security already in place.
-    let state = live::pool_tables(&mut *conn, &all).await?;
-    super::engine::tenant_scoped_keys(&all, &state)
-}
-
-/// Runs `statements` in one round trip (`batched`), or one by one for those that
-/// refuse a transaction.
-async fn run_statements(
-    conn: &mut sqlx::PgConnection,
-    statements: &[String],
-    batched: bool,
-) -> Result<(), Error> {
-    if batched {
-        return batch(conn, statements).await;
-    }
-    for sql in statements {
-        sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Runs `statements` in one round trip (an implicit transaction of its own, or
-/// part of the caller's).
-pub(crate) async fn batch<'c, E: sqlx::PgExecutor<'c>>(
-    db: E,
-    statements: &[String],
-) -> Result<(), Error> {
-    if !statements.is_empty() {
-        sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
-            .execute(db)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Records a tenant (`$1`) as provisioned by its origin (`$2`), clearing the error
-/// of an earlier failure.
-pub(crate) const PROVISIONED_UPSERT: &str = "INSERT INTO tenants.provisioned (id, origin) \
-     VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET origin = EXCLUDED.origin, error = NULL, \
-     updated_at = now()";
-
-/// Where the provisioning engine records each tenant: who declared it (`file` or
-/// `runtime`) and the error of its last failed apply.
-const PROVISIONED_SQL: &str = "
-CREATE TABLE IF NOT EXISTS tenants.provisioned (
-    id         text PRIMARY KEY,
-    origin     text NOT NULL CHECK (origin IN ('file', 'runtime')),
-    error      text,
-    updated_at timestamptz NOT NULL DEFAULT now()
-)";

@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
 
 use super::context::{SharedPlan, Storage, TenantPlan};
-use super::file::{TableName, TenantSpec};
-use super::live::{self, Live, ServerLive};
+use super::file::TenantSpec;
+use super::live::{Live, ServerLive};
 use super::plan::{Action, Change, Doomed, On, Origin, Plan, Scope, Work};
+use super::policy::tenant_scoped_keys;
 use super::provisioner::Provisioner;
 use super::{database, grant, migration, policy, record, role, schema};
 use tenants_db::{Error, TenantRole};
@@ -369,31 +370,4 @@ fn logins_in(server: &ServerLive, roles: &[SqlIdent], app: Option<&SqlIdent>) ->
         }
     }
     users
-}
-
-/// Refuses pool tables whose unique keys or foreign keys to pool tables do not
-/// lead with `tenant_id` ([`Error::TenantScopedKeys`], one line per key).
-pub(crate) fn tenant_scoped_keys(
-    tables: &[TableName],
-    live: &[live::PoolTableLive],
-) -> Result<(), Error> {
-    let problems: Vec<String> = tables
-        .iter()
-        .zip(live)
-        .flat_map(|(table, state)| {
-            state
-                .keys_without_tenant
-                .iter()
-                .map(move |key| format!("{table}: {key}"))
-        })
-        .collect();
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(Error::TenantScopedKeys {
-        problems,
-        why: "lead each with tenant_id: PRIMARY KEY (tenant_id, id), \
-              UNIQUE (tenant_id, email), FOREIGN KEY (tenant_id, order_id) \
-              REFERENCES orders (tenant_id, id)",
-    })
 }

@@ -9,9 +9,14 @@ use tenants_db::TenantRole;
 
 use super::context::{Storage, TenantPlan};
 use super::file::TenantSpec;
+use super::live;
 use super::live::Live;
 use super::live::{GrantRow, quote_ident};
 use super::plan::{Action, Change, Work};
+use super::policy::secure_tables;
+use super::provisioner::{Provisioner, batch};
+use sqlx::Connection;
+use tenants_db::Error;
 
 /// Plans syncing the tenant's table grants: when its storage or roles are new,
 /// migrations will add tables, or the live grants differ from what the roles'
@@ -261,6 +266,79 @@ fn foreign_revoke(
 /// A privilege name as the server reports it: uppercase letters, safe to write back.
 fn is_keyword(privilege: &str) -> bool {
     !privilege.is_empty() && privilege.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+impl Provisioner {
+    pub(crate) async fn sync_grants(&self, spec: &TenantSpec) -> Result<(), Error> {
+        let tenant = spec.tenant.id;
+        let role_list = TenantRole::ALL
+            .iter()
+            .map(|r| r.role_name(&tenant).quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match &spec.tenant.model {
+            DataModel::Pool => {
+                let pool = self.shared_pool()?;
+                let mut tx = pool.begin().await?;
+                // Concurrent grants on one table collide; pool tenants take turns.
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('tenants.pool-grants', 0))",
+                )
+                .execute(&mut *tx)
+                .await?;
+                let rows = live::grants_on_tables(&mut *tx, &self.file.shared.pool_tables).await?;
+                let mut statements = tenant_grant_diff(spec, &rows).statements();
+                let schemas: std::collections::BTreeSet<&SqlIdent> = self
+                    .file
+                    .shared
+                    .pool_tables
+                    .iter()
+                    .map(|t| &t.schema)
+                    .collect();
+                for schema in schemas {
+                    statements.push(format!(
+                        "GRANT USAGE ON SCHEMA {} TO {role_list}",
+                        schema.quoted()
+                    ));
+                }
+                batch(&mut *tx, &statements).await?;
+                tx.commit().await?;
+            }
+            DataModel::Bridge { schema } => {
+                let pool = self.shared_pool()?;
+                let mut tx = pool.begin().await?;
+                let rows = live::grants_in_schemas(&mut *tx, &[schema.to_string()]).await?;
+                let mut statements = tenant_grant_diff(spec, &rows).statements();
+                statements.push(format!(
+                    "GRANT USAGE ON SCHEMA {} TO {role_list}",
+                    schema.quoted()
+                ));
+                batch(&mut *tx, &statements).await?;
+                tx.commit().await?;
+                // The tenant's copies of the pool tables carry the same policy, so a
+                // tenant moved between models keeps working.
+                let copies = self.tenant_tables(&spec.tenant.model);
+                let mut conn = pool.acquire().await?;
+                secure_tables(&mut conn, &copies, true).await?;
+            }
+            DataModel::Silo { database, .. } => {
+                let options = self.database(&spec.server, database)?;
+                let mut conn = live::connect(&options).await?;
+                let result = async {
+                    let mut tx = conn.begin().await?;
+                    let rows = live::grants_in_schemas(&mut *tx, &["public".into()]).await?;
+                    let mut statements = tenant_grant_diff(spec, &rows).statements();
+                    statements.push(format!("GRANT USAGE ON SCHEMA public TO {role_list}"));
+                    batch(&mut *tx, &statements).await?;
+                    tx.commit().await?;
+                    secure_tables(&mut conn, &self.file.shared.pool_tables, true).await
+                }
+                .await;
+                live::close(conn, result).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Connection};
 use tenants_core::{DataModel, Tenant, TenantId};
 
-use super::apply::{PROVISIONED_UPSERT, batch};
 use super::file::{TableName, TenantSpec};
 use super::live::{self, quote_ident};
 use super::plan::Origin;
 use super::provisioner::Provisioner;
+use super::provisioner::batch;
+use super::record::PROVISIONED_UPSERT;
 use tenants_db::sql_literal as literal;
 use tenants_db::{Error, TENANT_SETTING, TenantRole};
 

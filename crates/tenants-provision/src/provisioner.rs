@@ -13,6 +13,9 @@ use tenants_core::{DataModel, SqlIdent};
 
 use super::environment::Environment;
 use super::file::{TableName, TenantsFile, UrlSource};
+use super::live;
+use super::plan::On;
+use sqlx::AssertSqlSafe;
 use tenants_db::Error;
 
 /// Plans and applies tenants files against live PostgreSQL servers, and onboards
@@ -300,4 +303,57 @@ fn in_server(error: Error, name: &str) -> Error {
         Error::Config(why) => Error::Config(format!("server {name:?}: {why}")),
         other => other,
     }
+}
+
+impl Provisioner {
+    pub(crate) async fn run_sql(
+        &self,
+        on: &On,
+        statements: &[String],
+        batched: bool,
+    ) -> Result<(), Error> {
+        match &on.database {
+            None => {
+                let mut conn = self.pool(&on.server)?.acquire().await?;
+                run_statements(&mut conn, statements, batched).await
+            }
+            Some(database) => {
+                let mut conn = live::connect(&self.database(&on.server, database)?).await?;
+                let result = run_statements(&mut conn, statements, batched).await;
+                live::close(conn, result).await
+            }
+        }
+    }
+}
+
+/// Runs `statements` in one round trip (`batched`), or one by one for those that
+/// refuse a transaction.
+pub(crate) async fn run_statements(
+    conn: &mut sqlx::PgConnection,
+    statements: &[String],
+    batched: bool,
+) -> Result<(), Error> {
+    if batched {
+        return batch(conn, statements).await;
+    }
+    for sql in statements {
+        sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs `statements` in one round trip (an implicit transaction of its own, or
+/// part of the caller's).
+pub(crate) async fn batch<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    statements: &[String],
+) -> Result<(), Error> {
+    if !statements.is_empty() {
+        sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
+            .execute(db)
+            .await?;
+    }
+    Ok(())
 }

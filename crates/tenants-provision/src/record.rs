@@ -8,8 +8,10 @@ use tenants_db::Error;
 
 use super::context::{SharedPlan, TenantPlan, changed_keys};
 use super::live::Live;
+use super::plan::Origin;
 use super::plan::{Action, Change, Scope, Work};
 use super::provisioner::Provisioner;
+use tenants_db::PgCatalog;
 
 /// Reads the catalog: whether it is installed, its records (and where each
 /// tenant's storage is), which tenants were provisioned by whom, and whether the
@@ -180,4 +182,45 @@ fn model_change(t: &TenantPlan<'_>, from: &DataModel) -> Change {
         Work::Move(Box::new(tenant.clone()), t.origin),
     )
     .detail(detail)
+}
+
+/// Records a tenant (`$1`) as provisioned by its origin (`$2`), clearing the error
+/// of an earlier failure.
+pub(crate) const PROVISIONED_UPSERT: &str = "INSERT INTO tenants.provisioned (id, origin) \
+     VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET origin = EXCLUDED.origin, error = NULL, \
+     updated_at = now()";
+
+/// Where the provisioning engine records each tenant: who declared it (`file` or
+/// `runtime`) and the error of its last failed apply.
+const PROVISIONED_SQL: &str = "
+CREATE TABLE IF NOT EXISTS tenants.provisioned (
+    id         text PRIMARY KEY,
+    origin     text NOT NULL CHECK (origin IN ('file', 'runtime')),
+    error      text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)";
+
+/// Installs the catalog (`tenants.tenants`, [`PgCatalog::install`]) and the
+/// engine's record of what it provisioned.
+pub(crate) async fn install_catalog(provisioner: &Provisioner) -> Result<(), Error> {
+    let pool = provisioner.shared_pool()?;
+    PgCatalog::new(pool.clone()).install().await?;
+    sqlx::raw_sql(PROVISIONED_SQL).execute(pool).await?;
+    Ok(())
+}
+
+/// Writes the tenant's catalog record, and records it as provisioned by `origin`.
+pub(crate) async fn register(
+    provisioner: &Provisioner,
+    tenant: &Tenant,
+    origin: Origin,
+) -> Result<(), Error> {
+    let pool = provisioner.shared_pool()?;
+    PgCatalog::new(pool.clone()).put(tenant).await?;
+    sqlx::query(PROVISIONED_UPSERT)
+        .bind(tenant.id.as_str())
+        .bind(origin.as_str())
+        .execute(pool)
+        .await?;
+    Ok(())
 }

@@ -7,6 +7,11 @@ use super::context::{SharedPlan, TenantPlan};
 use super::file::Password;
 use super::live::quote_ident;
 use super::plan::{Action, Change, Scope, Work};
+use super::provisioner::Provisioner;
+use sqlx::AssertSqlSafe;
+use tenants_core::SqlIdent;
+use tenants_db::Error;
+use tenants_db::sql_literal as literal;
 
 /// Plans each server's application login role (the file's `app_role`) when it
 /// does not exist.
@@ -175,5 +180,39 @@ pub(crate) fn plan_app_membership(t: &TenantPlan<'_>, changes: &mut Vec<Change>)
             )
             .detail("so the application may SET ROLE to them"),
         );
+    }
+}
+
+impl Provisioner {
+    pub(crate) async fn create_login(
+        &self,
+        server: &str,
+        name: &SqlIdent,
+        member_of: Option<&SqlIdent>,
+        password: Option<&Password>,
+        search_path: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut sql = format!("CREATE ROLE {} LOGIN", name.quoted());
+        if let Some(password) = password {
+            let password = password
+                .resolve(&self.env)
+                .map_err(|var| Error::MissingEnv(vec![var]))?;
+            // The server stores only this salted verifier; the password itself
+            // never reaches it, nor any log.
+            let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+            sql.push_str(" PASSWORD ");
+            sql.push_str(&literal(&verifier));
+        }
+        if let Some(group) = member_of {
+            sql.push_str(" IN ROLE ");
+            sql.push_str(&group.quoted());
+        }
+        let pool = self.pool(server)?;
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
+        if let Some(path) = search_path {
+            let sql = format!("ALTER ROLE {} SET search_path TO {path}", name.quoted());
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
+        }
+        Ok(())
     }
 }
