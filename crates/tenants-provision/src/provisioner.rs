@@ -294,18 +294,9 @@ impl Provisioner {
             }
         }
     }
-}
 
-/// A configuration error about one server, with the server's name in front.
-fn in_server(error: Error, name: &str) -> Error {
-    match error {
-        Error::Tls(why) => Error::Tls(format!("server {name:?}: {why}")),
-        Error::Config(why) => Error::Config(format!("server {name:?}: {why}")),
-        other => other,
-    }
-}
-
-impl Provisioner {
+    /// Runs `statements` on `on` (a server's admin database, or one of its
+    /// databases), batched in one round trip or one by one.
     pub(crate) async fn run_sql(
         &self,
         on: &On,
@@ -323,6 +314,15 @@ impl Provisioner {
                 live::close(conn, result).await
             }
         }
+    }
+}
+
+/// A configuration error about one server, with the server's name in front.
+fn in_server(error: Error, name: &str) -> Error {
+    match error {
+        Error::Tls(why) => Error::Tls(format!("server {name:?}: {why}")),
+        Error::Config(why) => Error::Config(format!("server {name:?}: {why}")),
+        other => other,
     }
 }
 
