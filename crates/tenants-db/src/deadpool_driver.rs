@@ -503,6 +503,14 @@ pub(crate) fn parse_url(url: &str) -> Result<PgServer, Error> {
     Ok(PgServer { config, connect })
 }
 
+/// A tokio-postgres connection over [`PgConnect`]'s connector.
+type PgConnection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+        tokio_postgres::Socket,
+    >>::Stream,
+>;
+
 impl PgConnect {
     /// Connects, and drives the connection on a task of its own; the connection
     /// ends when the client is dropped.
@@ -510,21 +518,7 @@ impl PgConnect {
         &self,
         config: &tokio_postgres::Config,
     ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
-        match self.connect_once(config).await {
-            Err(_) if self.allow => {
-                let mut with_tls = config.clone();
-                with_tls.ssl_mode(tokio_postgres::config::SslMode::Require);
-                self.connect_once(&with_tls).await
-            }
-            result => result,
-        }
-    }
-
-    async fn connect_once(
-        &self,
-        config: &tokio_postgres::Config,
-    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
-        let (client, connection) = config.connect(self.tls.clone()).await?;
+        let (client, connection) = self.connect_raw(config).await?;
         let driver = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended");
@@ -534,22 +528,12 @@ impl PgConnect {
     }
 
     /// Connects and hands over the connection itself, for a caller that reads its
-    /// messages (`LISTEN`).
+    /// messages (`LISTEN`). With `sslmode=allow`, a refused plain connection is
+    /// tried again with TLS.
     pub(crate) async fn connect_raw(
         &self,
         config: &tokio_postgres::Config,
-    ) -> Result<
-        (
-            tokio_postgres::Client,
-            tokio_postgres::Connection<
-                tokio_postgres::Socket,
-                <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
-                    tokio_postgres::Socket,
-                >>::Stream,
-            >,
-        ),
-        tokio_postgres::Error,
-    > {
+    ) -> Result<(tokio_postgres::Client, PgConnection), tokio_postgres::Error> {
         match config.connect(self.tls.clone()).await {
             Err(_) if self.allow => {
                 let mut with_tls = config.clone();

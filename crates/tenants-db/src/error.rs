@@ -338,9 +338,11 @@ impl Error {
         }
     }
 
-    /// A configuration error about one server, with the server's name in front.
-    #[cfg(any(feature = "sqlx", feature = "deadpool"))]
-    pub(crate) fn in_server(self, name: &str) -> Error {
+    /// This error, about server `name`: a [`Tls`](Error::Tls) or
+    /// [`Config`](Error::Config) message gets the server's name in front (other
+    /// errors are returned as they are). For the router's servers and the
+    /// provisioning engine's alike.
+    pub fn in_server(self, name: &str) -> Error {
         match self {
             Error::Tls(why) => Error::Tls(format!("server {name:?}: {why}")),
             Error::Config(why) => Error::Config(format!("server {name:?}: {why}")),

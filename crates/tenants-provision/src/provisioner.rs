@@ -111,8 +111,7 @@ impl Provisioner {
                     }
                 },
             };
-            let options =
-                tenants_db::Sqlx::connect_options(&url).map_err(|e| in_server(e, name))?;
+            let options = tenants_db::Sqlx::connect_options(&url).map_err(|e| e.in_server(name))?;
             servers.insert(name.clone(), options.application_name("tenants"));
         }
         if !missing.is_empty() {
@@ -314,15 +313,6 @@ impl Provisioner {
                 live::close(conn, result).await
             }
         }
-    }
-}
-
-/// A configuration error about one server, with the server's name in front.
-fn in_server(error: Error, name: &str) -> Error {
-    match error {
-        Error::Tls(why) => Error::Tls(format!("server {name:?}: {why}")),
-        Error::Config(why) => Error::Config(format!("server {name:?}: {why}")),
-        other => other,
     }
 }
 
