@@ -10,6 +10,7 @@ use tenants_core::{DataModel, SqlIdent, Tenant, TenantCatalog, TenantId, TenantS
 use tenants_db::{Error, PgCatalog, Sqlx, TenantEvent, TenantRole, TenantRouter};
 use tenants_provision::{ApplyOptions, Provisioner, TenantSpec, TenantsFile};
 use tenants_test_support::{TestServer, postgres, unique_name};
+use tokio::task::JoinHandle;
 
 const MIGRATION: &str = "
 CREATE TABLE todos (id bigserial, tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id', true), title text NOT NULL,
@@ -131,12 +132,12 @@ async fn titles(router: &TenantRouter<Sqlx>, tenant: &Tenant) -> Vec<String> {
     titles
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
-    let s = Setup::new();
-    let provisioner = s.provisioner("").await;
-    let catalog = s.catalog().await;
-    let heard = Arc::new(Mutex::new(Vec::new()));
+/// Every tenant event a subscriber has heard so far.
+type Heard = Arc<Mutex<Vec<TenantEvent>>>;
+
+/// Subscribes to the catalog's tenant events: what it heard, and its task.
+async fn listen(catalog: &PgCatalog) -> (Heard, JoinHandle<()>) {
+    let heard = Heard::default();
     let listener = {
         let heard = heard.clone();
         PgCatalog::subscribe(catalog.pool(), move |event| {
@@ -145,26 +146,19 @@ async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
         .await
         .unwrap()
     };
-    let (a, b) = (s.id("a"), s.id("b"));
-    for id in [a, b] {
+    (heard, listener)
+}
+
+async fn provision_in_the_pool(provisioner: &Provisioner, ids: [TenantId; 2]) {
+    for id in ids {
         let spec = TenantSpec::new(Tenant::new(id, DataModel::Pool));
         provisioner.provision(&spec).await.unwrap();
     }
-    let router = s.router();
-    let pooled_a = record(&catalog, a).await;
-    let pooled_b = record(&catalog, b).await;
-    let mut last = 0;
-    for title in ["a1", "a2", "a3"] {
-        last = add(&router, &pooled_a, title).await;
-    }
-    add(&router, &pooled_b, "b1").await;
+}
 
-    provisioner.move_tenant(a, s.silo("a")).await.unwrap();
-
-    let moved = record(&catalog, a).await;
-    assert_eq!(moved.model, s.silo("a"));
+/// The shared tables hold none of a's rows, and b's rows only.
+fn assert_the_pool_keeps_only_bs_rows(s: &Setup) {
     let t = &s.tag;
-    // The shared tables hold none of a's rows, and b's rows only.
     assert_eq!(
         s.shared(&format!(
             "SELECT count(*) FROM todos WHERE tenant_id = 'a-{t}'"
@@ -178,7 +172,11 @@ async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
         "0"
     );
     assert_eq!(s.shared("SELECT string_agg(title, ',') FROM todos"), "b1");
-    // The new database holds exactly a's rows, still tagged and under the policy.
+}
+
+/// The new database holds exactly a's rows, still tagged and under the policy.
+fn assert_as_database_holds_exactly_its_rows(s: &Setup) {
+    let t = &s.tag;
     let database = format!("a_{t}");
     assert_eq!(
         s.in_database(
@@ -195,13 +193,15 @@ async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
         ),
         "t"
     );
-    // The same code serves it from there; new ids follow the copied ones.
-    assert_eq!(titles(&router, &moved).await, ["a1", "a2", "a3"]);
-    assert!(add(&router, &moved, "a4").await > last);
-    assert_eq!(titles(&router, &pooled_b).await, ["b1"]);
-    // A transaction begun with the old record finds a's privileges on the shared
-    // tables gone, instead of writing rows nobody would read.
-    let mut stale = router.begin_as(&pooled_a, TenantRole::Admin).await.unwrap();
+}
+
+/// A transaction begun with the old record finds a's privileges on the shared
+/// tables gone, instead of writing rows nobody would read.
+async fn assert_a_stale_record_cannot_write_to_the_pool(
+    router: &TenantRouter<Sqlx>,
+    pooled_a: &Tenant,
+) {
+    let mut stale = router.begin_as(pooled_a, TenantRole::Admin).await.unwrap();
     let refused = sqlx::query("INSERT INTO todos (title) VALUES ('lost')")
         .execute(&mut *stale)
         .await
@@ -210,15 +210,15 @@ async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
         refused.to_string().contains("permission denied"),
         "{refused}"
     );
-    drop(stale);
+}
 
-    // Moving again changes nothing.
-    provisioner.move_tenant(a, s.silo("a")).await.unwrap();
-    assert_eq!(titles(&router, &moved).await, ["a1", "a2", "a3", "a4"]);
-
-    // b cannot move into a's database, and nothing moves into the pool.
-    // Refused before anything runs: a's rows stay in its database (a move empties
-    // its target's tables first), and b stays in the pool.
+/// Moving tenant `b` into a's database is refused before anything runs.
+async fn assert_a_move_into_as_database_is_refused(
+    s: &Setup,
+    provisioner: &Provisioner,
+    b: TenantId,
+) {
+    let t = &s.tag;
     let clash = provisioner.move_tenant(b, s.silo("a")).await.unwrap_err();
     assert!(
         matches!(&clash, Error::Config(m)
@@ -226,29 +226,21 @@ async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
                 && m.contains("nothing was changed")),
         "{clash}"
     );
-    assert_eq!(titles(&router, &moved).await, ["a1", "a2", "a3", "a4"]);
-    assert_eq!(record(&catalog, b).await.model, DataModel::Pool);
-    let into_pool = provisioner
-        .move_tenant(a, DataModel::Pool)
-        .await
-        .unwrap_err();
-    assert!(
-        into_pool.to_string().contains("only tenants in the pool"),
-        "{into_pool}"
-    );
-    assert_eq!(titles(&router, &pooled_b).await, ["b1"]);
+}
 
-    // Every change reached the subscriber, the move included.
+/// Suspends tenant `id` through the catalog and waits (at most 5 s) for the
+/// subscriber to hear of it: the event it waited for.
+async fn suspend_and_wait_to_hear(catalog: &PgCatalog, heard: &Heard, id: TenantId) -> TenantEvent {
     catalog
         .put(
-            &record(&catalog, b)
+            &record(catalog, id)
                 .await
                 .with_status(TenantStatus::Suspended),
         )
         .await
         .unwrap();
     let wanted = TenantEvent::StatusChanged {
-        tenant: b,
+        tenant: id,
         from: TenantStatus::Active,
         to: TenantStatus::Suspended,
     };
@@ -258,6 +250,11 @@ async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+    wanted
+}
+
+/// The subscriber heard a and b created in the pool, a moved to its silo, and `last`.
+fn assert_heard_every_change(s: &Setup, heard: &Heard, [a, b]: [TenantId; 2], last: TenantEvent) {
     let heard = heard.lock().unwrap().clone();
     for event in [
         TenantEvent::Created {
@@ -273,10 +270,64 @@ async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
             from: DataModel::Pool,
             to: s.silo("a"),
         },
-        wanted,
+        last,
     ] {
         assert!(heard.contains(&event), "{event:?} not in {heard:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_tenant_moves_to_its_own_database_with_its_rows_and_only_them() {
+    let s = Setup::new();
+    let provisioner = s.provisioner("").await;
+    let catalog = s.catalog().await;
+    let (heard, listener) = listen(&catalog).await;
+    let (a, b) = (s.id("a"), s.id("b"));
+    provision_in_the_pool(&provisioner, [a, b]).await;
+    let router = s.router();
+    let pooled_a = record(&catalog, a).await;
+    let pooled_b = record(&catalog, b).await;
+    let mut last = 0;
+    for title in ["a1", "a2", "a3"] {
+        last = add(&router, &pooled_a, title).await;
+    }
+    add(&router, &pooled_b, "b1").await;
+
+    provisioner.move_tenant(a, s.silo("a")).await.unwrap();
+
+    let moved = record(&catalog, a).await;
+    assert_eq!(moved.model, s.silo("a"));
+    assert_the_pool_keeps_only_bs_rows(&s);
+    assert_as_database_holds_exactly_its_rows(&s);
+    // The same code serves it from there; new ids follow the copied ones.
+    assert_eq!(titles(&router, &moved).await, ["a1", "a2", "a3"]);
+    assert!(add(&router, &moved, "a4").await > last);
+    assert_eq!(titles(&router, &pooled_b).await, ["b1"]);
+    assert_a_stale_record_cannot_write_to_the_pool(&router, &pooled_a).await;
+
+    // Moving again changes nothing.
+    provisioner.move_tenant(a, s.silo("a")).await.unwrap();
+    assert_eq!(titles(&router, &moved).await, ["a1", "a2", "a3", "a4"]);
+
+    // b cannot move into a's database, and nothing moves into the pool.
+    // Refused before anything runs: a's rows stay in its database (a move empties
+    // its target's tables first), and b stays in the pool.
+    assert_a_move_into_as_database_is_refused(&s, &provisioner, b).await;
+    assert_eq!(titles(&router, &moved).await, ["a1", "a2", "a3", "a4"]);
+    assert_eq!(record(&catalog, b).await.model, DataModel::Pool);
+    let into_pool = provisioner
+        .move_tenant(a, DataModel::Pool)
+        .await
+        .unwrap_err();
+    assert!(
+        into_pool.to_string().contains("only tenants in the pool"),
+        "{into_pool}"
+    );
+    assert_eq!(titles(&router, &pooled_b).await, ["b1"]);
+
+    // Every change reached the subscriber, the move included.
+    let suspended = suspend_and_wait_to_hear(&catalog, &heard, b).await;
+    assert_heard_every_change(&s, &heard, [a, b], suspended);
     listener.abort();
     router.close().await;
     provisioner.close().await;

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use tenants_core::{DataModel, SqlIdent, Tenant};
-use tenants_db::{Error, Hazard, Sqlx, TenantRole, TenantRouter};
+use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
+use tenants_db::{Driver, Error, Hazard, Sqlx, TenantRole, TenantRouter};
 use tenants_provision::{
-    ApplyOptions, Finding, Format, Password, Provisioner, Scope, TenantSpec, TenantState,
+    ApplyOptions, Finding, Format, Password, Plan, Provisioner, Scope, TenantSpec, TenantState,
     TenantsFile, UserSpec,
 };
 use tenants_test_support::{TestServer, postgres, unique_name};
@@ -134,6 +134,33 @@ model = "pool"
             self.pg.port()
         )
     }
+
+    /// The tenant id `{name}-{tag}`.
+    fn id(&self, name: &str) -> TenantId {
+        format!("{name}-{}", self.tag).parse().unwrap()
+    }
+
+    /// The SQL name `{name}_{tag}`.
+    fn ident(&self, name: &str) -> SqlIdent {
+        SqlIdent::new(format!("{name}_{}", self.tag)).unwrap()
+    }
+
+    async fn connect_as(&self, user: &str, database: &str) -> PgConnection {
+        PgConnection::connect(&self.url_as(user, database))
+            .await
+            .unwrap()
+    }
+
+    /// The application role's URL to the shared database.
+    fn app_url(&self) -> String {
+        format!(
+            "postgres://app_{}@{}:{}/{}",
+            self.tag,
+            self.pg.host(),
+            self.pg.port(),
+            shared_db(&self.url)
+        )
+    }
 }
 
 fn shared_db(url: &str) -> String {
@@ -143,10 +170,37 @@ fn shared_db(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_creates_exactly_the_declared_objects_and_converges() {
     let s = Setup::new();
-    let t = &s.tag;
     let provisioner = s.provisioner("").await;
 
     let plan = provisioner.plan().await.unwrap();
+    assert_plan_adds_every_kind_of_object(&s, &plan);
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.succeeded.len(), 3);
+    assert_roles_are_the_declared_ones(&s);
+    assert_storage_is_migrated_and_secured(&s);
+    assert_grants_and_catalog_are_exact(&s);
+
+    // A second apply changes nothing.
+    let again = provisioner.plan().await.unwrap();
+    assert!(again.is_empty(), "{again}");
+    let report = provisioner
+        .apply(&again, &ApplyOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(report.applied, 0);
+
+    assert_users_act_within_their_roles(&s).await;
+    assert_app_role_routes_every_model(&s, &provisioner).await;
+    provisioner.close().await;
+}
+
+/// The first plan of the issue's file names every kind of object it adds.
+fn assert_plan_adds_every_kind_of_object(s: &Setup, plan: &Plan) {
+    let t = &s.tag;
     let text = plan.to_string();
     for line in [
         format!("+ database shop_{t}"),
@@ -159,14 +213,11 @@ async fn apply_creates_exactly_the_declared_objects_and_converges() {
     ] {
         assert!(text.contains(&line), "missing {line:?} in\n{text}");
     }
-    let report = provisioner
-        .apply(&plan, &ApplyOptions::new())
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{report}");
-    assert_eq!(report.succeeded.len(), 3);
+}
 
-    // Roles: three group roles per tenant, the users, the application role.
+/// Roles: three group roles per tenant, the users, the application role.
+fn assert_roles_are_the_declared_ones(s: &Setup) {
+    let t = &s.tag;
     let roles = s.shared(&format!(
         "SELECT string_agg(rolname || ':' || rolcanlogin, ',' ORDER BY rolname) FROM pg_roles \
          WHERE rolname LIKE '%{t}%'"
@@ -191,7 +242,12 @@ async fn apply_creates_exactly_the_declared_objects_and_converges() {
         ))
         .starts_with("SCRAM-SHA-256$")
     );
-    // Storage: the silo database, the bridge schema, both migrated.
+}
+
+/// Storage: the silo database, the bridge schema, both migrated; the pool table
+/// secured.
+fn assert_storage_is_migrated_and_secured(s: &Setup) {
+    let t = &s.tag;
     assert_eq!(
         s.shared(&format!(
             "SELECT count(*) FROM pg_database WHERE datname = 'shop_{t}'"
@@ -220,6 +276,10 @@ async fn apply_creates_exactly_the_declared_objects_and_converges() {
         ),
         "truetrue1"
     );
+}
+
+fn assert_grants_and_catalog_are_exact(s: &Setup) {
+    let t = &s.tag;
     // Exactly the role's privileges.
     assert_eq!(
         s.sql(
@@ -237,20 +297,21 @@ async fn apply_creates_exactly_the_declared_objects_and_converges() {
         s.shared("SELECT string_agg(record->>'model', ',' ORDER BY record->>'model') FROM tenants.tenants"),
         "bridge,pool,silo"
     );
+}
 
-    // A second apply changes nothing.
-    let again = provisioner.plan().await.unwrap();
-    assert!(again.is_empty(), "{again}");
-    let report = provisioner
-        .apply(&again, &ApplyOptions::new())
-        .await
-        .unwrap();
-    assert_eq!(report.applied, 0);
+fn assert_permission_denied(refused: &sqlx::Error) {
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+}
 
-    // As the developer, INSERT works and DELETE is refused; the customer only reads.
-    let mut dev = PgConnection::connect(&s.url_as(&format!("dev_{t}"), &format!("shop_{t}")))
-        .await
-        .unwrap();
+/// As the developer, INSERT works and DELETE is refused; the customer only reads.
+async fn assert_users_act_within_their_roles(s: &Setup) {
+    let t = &s.tag;
+    let mut dev = s
+        .connect_as(&format!("dev_{t}"), &format!("shop_{t}"))
+        .await;
     sqlx::query("INSERT INTO widgets (name) VALUES ('bolt')")
         .execute(&mut dev)
         .await
@@ -259,14 +320,10 @@ async fn apply_creates_exactly_the_declared_objects_and_converges() {
         .execute(&mut dev)
         .await
         .unwrap_err();
-    assert!(
-        refused.to_string().contains("permission denied"),
-        "{refused}"
-    );
-    let mut customer =
-        PgConnection::connect(&s.url_as(&format!("customer_{t}"), &format!("shop_{t}")))
-            .await
-            .unwrap();
+    assert_permission_denied(&refused);
+    let mut customer = s
+        .connect_as(&format!("customer_{t}"), &format!("shop_{t}"))
+        .await;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM widgets")
         .fetch_one(&mut customer)
         .await
@@ -276,12 +333,12 @@ async fn apply_creates_exactly_the_declared_objects_and_converges() {
         .execute(&mut customer)
         .await
         .unwrap_err();
-    assert!(
-        refused.to_string().contains("permission denied"),
-        "{refused}"
-    );
+    assert_permission_denied(&refused);
+}
 
-    // The application role routes every model, and SET ROLE works for it.
+/// The application role routes every model, and SET ROLE works for it.
+async fn assert_app_role_routes_every_model(s: &Setup, provisioner: &Provisioner) {
+    let t = &s.tag;
     let app_url = s.url_as(&format!("app_{t}"), &shared_db(&s.url));
     let router = TenantRouter::<Sqlx>::builder()
         .server("main", app_url)
@@ -323,7 +380,6 @@ async fn apply_creates_exactly_the_declared_objects_and_converges() {
         "the tenant_id default comes from the tenant setting"
     );
     router.close().await;
-    provisioner.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,12 +540,7 @@ async fn views_over_pool_tables_read_as_their_caller() {
         "INSERT INTO todos (tenant_id, title) VALUES ('pool-{t}', 'mine'), ('other', 'theirs');
          GRANT SELECT ON todo_titles, todo_count TO app_{t}"
     ));
-    let app_url = format!(
-        "postgres://app_{t}@{}:{}/{}",
-        s.pg.host(),
-        s.pg.port(),
-        shared_db(&s.url)
-    );
+    let app_url = s.app_url();
     let router: TenantRouter<Sqlx> = TenantRouter::builder()
         .server("main", app_url)
         .build()
@@ -657,6 +708,45 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A router of `D` for the application role whose pools hold one connection each,
+/// so a second request reuses the first one's connection and statement cache.
+fn one_connection_router<D: Driver>(app_url: &str) -> TenantRouter<D> {
+    TenantRouter::builder()
+        .server("main", app_url)
+        .pool_connections(1)
+        .bridge_connections(1)
+        .silo_connections_per_tenant(1)
+        .build()
+        .unwrap()
+}
+
+/// A row in the table `SELECT *` reads, for the pool, bridge and silo tenant.
+fn add_a_row_for_every_model(s: &Setup) {
+    let t = &s.tag;
+    s.shared(&format!(
+        "INSERT INTO todos (tenant_id, title) VALUES ('pool-{t}', 'x');
+         INSERT INTO hardware_{t}.widgets (name) VALUES ('x')"
+    ));
+    s.sql(
+        &format!("shop_{t}"),
+        "INSERT INTO widgets (name) VALUES ('x')",
+    );
+}
+
+/// Runs the engine's `migrate` with a migration adding a column to each table.
+async fn migrate_new_columns(s: &Setup) {
+    std::fs::write(
+        s.dir.join("migrations/0002_more.sql"),
+        "ALTER TABLE widgets ADD COLUMN colour text;
+         ALTER TABLE todos ADD COLUMN done boolean NOT NULL DEFAULT false;",
+    )
+    .unwrap();
+    let provisioner = s.provisioner("").await;
+    let report = provisioner.migrate(&ApplyOptions::new()).await.unwrap();
+    assert!(report.is_success(), "{report}");
+    provisioner.close().await;
+}
+
 /// A migration that changes a table's shape between two requests, run by the
 /// engine's `migrate`: the routers of both drivers, whose one-connection pools
 /// cached `SELECT *` before it, serve the next request of every model with the new
@@ -674,34 +764,9 @@ async fn a_migration_between_two_requests_leaves_no_stale_statement() {
         .map(|spec| spec.tenant.clone())
         .collect();
     provisioner.close().await;
-    s.shared(&format!(
-        "INSERT INTO todos (tenant_id, title) VALUES ('pool-{t}', 'x');
-         INSERT INTO hardware_{t}.widgets (name) VALUES ('x')"
-    ));
-    s.sql(
-        &format!("shop_{t}"),
-        "INSERT INTO widgets (name) VALUES ('x')",
-    );
-    let app_url = format!(
-        "postgres://app_{t}@{}:{}/{}",
-        s.pg.host(),
-        s.pg.port(),
-        shared_db(&s.url)
-    );
-    let sqlx: TenantRouter<Sqlx> = TenantRouter::builder()
-        .server("main", app_url.clone())
-        .pool_connections(1)
-        .bridge_connections(1)
-        .silo_connections_per_tenant(1)
-        .build()
-        .unwrap();
-    let deadpool: TenantRouter<Deadpool> = TenantRouter::builder()
-        .server("main", app_url)
-        .pool_connections(1)
-        .bridge_connections(1)
-        .silo_connections_per_tenant(1)
-        .build()
-        .unwrap();
+    add_a_row_for_every_model(&s);
+    let sqlx: TenantRouter<Sqlx> = one_connection_router(&s.app_url());
+    let deadpool: TenantRouter<Deadpool> = one_connection_router(&s.app_url());
     let listening = || {
         s.shared(&format!(
             "SELECT count(*) FROM pg_stat_activity \
@@ -716,16 +781,7 @@ async fn a_migration_between_two_requests_leaves_no_stale_statement() {
         before.push(columns);
     }
 
-    std::fs::write(
-        s.dir.join("migrations/0002_more.sql"),
-        "ALTER TABLE widgets ADD COLUMN colour text;
-         ALTER TABLE todos ADD COLUMN done boolean NOT NULL DEFAULT false;",
-    )
-    .unwrap();
-    let provisioner = s.provisioner("").await;
-    let report = provisioner.migrate(&ApplyOptions::new()).await.unwrap();
-    assert!(report.is_success(), "{report}");
-    provisioner.close().await;
+    migrate_new_columns(&s).await;
     // The shared database, the bridge tenant's schema and the silo database.
     eventually("the migrations to be heard", || {
         sqlx.stats().migrations_heard >= 3
@@ -816,7 +872,6 @@ async fn migrate_fails_a_tenant_whose_schema_is_missing_and_migrates_the_others(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
     let s = Setup::new();
-    let t = &s.tag;
     let provisioner = s.provisioner("").await;
     let findings = provisioner.doctor().await.unwrap();
     assert!(
@@ -836,6 +891,22 @@ async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
     let findings = provisioner.doctor().await.unwrap();
     assert!(findings.is_empty(), "{findings:?}");
 
+    drift_from_the_file(&s);
+    assert_doctor_names_the_drift(&s, &provisioner.doctor().await.unwrap());
+    undo_the_drift(&s);
+
+    create_readers_with_owner_rights(&s);
+    assert_doctor_names_readers_with_owner_rights(&s, &provisioner.doctor().await.unwrap());
+    fix_readers_with_owner_rights(&s);
+    let findings = provisioner.doctor().await.unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    provisioner.close().await;
+}
+
+/// RLS disabled on the pool table, a BYPASSRLS application role, a grant beyond
+/// the customer role's, and a catalog entry of a tenant in no file.
+fn drift_from_the_file(s: &Setup) {
+    let t = &s.tag;
     s.shared("ALTER TABLE todos DISABLE ROW LEVEL SECURITY");
     s.shared(&format!("ALTER ROLE app_{t} BYPASSRLS"));
     s.sql(
@@ -845,7 +916,10 @@ async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
     s.shared(&format!(
         "INSERT INTO tenants.tenants (id, record) VALUES ('stray-{t}', '{{\"id\": \"stray-{t}\", \"model\": \"pool\"}}')"
     ));
-    let findings = provisioner.doctor().await.unwrap();
+}
+
+fn assert_doctor_names_the_drift(s: &Setup, findings: &[Finding]) {
+    let t = &s.tag;
     let shown: Vec<String> = findings.iter().map(ToString::to_string).collect();
     assert!(
         findings.contains(&Finding::Hazard(Hazard::RlsDisabled {
@@ -871,6 +945,10 @@ async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
         }),
         "{shown:#?}"
     );
+}
+
+fn undo_the_drift(s: &Setup) {
+    let t = &s.tag;
     s.shared(&format!(
         "DELETE FROM tenants.tenants WHERE id = 'stray-{t}'"
     ));
@@ -880,9 +958,12 @@ async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
         &format!("shop_{t}"),
         &format!("REVOKE DELETE, TRUNCATE ON widgets FROM tenant_shop_{t}_customer"),
     );
+}
 
-    // Objects a shared migration run by a superuser creates over a pool table read
-    // it with their owner's rights, and a bypassing role one SET ROLE away.
+/// Objects a shared migration run by a superuser creates over a pool table read
+/// it with their owner's rights, and a bypassing role one SET ROLE away.
+fn create_readers_with_owner_rights(s: &Setup) {
+    let t = &s.tag;
     s.shared(&format!(
         "CREATE VIEW todo_titles AS SELECT title FROM todos;
          CREATE VIEW own_titles WITH (security_invoker = true) AS SELECT title FROM todos;
@@ -891,7 +972,9 @@ async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
              AS 'SELECT count(*) FROM todos';
          CREATE ROLE bypass_{t} NOLOGIN BYPASSRLS; GRANT bypass_{t} TO app_{t};"
     ));
-    let findings = provisioner.doctor().await.unwrap();
+}
+
+fn assert_doctor_names_readers_with_owner_rights(s: &Setup, findings: &[Finding]) {
     let shown: Vec<String> = findings.iter().map(ToString::to_string).collect();
     for hazard in [
         Hazard::ViewBypassesRls {
@@ -904,7 +987,7 @@ async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
             function: "every_todo()".into(),
         },
         Hazard::MemberOfBypassingRole {
-            role: format!("bypass_{t}"),
+            role: format!("bypass_{}", s.tag),
         },
     ] {
         assert!(findings.contains(&Finding::Hazard(hazard)), "{shown:#?}");
@@ -913,14 +996,15 @@ async fn doctor_flags_disabled_rls_a_bypassrls_app_role_and_drift() {
         !shown.iter().any(|f| f.contains("own_titles")),
         "{shown:#?}"
     );
+}
+
+fn fix_readers_with_owner_rights(s: &Setup) {
+    let t = &s.tag;
     s.shared(&format!(
         "ALTER VIEW todo_titles SET (security_invoker = true); DROP MATERIALIZED VIEW todo_count;
          ALTER FUNCTION every_todo() SECURITY INVOKER; REVOKE bypass_{t} FROM app_{t};
          DROP ROLE bypass_{t}"
     ));
-    let findings = provisioner.doctor().await.unwrap();
-    assert!(findings.is_empty(), "{findings:?}");
-    provisioner.close().await;
 }
 
 /// What a connection with no tenant set sees of the pool table `todos`, and the
@@ -956,12 +1040,7 @@ async fn pool_tables_fail_closed_without_a_tenant() {
     s.shared(&format!(
         "INSERT INTO todos (tenant_id, title) VALUES ('pool-{t}', 'mine'), ('', 'orphan')"
     ));
-    let app_url = format!(
-        "postgres://app_{t}@{}:{}/{}",
-        s.pg.host(),
-        s.pg.port(),
-        shared_db(&s.url)
-    );
+    let app_url = s.app_url();
     let mut conn = PgConnection::connect(&app_url).await.unwrap();
     assert_eq!(
         no_tenant(&mut conn).await,
@@ -1086,33 +1165,9 @@ async fn a_file_cannot_take_another_tenants_live_objects() {
     let s = Setup::new();
     let t = &s.tag;
     let provisioner = s.applied("").await;
-    // A tenant that signed up at runtime, with a login user: in no file.
-    let signup = Tenant::new(
-        format!("signup-{t}").parse().unwrap(),
-        DataModel::Bridge {
-            schema: SqlIdent::new(format!("signup_{t}")).unwrap(),
-        },
-    );
-    let user = UserSpec::new(
-        SqlIdent::new(format!("signup_user_{t}")).unwrap(),
-        TenantRole::Customer,
-        Password::Given("signup-secret".into()),
-    );
-    provisioner
-        .provision(&TenantSpec::new(signup).with_user(user))
-        .await
-        .unwrap();
-
-    /// Plans the file with `extra` tenants, and expects the plan refused.
-    async fn refused(s: &Setup, extra: String, reason: String) {
-        let taker = s.provisioner(&extra).await;
-        let err = taker.plan().await.unwrap_err().to_string();
-        assert!(err.contains(&reason), "expected {reason:?} in {err}");
-        assert!(err.contains("nothing was changed"), "{err}");
-        taker.close().await;
-    }
+    sign_up_with_a_login_user(&s, &provisioner).await;
     // Its schema, its user and its group role are not another tenant's to take.
-    refused(
+    assert_plan_refused(
         &s,
         format!("[tenants.taker-{t}]\nmodel = \"bridge\"\nschema = \"signup_{t}\"\n"),
         format!("tenant taker-{t}: schema signup_{t} is tenant signup-{t}'s"),
@@ -1130,22 +1185,60 @@ async fn a_file_cannot_take_another_tenants_live_objects() {
             format!("user tenant_signup_{t}_admin is another tenant's group role"),
         ),
     ] {
-        refused(
+        assert_plan_refused(
             &s,
-            format!(
-                "[tenants.taker-{t}]\nmodel = \"silo\"\ndatabase = \"taker_{t}\"\n\
-                 [[tenants.taker-{t}.users]]\nname = \"{name}\"\nrole = \"admin\"\n\
-                 password_env = \"SHOP_ADMIN_PASSWORD\"\n"
-            ),
+            silo_taker_with_user(t, &name),
             format!("tenant taker-{t}: {reason}"),
         )
         .await;
     }
-    // A signup cannot take a file tenant's database either.
+    assert_signup_cannot_take_a_file_tenants_database(&s, &provisioner).await;
+    assert_renaming_a_tenant_that_keeps_its_schema_is_refused(&s).await;
+    assert_nothing_was_taken(&s);
+    provisioner.close().await;
+}
+
+/// A tenant that signs up at runtime, with a login user: in no file.
+async fn sign_up_with_a_login_user(s: &Setup, provisioner: &Provisioner) {
+    let schema = s.ident("signup");
+    let signup = Tenant::new(s.id("signup"), DataModel::Bridge { schema });
+    let user = UserSpec::new(
+        s.ident("signup_user"),
+        TenantRole::Customer,
+        Password::Given("signup-secret".into()),
+    );
+    provisioner
+        .provision(&TenantSpec::new(signup).with_user(user))
+        .await
+        .unwrap();
+}
+
+/// Plans the file with `extra` tenants, and expects the plan refused.
+async fn assert_plan_refused(s: &Setup, extra: String, reason: String) {
+    let taker = s.provisioner(&extra).await;
+    let err = taker.plan().await.unwrap_err().to_string();
+    assert!(err.contains(&reason), "expected {reason:?} in {err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    taker.close().await;
+}
+
+/// The tenant `taker-{t}`, a silo, with one admin user named `user`.
+fn silo_taker_with_user(t: &str, user: &str) -> String {
+    format!(
+        "[tenants.taker-{t}]\nmodel = \"silo\"\ndatabase = \"taker_{t}\"\n\
+         [[tenants.taker-{t}.users]]\nname = \"{user}\"\nrole = \"admin\"\n\
+         password_env = \"SHOP_ADMIN_PASSWORD\"\n"
+    )
+}
+
+/// A signup cannot take a file tenant's database either.
+async fn assert_signup_cannot_take_a_file_tenants_database(s: &Setup, provisioner: &Provisioner) {
+    let t = &s.tag;
+    let database = s.ident("shop");
     let squatter = Tenant::new(
-        format!("squatter-{t}").parse().unwrap(),
+        s.id("squatter"),
         DataModel::Silo {
-            database: SqlIdent::new(format!("shop_{t}")).unwrap(),
+            database,
             server: None,
         },
     );
@@ -1158,8 +1251,12 @@ async fn a_file_cannot_take_another_tenants_live_objects() {
         err.contains(&format!("database shop_{t} is tenant shop-{t}'s")),
         "{err}"
     );
-    // Renaming a tenant in the file while keeping its schema would have planned
-    // the old id's drop, schema and all; now it stops.
+}
+
+/// Renaming a tenant in the file while keeping its schema would have planned the
+/// old id's drop, schema and all; now it stops.
+async fn assert_renaming_a_tenant_that_keeps_its_schema_is_refused(s: &Setup) {
+    let t = &s.tag;
     let text = s.file_text("").replace(
         &format!("[tenants.hardware-{t}]"),
         &format!("[tenants.hardware2-{t}]"),
@@ -1173,7 +1270,11 @@ async fn a_file_cannot_take_another_tenants_live_objects() {
         "{err}"
     );
     renamed.close().await;
-    // Nothing was taken.
+}
+
+/// The signup's user is still only its tenant's, and no taker's database exists.
+fn assert_nothing_was_taken(s: &Setup) {
+    let t = &s.tag;
     assert_eq!(
         s.shared(&format!(
             "SELECT string_agg(r.rolname, ',' ORDER BY r.rolname) FROM pg_auth_members m \
@@ -1189,7 +1290,6 @@ async fn a_file_cannot_take_another_tenants_live_objects() {
         ),
         "0"
     );
-    provisioner.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1288,12 +1388,10 @@ async fn a_file_built_in_code_naming_an_unknown_server_is_refused() {
     assert!(err.to_string().contains("\"gone\""), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silo_tenants_live_on_the_server_they_name() {
-    let s = Setup::new();
+/// A file with two servers, main and eu, and one silo tenant, far, on eu.
+fn far_tenant_on_eu(s: &Setup, eu_url: &str) -> String {
     let t = &s.tag;
-    let eu_url = s.pg.fresh_database();
-    let text = format!(
+    format!(
         r#"
 [servers.main]
 url = "{main}"
@@ -1313,7 +1411,49 @@ server = "eu"
 database = "far_{t}"
 "#,
         main = s.url
+    )
+}
+
+/// A silo tenant onboarded at runtime on eu is listed there, as the file's is.
+async fn assert_runtime_silo_listed_on_eu(s: &Setup, provisioner: &Provisioner, near: TenantId) {
+    let t = &s.tag;
+    let model = DataModel::Silo {
+        database: s.ident("near"),
+        server: Some("eu".into()),
+    };
+    let spec = TenantSpec::new(Tenant::new(near, model));
+    provisioner.provision(&spec).await.unwrap();
+    let listed = provisioner.list().await.unwrap();
+    let location = |id: &str| {
+        let tenant = listed.iter().find(|l| l.id == id).unwrap();
+        (tenant.location.clone(), tenant.state.clone())
+    };
+    assert_eq!(
+        location(&format!("far-{t}")),
+        (format!("database far_{t} on eu"), TenantState::Ready)
     );
+    assert_eq!(
+        location(&format!("near-{t}")),
+        (format!("database near_{t} on eu"), TenantState::Runtime)
+    );
+}
+
+/// Applies the destroy plan of tenant `id`.
+async fn destroy(provisioner: &Provisioner, id: TenantId) {
+    let plan = provisioner.destroy_plan(id).await.unwrap();
+    let report = provisioner
+        .apply(&plan, &ApplyOptions::new().allow_destroy(true))
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silo_tenants_live_on_the_server_they_name() {
+    let s = Setup::new();
+    let t = &s.tag;
+    let eu_url = s.pg.fresh_database();
+    let text = far_tenant_on_eu(&s, &eu_url);
     let provisioner = Provisioner::connect(s.load(&text)).await.unwrap();
     let plan = provisioner.plan().await.unwrap();
     assert!(
@@ -1343,35 +1483,10 @@ database = "far_{t}"
         "0"
     );
 
-    // A silo tenant onboarded at runtime on eu is listed there, as the file's is.
-    let near = format!("near-{t}").parse().unwrap();
-    let model = DataModel::Silo {
-        database: SqlIdent::new(format!("near_{t}")).unwrap(),
-        server: Some("eu".into()),
-    };
-    let spec = TenantSpec::new(Tenant::new(near, model));
-    provisioner.provision(&spec).await.unwrap();
-    let listed = provisioner.list().await.unwrap();
-    let location = |id: &str| {
-        let tenant = listed.iter().find(|l| l.id == id).unwrap();
-        (tenant.location.clone(), tenant.state.clone())
-    };
-    assert_eq!(
-        location(&format!("far-{t}")),
-        (format!("database far_{t} on eu"), TenantState::Ready)
-    );
-    assert_eq!(
-        location(&format!("near-{t}")),
-        (format!("database near_{t} on eu"), TenantState::Runtime)
-    );
-
-    for id in [format!("far-{t}").parse().unwrap(), near] {
-        let plan = provisioner.destroy_plan(id).await.unwrap();
-        let report = provisioner
-            .apply(&plan, &ApplyOptions::new().allow_destroy(true))
-            .await
-            .unwrap();
-        assert!(report.is_success(), "{report}");
+    let near = s.id("near");
+    assert_runtime_silo_listed_on_eu(&s, &provisioner, near).await;
+    for id in [s.id("far"), near] {
+        destroy(&provisioner, id).await;
     }
     assert_eq!(
         s.shared(&format!(
@@ -1379,17 +1494,13 @@ database = "far_{t}"
         )),
         "0"
     );
-    assert_eq!(
-        s.shared(&format!(
-            "SELECT count(*) FROM pg_database WHERE datname = 'far_{t}'"
-        )),
-        "0"
-    );
-    assert_eq!(
-        s.shared(&format!(
-            "SELECT count(*) FROM pg_database WHERE datname = 'near_{t}'"
-        )),
-        "0"
-    );
+    for database in [format!("far_{t}"), format!("near_{t}")] {
+        assert_eq!(
+            s.shared(&format!(
+                "SELECT count(*) FROM pg_database WHERE datname = '{database}'"
+            )),
+            "0"
+        );
+    }
     provisioner.close().await;
 }

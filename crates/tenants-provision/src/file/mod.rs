@@ -615,10 +615,25 @@ model = "pool"
         assert_eq!(file.tenants[1].users[0].name.as_str(), "tenant_b_admin");
     }
 
+    /// Parses each case, (body after the 2-line head, expected "t.toml:LINE:COL: ..."
+    /// prefix, reason), and expects its error to start there and give the reason.
+    fn assert_each_error_names_line_and_reason(cases: &[(&str, &str, &str)]) {
+        for (body, location, reason) in cases {
+            let err = toml_err(body);
+            assert!(
+                err.starts_with(location),
+                "{body:?}: expected {location} in {err}"
+            );
+            assert!(
+                err.contains(reason),
+                "{body:?}: expected {reason:?} in {err}"
+            );
+        }
+    }
+
     #[test]
-    fn every_error_names_the_file_line_and_reason() {
-        // (body after the 2-line head, expected "t.toml:LINE:COL: ..." prefix, reason)
-        let cases: &[(&str, &str, &str)] = &[
+    fn every_unknown_or_malformed_field_names_the_file_line_and_reason() {
+        assert_each_error_names_line_and_reason(&[
             (
                 "[tenants.a]\nmodel = \"pool\"\ncolour = 1\n",
                 "t.toml:5:1:",
@@ -634,6 +649,22 @@ model = "pool"
                 "t.toml:4:9:",
                 "unknown variant `lake`",
             ),
+            (
+                "[tenants.a]\nuid = \"not a uid!\"\nmodel = \"pool\"\n",
+                "t.toml:4:7:",
+                "invalid uid",
+            ),
+            (
+                "[tenants.a]\nmodel = \n",
+                "t.toml:4:",
+                "string values must be quoted",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn every_bad_tenant_id_or_object_name_names_the_file_line_and_reason() {
+        assert_each_error_names_line_and_reason(&[
             (
                 "[tenants.\"Bad_Id\"]\nmodel = \"pool\"\n",
                 "t.toml:3:",
@@ -664,11 +695,12 @@ model = "pool"
                 "t.toml:5:1:",
                 "reserved by PostgreSQL",
             ),
-            (
-                "[tenants.a]\nuid = \"not a uid!\"\nmodel = \"pool\"\n",
-                "t.toml:4:7:",
-                "invalid uid",
-            ),
+        ]);
+    }
+
+    #[test]
+    fn a_name_declared_twice_is_an_error_where_it_repeats() {
+        assert_each_error_names_line_and_reason(&[
             (
                 "[tenants.a]\nmodel = \"silo\"\ndatabase = \"d\"\n[tenants.b]\nmodel = \"silo\"\ndatabase = \"d\"\n",
                 "t.toml:8:1:",
@@ -690,6 +722,12 @@ model = "pool"
                 "t.toml:10:1:",
                 "role \"u\" is declared twice",
             ),
+        ]);
+    }
+
+    #[test]
+    fn every_error_in_a_user_names_the_file_line_and_reason() {
+        assert_each_error_names_line_and_reason(&[
             (
                 "[tenants.a]\nmodel = \"silo\"\n[[tenants.a.users]]\nname = \"u\"\nrole = \"owner\"\npassword_env = \"P\"\n",
                 "t.toml:7:8:",
@@ -705,6 +743,12 @@ model = "pool"
                 "t.toml:5:13:",
                 "pool tenants cannot have login users",
             ),
+        ]);
+    }
+
+    #[test]
+    fn every_error_in_a_model_server_or_shared_names_the_file_line_and_reason() {
+        assert_each_error_names_line_and_reason(&[
             (
                 "[tenants.a]\nmodel = \"bridge\"\ndatabase = \"d\"\n",
                 "t.toml:5:1:",
@@ -725,23 +769,11 @@ model = "pool"
                 "t.toml:4:1:",
                 "unknown server \"eu\"",
             ),
-            (
-                "[tenants.a]\nmodel = \n",
-                "t.toml:4:",
-                "string values must be quoted",
-            ),
-        ];
-        for (body, location, reason) in cases {
-            let err = toml_err(body);
-            assert!(
-                err.starts_with(location),
-                "{body:?}: expected {location} in {err}"
-            );
-            assert!(
-                err.contains(reason),
-                "{body:?}: expected {reason:?} in {err}"
-            );
-        }
+        ]);
+    }
+
+    #[test]
+    fn a_server_needs_exactly_one_url_and_a_file_a_server() {
         let both = TenantsFile::parse(
             "[servers.main]\nurl = \"x\"\nurl_env = \"Y\"\n",
             Format::Toml,
@@ -836,12 +868,59 @@ model = "pool"
         );
     }
 
+    /// The error of a directory whose acme team file is `text`, beside a root, a
+    /// platform file and the globex and acme-labs teams.
+    fn acme_team_error(text: &str) -> String {
+        fleet(&[
+            (
+                "root.toml",
+                "[servers.main]\nurl = \"postgres://h/db\"\n\
+                 [profiles.shared_db]\nmodel = \"silo\"\ndatabase = \"legacy\"\n",
+            ),
+            // Sorted after the team directories, read before them: its names
+            // are the platform's, and the team file is the one at fault.
+            (
+                "zz-platform.toml",
+                "[tenants.ledger]\nmodel = \"silo\"\ndatabase = \"acme_ledger\"\n",
+            ),
+            (
+                "globex/g.toml",
+                "[tenants.globex]\nuid = \"u-1\"\nmodel = \"silo\"\ndomains = [\"shop.globex.example\"]\n",
+            ),
+            ("acme-labs/l.toml", "[tenants.acme-labs]\nmodel = \"pool\"\n"),
+            ("acme/t.toml", text),
+        ])
+        .unwrap_err()
+        .to_string()
+    }
+
+    /// Expects each case, (the acme team's file, the reason, where in it; "" when
+    /// the conflict is with another team's file, whichever comes first in path order
+    /// names the other), refused for that reason.
+    fn assert_each_acme_team_file_refused(cases: &[(&str, &str, &str)]) {
+        for &(text, reason, location) in cases {
+            let err = acme_team_error(text);
+            assert!(
+                err.contains(reason),
+                "{text:?}: expected {reason:?} in {err}"
+            );
+            // The error names the team's file, where it went wrong, first.
+            let (origin, _) = err.split_once(": ").unwrap();
+            if location.is_empty() {
+                assert!(origin.contains("globex/g.toml:"), "{err}");
+                assert!(err.ends_with("acme/t.toml"), "{err}");
+            } else {
+                assert!(
+                    origin.ends_with(&format!("acme/t.toml:{location}")),
+                    "{text:?}: expected acme/t.toml:{location} in {err}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_team_file_may_only_describe_its_own_tenants() {
-        // (the acme team's file, the reason, where in it; "" when the conflict is
-        // with another team's file, whichever comes first in path order names the
-        // other)
-        let cases: &[(&str, &str, &str)] = &[
+        assert_each_acme_team_file_refused(&[
             (
                 "[tenants.globex]\nmodel = \"pool\"\n",
                 "may only declare tenant \"acme\" or tenants named \"acme-...\", not \"globex\"",
@@ -872,7 +951,13 @@ model = "pool"
                 "may not declare profiles",
                 "1:11",
             ),
-            // Another tenant's objects, declared or not (yet).
+        ]);
+    }
+
+    /// Another tenant's objects, declared or not (yet).
+    #[test]
+    fn a_team_file_may_not_name_another_tenants_objects() {
+        assert_each_acme_team_file_refused(&[
             (
                 "[tenants.acme]\nmodel = \"silo\"\ndatabase = \"globex\"\n",
                 "database \"globex\" is not named after tenant \"acme\"",
@@ -923,47 +1008,13 @@ model = "pool"
                 "database \"acme_ledger\" is already declared in",
                 "3:1",
             ),
-        ];
-        for (text, reason, location) in cases {
-            let err = fleet(&[
-                (
-                    "root.toml",
-                    "[servers.main]\nurl = \"postgres://h/db\"\n\
-                     [profiles.shared_db]\nmodel = \"silo\"\ndatabase = \"legacy\"\n",
-                ),
-                // Sorted after the team directories, read before them: its names
-                // are the platform's, and the team file is the one at fault.
-                (
-                    "zz-platform.toml",
-                    "[tenants.ledger]\nmodel = \"silo\"\ndatabase = \"acme_ledger\"\n",
-                ),
-                (
-                    "globex/g.toml",
-                    "[tenants.globex]\nuid = \"u-1\"\nmodel = \"silo\"\ndomains = [\"shop.globex.example\"]\n",
-                ),
-                ("acme-labs/l.toml", "[tenants.acme-labs]\nmodel = \"pool\"\n"),
-                ("acme/t.toml", text),
-            ])
-            .unwrap_err()
-            .to_string();
-            assert!(
-                err.contains(reason),
-                "{text:?}: expected {reason:?} in {err}"
-            );
-            // The error names the team's file, where it went wrong, first.
-            let (origin, _) = err.split_once(": ").unwrap();
-            if location.is_empty() {
-                assert!(origin.contains("globex/g.toml:"), "{err}");
-                assert!(err.ends_with("acme/t.toml"), "{err}");
-            } else {
-                assert!(
-                    origin.ends_with(&format!("acme/t.toml:{location}")),
-                    "{text:?}: expected acme/t.toml:{location} in {err}"
-                );
-            }
-        }
-        // Names after the team, its uid or {hash}, and a parent of the team, are
-        // the team's own.
+        ]);
+    }
+
+    /// Names after the team, its uid or {hash}, and a parent of the team, are the
+    /// team's own.
+    #[test]
+    fn a_team_file_may_name_objects_after_its_team() {
         let own = fleet(&[
             ("root.toml", ROOT),
             (
@@ -986,7 +1037,10 @@ model = "pool"
             })
             .collect();
         assert_eq!(names, ["tenant_af5042", "acme_eu", "reports_acme"]);
+    }
 
+    #[test]
+    fn a_directory_refuses_a_tenant_or_shared_declared_in_two_files() {
         let twice = fleet(&[
             ("root.toml", ROOT),
             ("a.toml", "[tenants.x]\nmodel = \"pool\"\n"),
@@ -1042,8 +1096,11 @@ model = "pool"
         assert_eq!(c.server, "main");
         assert!(matches!(&d.tenant.model,
             DataModel::Bridge { schema } if schema.as_str() == "t_tenant_d"));
+    }
 
-        let cases: &[(&str, &str, &str)] = &[
+    #[test]
+    fn every_error_in_a_profile_or_its_use_names_the_file_line_and_reason() {
+        assert_each_error_names_line_and_reason(&[
             (
                 "[tenants.a]\nprofile = \"nope\"\n",
                 "t.toml:4:1:",
@@ -1084,18 +1141,11 @@ model = "pool"
                 "t.toml:8:10:",
                 "database \"same\" is declared twice (from profile \"p\")",
             ),
-        ];
-        for (body, location, reason) in cases {
-            let err = toml_err(body);
-            assert!(
-                err.starts_with(location),
-                "{body:?}: expected {location} in {err}"
-            );
-            assert!(
-                err.contains(reason),
-                "{body:?}: expected {reason:?} in {err}"
-            );
-        }
+        ]);
+    }
+
+    #[test]
+    fn a_profile_declared_in_two_files_is_refused() {
         let twice = fleet(&[
             (
                 "root.toml",
