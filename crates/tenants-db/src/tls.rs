@@ -351,7 +351,10 @@ impl TlsSettings {
                 Arc::new(AnyHostName(webpki))
             }
         } else {
-            Arc::new(Unchecked(provider))
+            Arc::new(Unchecked {
+                provider,
+                signatures: self.channel_binding == ChannelBinding::Require,
+            })
         };
         let builder = builder
             .dangerous()
@@ -630,9 +633,17 @@ impl ServerCertVerifier for AnyHostName {
 }
 
 /// `prefer`, `allow` and `require` without a CA: the certificate is not checked
-/// (libpq's meaning), the handshake's signatures are.
+/// (libpq's meaning). The handshake's signatures are checked only under
+/// `channel_binding=require`: the binding hashes the server's certificate, so a
+/// relay presenting that certificate must not pass without its key. Otherwise a
+/// signature by a key nobody vouched for proves nothing, and checking it would
+/// refuse what libpq accepts: webpki parses only X.509 v3 certificates, and
+/// servers present v1 ones (Citus makes one on `CREATE EXTENSION citus`).
 #[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
+struct Unchecked {
+    provider: Arc<CryptoProvider>,
+    signatures: bool,
+}
 
 impl ServerCertVerifier for Unchecked {
     fn verify_server_cert(
@@ -652,12 +663,11 @@ impl ServerCertVerifier for Unchecked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        if !self.signatures {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -666,16 +676,17 @@ impl ServerCertVerifier for Unchecked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        if !self.signatures {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
