@@ -318,9 +318,11 @@ impl TenantRouter<Deadpool> {
         let transaction = TenantTransaction {
             client: Some(client),
         };
-        transaction
-            .batch_execute(&scope.begin(role.as_ref()))
-            .await?;
+        let opening = scope.begin(role.as_ref());
+        transaction.batch_execute(&opening.first).await?;
+        if let Some(then) = &opening.then {
+            transaction.batch_execute(then).await?;
+        }
         Ok(transaction)
     }
 

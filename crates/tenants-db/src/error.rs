@@ -47,6 +47,20 @@ pub enum Error {
         /// The server, by the router's name for it.
         server: String,
     },
+    /// A session hand-out (`acquire`, `client`) for a pool tenant on a server declared
+    /// a Citus coordinator: Citus forwards a transaction's `SET LOCAL` to its workers,
+    /// never a session's `SET`, so the shards' policies would see no tenant.
+    #[error(
+        "tenant {tenant} is a pool tenant on server {server:?}, declared a Citus coordinator, \
+         which forwards no session setting to its workers: the tenant's rows on the shards \
+         would stay out of reach. Use begin(), whose SET LOCAL Citus forwards"
+    )]
+    SessionOnCitus {
+        /// The tenant.
+        tenant: TenantId,
+        /// The server, by the router's name for it.
+        server: String,
+    },
     /// A new silo connection reached another database than the tenant's, or does not
     /// carry the tenant setting it was opened with. It was closed, never handed out.
     #[error("{0}")]
@@ -96,7 +110,7 @@ pub enum Error {
     /// sqlx reported an error.
     #[cfg(any(feature = "sqlx", feature = "sqlite"))]
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// tokio-postgres reported an error.
     #[cfg(feature = "deadpool")]
     #[error("database error: {}", postgres_message(.0))]
@@ -313,6 +327,15 @@ fn position(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
+#[cfg(any(feature = "sqlx", feature = "sqlite"))]
+impl From<sqlx::Error> for Error {
+    /// [`Error::Database`], or [`Error::Tls`] with the remedies for a server
+    /// certificate sqlx cannot read.
+    fn from(error: sqlx::Error) -> Self {
+        Error::unreadable_certificate(&error).unwrap_or(Error::Database(error))
+    }
+}
+
 fn ids(tenants: &[TenantId]) -> String {
     tenants
         .iter()
@@ -336,6 +359,24 @@ impl Error {
                 _ => Error::Shared(shared),
             },
         }
+    }
+
+    /// The TLS error of a server certificate sqlx cannot read, with the remedies.
+    #[cfg(any(feature = "sqlx", feature = "sqlite"))]
+    fn unreadable_certificate(error: &sqlx::Error) -> Option<Error> {
+        // sqlx checks handshake signatures through webpki even when sslmode checks no
+        // certificate, and webpki reads X.509 v3 only (rustls-webpki's
+        // UnsupportedCertVersion, which reaches here only as text).
+        let tls = matches!(error, sqlx::Error::Io(_) | sqlx::Error::Tls(_));
+        (tls && format!("{error:?}").contains("UnsupportedCertVersion")).then(|| {
+            Error::Tls(
+                "the server presents an X.509 v1 certificate (Citus makes one on CREATE \
+                 EXTENSION citus), which sqlx's TLS cannot read even when sslmode checks no \
+                 certificate: give the server a v3 certificate, use the deadpool driver, or \
+                 sslmode=disable on a network you trust"
+                    .into(),
+            )
+        })
     }
 
     /// This error, about server `name`: a [`Tls`](Error::Tls) or

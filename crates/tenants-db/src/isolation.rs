@@ -13,6 +13,10 @@
 //! SET LOCAL search_path = "acme", "public"             -- bridge only
 //! ```
 //!
+//! On a Citus coordinator the same statements go in two messages, a bare `BEGIN`
+//! and then the rest (see [`Scope::begin`]), so what Citus forwards to its
+//! workers is exactly the tenant's settings.
+//!
 //! A silo connection serves one tenant and is opened with its tenant setting (a
 //! startup parameter), so its transactions set no tenant; behind a transaction
 //! pooler, where no startup parameter can be trusted to arrive, they set it like
@@ -69,66 +73,120 @@ const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESE
                              DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; ";
 
 /// What a connection must carry for one tenant.
+///
+/// - a pool-model tenant on a shared connection: the tenant setting, which pool
+///   tables' policies read;
+/// - a bridge-model tenant on a shared connection: the tenant setting and a
+///   `search_path` of quoted identifiers, the tenant's schema first;
+/// - a silo tenant: its connections serve no one else. They carry the tenant
+///   setting (so a pool tenant moved to its own database, policies and all, keeps
+///   working) from their start on a direct server (no tenant to set), or set it in
+///   each transaction behind a transaction pooler.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Scope {
-    /// A pool-model tenant on a shared connection: the tenant setting, which pool
-    /// tables' policies read.
-    Pool(TenantId),
-    /// A bridge-model tenant on a shared connection: the tenant setting and a
-    /// `search_path` of quoted identifiers, the tenant's schema first.
-    Bridge {
-        tenant: TenantId,
-        search_path: String,
-    },
-    /// A silo tenant: its connections serve no one else. They carry the tenant
-    /// setting (so a pool tenant moved to its own database, policies and all, keeps
-    /// working) from their start on a direct server (`None`: nothing to set), or
-    /// set it in each transaction behind a transaction pooler (`Some`).
-    Silo(Option<TenantId>),
+pub(crate) struct Scope {
+    /// The tenant whose setting each hand-out makes, if it makes one.
+    tenant: Option<TenantId>,
+    /// A bridge tenant's `search_path`.
+    search_path: Option<String>,
+    /// The server is a Citus coordinator: see [`Scope::begin`].
+    citus: bool,
+}
+
+/// The messages that open a tenant transaction, sent one after the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Opening {
+    /// Always sent; on a plain server, the only one.
+    pub(crate) first: String,
+    /// On a Citus coordinator, the settings, sent inside the transaction.
+    pub(crate) then: Option<String>,
 }
 
 impl Scope {
+    /// A pool-model tenant.
+    pub(crate) fn pool(tenant: TenantId) -> Self {
+        Scope {
+            tenant: Some(tenant),
+            search_path: None,
+            citus: false,
+        }
+    }
+
     /// A bridge-model tenant: its schema, then `shared_path` (the shared schemas,
     /// quoted, each after a `, `; built once per router).
     pub(crate) fn bridge(tenant: TenantId, schema: &SqlIdent, shared_path: &str) -> Self {
         let mut search_path = schema.quoted();
         search_path.push_str(shared_path);
-        Scope::Bridge {
-            tenant,
-            search_path,
+        Scope {
+            tenant: Some(tenant),
+            search_path: Some(search_path),
+            citus: false,
         }
+    }
+
+    /// A silo tenant, whose transactions set `tenant` (behind a transaction
+    /// pooler) or nothing (`None`: its connections carry it from their start).
+    pub(crate) fn silo(tenant: Option<TenantId>) -> Self {
+        Scope {
+            tenant,
+            search_path: None,
+            citus: false,
+        }
+    }
+
+    /// The same scope on a Citus coordinator (`citus`), or on a plain server.
+    pub(crate) fn on_citus(mut self, citus: bool) -> Self {
+        self.citus = citus;
+        self
     }
 
     /// The `search_path` of a bridge tenant, as a list of quoted identifiers.
     pub(crate) fn search_path(&self) -> Option<&str> {
-        match self {
-            Scope::Bridge { search_path, .. } => Some(search_path),
-            _ => None,
-        }
+        self.search_path.as_deref()
     }
 
     /// Opens a transaction scoped to the tenant, optionally as `role`, on a session
-    /// first put back as it connected.
-    pub(crate) fn begin(&self, role: Option<&SqlIdent>) -> String {
+    /// first put back as it connected: one message on a plain server.
+    ///
+    /// A Citus coordinator forwards a transaction's `SET LOCAL`s to the workers
+    /// (with `citus.propagate_set_commands = 'local'`), but what it forwards is the
+    /// whole text of the message that held them, and every worker connection that
+    /// joins runs that text again after its own `BEGIN`: a `BEGIN` in it warns
+    /// ("there is already a transaction in progress", relayed to the client), and
+    /// each `SET` or `RESET` in it adds another copy. So on Citus the transaction
+    /// opens with a bare `BEGIN`, and the reset and the settings follow in a
+    /// second message, inside the transaction, which the workers then run once per
+    /// statement: harmless repeats of settings and of a reset that has nothing
+    /// left to reset there. It costs one round trip.
+    pub(crate) fn begin(&self, role: Option<&SqlIdent>) -> Opening {
         let mut sql = String::with_capacity(160);
         sql.push_str(RESET_SESSION);
-        if let Some(role) = role {
-            sql.push_str("SET LOCAL ROLE ");
-            sql.push_str(&role.quoted());
-            sql.push_str("; ");
+        if self.citus {
+            self.push_role(&mut sql, role);
+            self.push_settings(&mut sql, "SET LOCAL ");
+            let then = sql.trim_end_matches([' ', ';']).to_owned();
+            return Opening {
+                first: "BEGIN".into(),
+                then: Some(then),
+            };
         }
+        self.push_role(&mut sql, role);
         sql.push_str("BEGIN");
-        if self.tenant().is_some() {
+        if self.tenant.is_some() {
             sql.push_str("; ");
             self.push_settings(&mut sql, "SET LOCAL ");
         }
-        sql
+        Opening {
+            first: sql,
+            then: None,
+        }
     }
 
     /// Scopes a whole session (a connection handed out outside a transaction): the
     /// session put back as it connected, then the tenant's settings (none for a silo
     /// connection, which carries its tenant from the start). Every session hand-out
-    /// runs it first, so nothing a previous user left reaches the next.
+    /// runs it first, so nothing a previous user left reaches the next. (Citus
+    /// forwards no session setting to its workers: the router refuses sessions of
+    /// pool tenants there.)
     pub(crate) fn session(&self) -> String {
         let mut sql = String::with_capacity(128);
         sql.push_str(RESET_SESSION);
@@ -136,18 +194,16 @@ impl Scope {
         sql
     }
 
-    /// The tenant whose setting this scope makes, if it makes one.
-    fn tenant(&self) -> Option<&TenantId> {
-        match self {
-            Scope::Pool(tenant) | Scope::Bridge { tenant, .. } | Scope::Silo(Some(tenant)) => {
-                Some(tenant)
-            }
-            Scope::Silo(None) => None,
+    fn push_role(&self, sql: &mut String, role: Option<&SqlIdent>) {
+        if let Some(role) = role {
+            sql.push_str("SET LOCAL ROLE ");
+            sql.push_str(&role.quoted());
+            sql.push_str("; ");
         }
     }
 
     fn push_settings(&self, sql: &mut String, set: &str) {
-        let Some(tenant) = self.tenant() else { return };
+        let Some(tenant) = &self.tenant else { return };
         sql.push_str(set);
         sql.push_str(TENANT_SETTING);
         sql.push_str(" = ");
@@ -207,11 +263,12 @@ mod tests {
 
     #[test]
     fn pool_begin_resets_the_session_and_sets_only_the_tenant() {
-        let scope = Scope::Pool("acme".parse().unwrap());
+        let scope = Scope::pool("acme".parse().unwrap());
         assert_eq!(
-            scope.begin(None),
+            scope.begin(None).first,
             format!("{RESET}BEGIN; SET LOCAL tenants.tenant_id = 'acme'")
         );
+        assert_eq!(scope.begin(None).then, None);
         assert_eq!(
             scope.session(),
             format!("{RESET}SET tenants.tenant_id = 'acme'")
@@ -220,14 +277,16 @@ mod tests {
 
     #[test]
     fn silo_sets_the_tenant_only_behind_a_pooler() {
-        assert_eq!(Scope::Silo(None).begin(None), format!("{RESET}BEGIN"));
+        assert_eq!(Scope::silo(None).begin(None).first, format!("{RESET}BEGIN"));
         assert_eq!(
-            Scope::Silo(None).begin(Some(&ident("tenant_acme_admin"))),
+            Scope::silo(None)
+                .begin(Some(&ident("tenant_acme_admin")))
+                .first,
             format!("{RESET}SET LOCAL ROLE \"tenant_acme_admin\"; BEGIN")
         );
-        assert_eq!(Scope::Silo(None).session(), RESET);
+        assert_eq!(Scope::silo(None).session(), RESET);
         assert_eq!(
-            Scope::Silo(Some("acme".parse().unwrap())).begin(None),
+            Scope::silo(Some("acme".parse().unwrap())).begin(None).first,
             format!("{RESET}BEGIN; SET LOCAL tenants.tenant_id = 'acme'")
         );
     }
@@ -236,7 +295,7 @@ mod tests {
     fn bridge_begin_puts_the_tenant_schema_first_and_the_role_before_begin() {
         let scope = Scope::bridge("acme".parse().unwrap(), &ident("acme"), ", \"public\"");
         assert_eq!(
-            scope.begin(Some(&ident("tenant_acme_customer"))),
+            scope.begin(Some(&ident("tenant_acme_customer"))).first,
             format!(
                 "{RESET}SET LOCAL ROLE \"tenant_acme_customer\"; BEGIN; \
                  SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\", \"public\""
@@ -248,6 +307,25 @@ mod tests {
                 "{RESET}SET tenants.tenant_id = 'acme'; SET search_path = \"acme\", \"public\""
             )
         );
+    }
+
+    #[test]
+    fn citus_begins_bare_and_sets_inside_the_transaction() {
+        let bridge = Scope::bridge("acme".parse().unwrap(), &ident("acme"), "").on_citus(true);
+        let opening = bridge.begin(Some(&ident("tenant_acme_customer")));
+        assert_eq!(opening.first, "BEGIN");
+        assert_eq!(
+            opening.then.as_deref(),
+            Some(
+                format!(
+                    "{RESET}SET LOCAL ROLE \"tenant_acme_customer\"; \
+                     SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\""
+                )
+                .as_str()
+            )
+        );
+        let pool = Scope::pool("acme".parse().unwrap()).on_citus(true);
+        assert!(!pool.begin(None).then.unwrap().contains("BEGIN"));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub(crate) struct Inner<D: Backend> {
     default_server: Arc<str>,
     /// How the default server (pool and bridge tenants) is reached.
     default_mode: ConnectionMode,
+    /// The default server is a Citus coordinator.
+    default_citus: bool,
     pool_model: D::Pool,
     bridge_model: D::Pool,
     /// The shared schemas as the tail of a bridge tenant's `search_path`
@@ -88,6 +90,8 @@ pub(crate) struct Inner<D: Backend> {
 struct Server<D: Backend> {
     connect: D::Server,
     mode: ConnectionMode,
+    /// Declared a Citus coordinator ([`RouterBuilder::citus`]).
+    citus: bool,
 }
 
 /// Where one hand-out's connection comes from.
@@ -144,6 +148,7 @@ impl<D: Driver> TenantRouter<D> {
         RouterBuilder {
             servers: Vec::new(),
             modes: Vec::new(),
+            citus: Vec::new(),
             default_server: None,
             shared_schemas: Vec::new(),
             pool_connections: 10,
@@ -205,6 +210,14 @@ async fn check_server<D: Backend>(name: &str, server: &Server<D>) -> Result<Vec<
     let pool = D::open_pool(&server.connect, None, &settings)?;
     let checked = async {
         let mut hazards = D::hazards(&pool).await?;
+        // The database reports being a Citus coordinator; only an undeclared one is
+        // a hazard, under the router's name for the server.
+        hazards.retain(|h| !(server.citus && matches!(h, Hazard::UndeclaredCitus { .. })));
+        for hazard in &mut hazards {
+            if let Hazard::UndeclaredCitus { server } = hazard {
+                name.clone_into(server);
+            }
+        }
         if server.mode == ConnectionMode::Direct && !D::keeps_sessions(&pool).await? {
             hazards.push(Hazard::UndeclaredTransactionPooler {
                 server: name.to_owned(),
@@ -271,16 +284,24 @@ impl<D: Driver> TenantRouter<D> {
             }
             Ok(())
         };
-        let shared = |pool: &D::Pool, scope| {
+        let shared = |pool: &D::Pool, scope: Scope| {
             refuse_session(&inner.default_server, inner.default_mode)?;
             Ok(Target {
                 pool: pool.clone(),
-                scope,
+                scope: scope.on_citus(inner.default_citus),
                 identity: None,
             })
         };
         match active_model(tenant)? {
-            DataModel::Pool => shared(&inner.pool_model, Scope::Pool(tenant.id)),
+            DataModel::Pool => {
+                if session && inner.default_citus {
+                    return Err(Error::SessionOnCitus {
+                        tenant: tenant.id,
+                        server: inner.default_server.to_string(),
+                    });
+                }
+                shared(&inner.pool_model, Scope::pool(tenant.id))
+            }
             DataModel::Bridge { schema } => shared(
                 &inner.bridge_model,
                 Scope::bridge(tenant.id, schema, &inner.shared_path),
@@ -336,6 +357,7 @@ impl<D: Driver> TenantRouter<D> {
 pub struct RouterBuilder<D> {
     servers: Vec<(String, String)>,
     modes: Vec<(String, ConnectionMode)>,
+    citus: Vec<String>,
     default_server: Option<String>,
     shared_schemas: Vec<String>,
     pool_connections: u32,
@@ -355,6 +377,7 @@ impl<D> fmt::Debug for RouterBuilder<D> {
         f.debug_struct("RouterBuilder")
             .field("servers", &servers)
             .field("modes", &self.modes)
+            .field("citus", &self.citus)
             .field("default_server", &self.default_server)
             .field("shared_schemas", &self.shared_schemas)
             .field("pool_connections", &self.pool_connections)
@@ -389,6 +412,29 @@ impl<D: Driver> RouterBuilder<D> {
     /// statements).
     pub fn connection_mode(mut self, name: impl Into<String>, mode: ConnectionMode) -> Self {
         self.modes.push((name.into(), mode));
+        self
+    }
+
+    /// Declares server `name` a Citus coordinator (Citus 11 or later), whose workers
+    /// hold the shards of its distributed tables and schemas. Pool tenants' rows
+    /// then live in tables distributed by `tenant_id`, bridge tenants in
+    /// distributed schemas, and the router:
+    ///
+    /// - opens each transaction with a bare `BEGIN`, then the tenant's settings
+    ///   (one more round trip), so what Citus forwards to the workers is exactly
+    ///   the settings;
+    /// - refuses session hand-outs of pool tenants
+    ///   ([`Error::SessionOnCitus`]): Citus forwards `SET LOCAL`, never `SET`.
+    ///
+    /// The application role needs `citus.propagate_set_commands = 'local'`
+    /// (`tenants apply` sets it; [`verify`](TenantRouter::verify) checks it), or
+    /// the workers never see the tenant and pool-table queries return no rows.
+    /// Those queries are routed to the one shard of the tenant only when they name
+    /// it (`WHERE tenant_id = $1`); filtered by the policy alone they reach every
+    /// shard, with the same rows. `verify` also reports a Citus coordinator not
+    /// declared.
+    pub fn citus(mut self, name: impl Into<String>) -> Self {
+        self.citus.push(name.into());
         self
     }
 
@@ -478,6 +524,7 @@ impl<D: Driver> RouterBuilder<D> {
             let server = Server {
                 connect,
                 mode: ConnectionMode::Direct,
+                citus: false,
             };
             if servers
                 .insert(Arc::<str>::from(name.as_str()), server)
@@ -493,6 +540,12 @@ impl<D: Driver> RouterBuilder<D> {
                 ))
             })?;
             server.mode = *mode;
+        }
+        for name in &self.citus {
+            let server = servers.get_mut(name.as_str()).ok_or_else(|| {
+                Error::Config(format!("server {name:?} is declared citus but not listed"))
+            })?;
+            server.citus = true;
         }
         let default = servers.get(&default_server).ok_or_else(|| {
             Error::Config(format!(
@@ -516,6 +569,7 @@ impl<D: Driver> RouterBuilder<D> {
             )));
         }
         let default_mode = default.mode;
+        let default_citus = default.citus;
         let shapes = Arc::new(Shapes::default());
         let settings = |max_connections, statement_cache| PoolSettings {
             max_connections,
@@ -554,6 +608,7 @@ impl<D: Driver> RouterBuilder<D> {
                 servers,
                 default_server,
                 default_mode,
+                default_citus,
                 pool_model,
                 bridge_model,
                 shared_path,

@@ -134,7 +134,7 @@ impl<D: Backend> SiloPools<D> {
         Ok(Arc::new(Silo {
             pool,
             identity,
-            scope: Scope::Silo((!direct).then_some(key.tenant)),
+            scope: Scope::silo((!direct).then_some(key.tenant)),
             last_used: AtomicU64::new(self.now()),
             reserved: Mutex::new(Some(reserved)),
         }))

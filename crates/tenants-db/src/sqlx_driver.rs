@@ -17,6 +17,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
+use crate::isolation::Opening;
 use crate::silo::{IDENTITY_SQL, Identity};
 use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
 use crate::{Error, Hazard, TenantRole, TenantRouter};
@@ -326,7 +327,7 @@ impl TenantRouter<Sqlx> {
     }
 }
 
-/// Begins a transaction with `sql` on a connection of `pool`.
+/// Begins a transaction with `opening` on a connection of `pool`.
 ///
 /// sqlx gives a connection back to its pool when a `begin` future is dropped while
 /// the server is still answering, without knowing whether `BEGIN` ran: the
@@ -334,8 +335,16 @@ impl TenantRouter<Sqlx> {
 /// this tenant's settings. So a begin the caller stops waiting for is finished in a
 /// task of its own, and the transaction nobody wants is then dropped, and so rolled
 /// back, like any other.
-async fn begin_on(pool: PgPool, sql: String) -> Result<Transaction<'static, Postgres>, Error> {
-    let begin = async move { pool.begin_with(AssertSqlSafe(sql)).await };
+/// A second message of the opening runs inside the transaction; dropping the
+/// transaction on its failure rolls it back.
+async fn begin_on(pool: PgPool, opening: Opening) -> Result<Transaction<'static, Postgres>, Error> {
+    let begin = async move {
+        let mut transaction = pool.begin_with(AssertSqlSafe(opening.first)).await?;
+        if let Some(then) = opening.then {
+            transaction.execute(AssertSqlSafe(then)).await?;
+        }
+        Ok::<_, sqlx::Error>(transaction)
+    };
     Ok(FinishOnDrop(Some(Box::pin(begin))).await?)
 }
 

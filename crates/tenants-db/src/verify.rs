@@ -12,7 +12,12 @@ use std::fmt;
 /// role): views without `security_invoker`, `SECURITY DEFINER` functions whose
 /// source names a pool table (or, for SQL-standard bodies, that depend on one), and
 /// materialized views, whose rows were computed when
-/// they were refreshed, by their owner.
+/// they were refreshed, by their owner. On a Citus coordinator it reports a role
+/// whose `SET LOCAL`s Citus does not forward to the workers
+/// (`citus.propagate_set_commands` is not `local`: the shards' policies would see no
+/// tenant, and every pool-table query would return no rows), and a
+/// `citus-coordinator` row, which [`TenantRouter::verify`](crate::TenantRouter::verify)
+/// compares with the server's declaration.
 pub const HAZARDS_SQL: &str = r"
 WITH me AS (
     SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user
@@ -54,6 +59,13 @@ WHERE v.relkind = 'm'
    OR (v.relkind = 'v' AND v.relowner IN (SELECT oid FROM bypassing)
        AND NOT coalesce((SELECT o.option_value::bool FROM pg_options_to_table(v.reloptions) o
                          WHERE o.option_name = 'security_invoker'), false))
+UNION ALL
+SELECT 'citus-settings-not-forwarded', current_user::text
+WHERE EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')
+  AND coalesce(current_setting('citus.propagate_set_commands', true), 'none') <> 'local'
+UNION ALL
+SELECT 'citus-coordinator', current_database()::text
+WHERE EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')
 UNION ALL
 SELECT DISTINCT 'security-definer', p.oid::regprocedure::text
 FROM pg_proc p JOIN pool_tables t
@@ -153,6 +165,21 @@ pub enum Hazard {
         /// The server, by the router's name for it.
         server: String,
     },
+    /// The role's `SET LOCAL`s do not reach a Citus cluster's workers
+    /// (`citus.propagate_set_commands` is not `local`), so the shards' row-level
+    /// security sees no tenant and pool-table queries return no rows.
+    CitusSettingsNotForwarded {
+        /// The application's role.
+        role: String,
+    },
+    /// The server is a Citus coordinator. From [`HAZARDS_SQL`] with the database's
+    /// name; [`TenantRouter::verify`](crate::TenantRouter::verify) reports it, with
+    /// the server's name, only for a server not declared with
+    /// [`RouterBuilder::citus`](crate::RouterBuilder::citus).
+    UndeclaredCitus {
+        /// The server, by the router's name for it (from [`HAZARDS_SQL`]: the database).
+        server: String,
+    },
 }
 
 impl Hazard {
@@ -168,6 +195,8 @@ impl Hazard {
             "view-bypasses-rls" => Hazard::ViewBypassesRls { view: subject },
             "materialized-view" => Hazard::MaterializedView { view: subject },
             "security-definer" => Hazard::SecurityDefiner { function: subject },
+            "citus-settings-not-forwarded" => Hazard::CitusSettingsNotForwarded { role: subject },
+            "citus-coordinator" => Hazard::UndeclaredCitus { server: subject },
             _ => return None,
         })
     }
@@ -229,6 +258,19 @@ impl fmt::Display for Hazard {
                  next, as a transaction-mode pooler does: declare it with \
                  .connection_mode({server:?}, ConnectionMode::TransactionPooler) \
                  (connection = \"transaction_pooler\" in a tenants file)"
+            ),
+            Hazard::CitusSettingsNotForwarded { role } => write!(
+                f,
+                "Citus does not forward role {role}'s SET LOCAL to its workers, so pool \
+                 tables' policies there see no tenant and return no rows: \
+                 ALTER ROLE {role} SET citus.propagate_set_commands = 'local' \
+                 (tenants apply does it for the roles of a server declared citus)"
+            ),
+            Hazard::UndeclaredCitus { server } => write!(
+                f,
+                "server {server:?} is a Citus coordinator: declare it with \
+                 .citus({server:?}) (citus = true in a tenants file), so transactions open \
+                 in a way Citus forwards cleanly to its workers"
             ),
         }
     }

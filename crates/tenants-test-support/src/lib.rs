@@ -9,7 +9,8 @@
 //! When neither a server URL nor PostgreSQL binaries are available, the calling test
 //! fails with a message saying how to install PostgreSQL: a missing server is never a
 //! silently skipped test. [`TestServer::pgbouncer`] puts a pgbouncer in transaction
-//! mode in front of the server, for the tests of deployments behind a pooler.
+//! mode in front of the server, for the tests of deployments behind a pooler, and
+//! [`citus`] starts a Citus coordinator with two workers for the Citus suite.
 //!
 //! # Examples
 //!
@@ -28,9 +29,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use url::{Host, Url};
 
+mod citus;
 mod pgbouncer;
 mod tls;
 
+pub use citus::{CITUS_URL_ENV, CitusCluster, citus};
 pub use pgbouncer::{Pgbouncer, PgbouncerConfig};
 pub use tls::{CHANNEL_BINDING_USER, tls_postgres, tls_postgres_expired, unrelated_ca_file};
 
@@ -208,24 +211,29 @@ fn with_user(url: &str, user: &str, password: &str) -> String {
 
 fn start() -> Result<TestServer, String> {
     if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
-        let bin = find_bin_dir().map(|d| d.join("psql"));
-        let psql = bin
-            .filter(|p| p.exists())
-            .or_else(|| which("psql"))
-            .ok_or("psql is needed to prepare test databases and was not found")?;
-        let (host, port) = address(&url);
-        let server = TestServer {
-            host,
-            port,
-            admin_url: url,
-            psql,
-            ca_file: None,
-        };
-        server.psql(&server.admin_url, "SELECT 1");
-        return Ok(server);
+        return server_at(&url);
     }
     let bin = find_bin_dir().ok_or("initdb was not found")?;
     Cluster::start(&bin, &ClusterSetup::default())
+}
+
+/// A running server named by a superuser `url`, checked with one query.
+pub(crate) fn server_at(url: &str) -> Result<TestServer, String> {
+    let bin = find_bin_dir().map(|d| d.join("psql"));
+    let psql = bin
+        .filter(|p| p.exists())
+        .or_else(|| which("psql"))
+        .ok_or("psql is needed to prepare test databases and was not found")?;
+    let (host, port) = address(url);
+    let server = TestServer {
+        host,
+        port,
+        admin_url: url.to_owned(),
+        psql,
+        ca_file: None,
+    };
+    server.psql(&server.admin_url, "SELECT 1");
+    Ok(server)
 }
 
 /// Looks for a directory holding `initdb` and `pg_ctl`: PATH first, then the highest

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantId};
 use tenants_db::{RouterBuilder, TenantRole, TenantRouter};
-use tenants_test_support::{TestServer, postgres, unique_name};
+use tenants_test_support::{CitusCluster, TestServer, postgres, unique_name, with_params};
 
 pub const PASSWORD: &str = "test-password";
 
@@ -26,6 +26,8 @@ pub struct World {
     pub pool: Vec<Tenant>,
     pub bridge: Vec<Tenant>,
     pub silo: Vec<Tenant>,
+    /// The query string of the application's URLs (empty: none).
+    pub params: &'static str,
 }
 
 impl World {
@@ -36,8 +38,29 @@ impl World {
 
     /// As [`World::new`], on `pg`.
     pub fn on(pg: &'static TestServer, pool: usize, bridge: usize, silo: usize) -> World {
-        let tag = unique_name("w").replace('_', "-");
         let database = unique_name("shared");
+        pg.psql(pg.admin_url(), &format!("CREATE DATABASE {database}"));
+        World::build(pg, database, false, pool, bridge, silo)
+    }
+
+    /// `pool` and `bridge` tenants on a Citus cluster: `notes` distributed by
+    /// `tenant_id`, each bridge tenant's schema a distributed schema. The
+    /// application role is left with Citus's default `citus.propagate_set_commands`.
+    pub fn on_citus(cluster: &'static CitusCluster, pool: usize, bridge: usize) -> World {
+        let url = cluster.fresh_database();
+        let database = url.rsplit('/').next().unwrap().to_owned();
+        World::build(cluster.coordinator(), database, true, pool, bridge, 0)
+    }
+
+    fn build(
+        pg: &'static TestServer,
+        database: String,
+        citus: bool,
+        pool: usize,
+        bridge: usize,
+        silo: usize,
+    ) -> World {
+        let tag = unique_name("w").replace('_', "-");
         let app = unique_name("app");
         let id = |kind: &str, i: usize| -> TenantId { format!("{tag}-{kind}{i}").parse().unwrap() };
         let ident = |id: &TenantId| SqlIdent::new(id.as_str().replace('-', "_")).unwrap();
@@ -68,13 +91,22 @@ impl World {
             admin,
             &format!("CREATE ROLE {app} LOGIN PASSWORD '{PASSWORD}' NOSUPERUSER NOBYPASSRLS"),
         );
-        pg.psql(admin, &format!("CREATE DATABASE {database}"));
         let shared = pg.url_for(&database);
+        // A distributed table's keys lead with its distribution column.
+        let (key, distribute) = if citus {
+            (
+                "PRIMARY KEY (tenant_id, id)",
+                "SELECT create_distributed_table('notes', 'tenant_id');",
+            )
+        } else {
+            ("PRIMARY KEY (id)", "")
+        };
         let mut sql = format!(
             "CREATE TABLE notes (
-                 id bigserial PRIMARY KEY,
+                 id bigserial,
                  tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id'),
-                 secret text NOT NULL);
+                 secret text NOT NULL, {key});
+             {distribute}
              ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
              ALTER TABLE notes FORCE ROW LEVEL SECURITY;
              CREATE POLICY tenant_rows ON notes
@@ -110,7 +142,19 @@ impl World {
                     .join(", ")
             ));
         }
-        pg.psql(&shared, &sql);
+        if citus {
+            // Citus refuses schema commands after a parallel operation in one
+            // transaction: one statement at a time, each schema a distributed one.
+            pg.psql(
+                pg.admin_url(),
+                &format!("ALTER DATABASE {database} SET citus.enable_schema_based_sharding = on"),
+            );
+            for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                pg.psql(&shared, statement);
+            }
+        } else {
+            pg.psql(&shared, &sql);
+        }
         for tenant in &silo {
             let DataModel::Silo { database, .. } = &tenant.model else {
                 unreachable!()
@@ -134,12 +178,18 @@ impl World {
             pool,
             bridge,
             silo,
+            // Citus gives its nodes an X.509 v1 certificate, which sqlx's TLS cannot
+            // read (tests/citus.rs shows it); TLS is not what these tests are about.
+            params: if citus { "sslmode=disable" } else { "" },
         }
     }
 
     /// The application role's URL to the shared database.
     pub fn app_url(&self) -> String {
-        self.pg.url_as(&self.app, PASSWORD, &self.database)
+        with_params(
+            &self.pg.url_as(&self.app, PASSWORD, &self.database),
+            self.params,
+        )
     }
 
     /// A router builder connecting as the application role.

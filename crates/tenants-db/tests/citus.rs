@@ -1,0 +1,226 @@
+//! The router on a Citus cluster (a coordinator and two workers): pool tenants in a
+//! table distributed by `tenant_id`, bridge tenants in distributed schemas, both
+//! drivers. Part of the Citus suite, which runs on its own:
+//!
+//! ```sh
+//! cargo test --workspace --all-features --test citus -- --ignored
+//! ```
+//!
+//! Without Citus installed (or `TENANTS_TEST_CITUS_URL`), these tests fail with
+//! instructions; the main test command lists them as ignored.
+#![cfg(all(feature = "sqlx", feature = "deadpool"))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::{Probe, World};
+use tenants_db::{Deadpool, Driver, Error, Hazard, Sqlx, TenantRouter};
+use tenants_test_support::citus;
+
+/// Pool and bridge tenants on the cluster, with the application role's `SET LOCAL`s
+/// forwarded to the workers.
+fn world() -> World {
+    let world = World::on_citus(citus(), 4, 4);
+    world.admin(&format!(
+        "ALTER ROLE {} SET citus.propagate_set_commands = 'local'",
+        world.app
+    ));
+    world
+}
+
+/// Many concurrent workers over pools smaller than them: every row read is the
+/// reader's tenant's, every committed row is found again (none lost to a shard
+/// that did not see the tenant), on every shard the table has.
+async fn leak_hunt<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = world();
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .citus("main")
+        .pool_connections(3)
+        .bridge_connections(3)
+        .build()
+        .unwrap();
+    router.verify().await.unwrap();
+    let tenants = Arc::new(world.tenants());
+    let mut workers = Vec::new();
+    for worker in 0..12usize {
+        let (router, tenants) = (router.clone(), tenants.clone());
+        workers.push(tokio::spawn(async move {
+            let mut committed: HashMap<String, usize> = HashMap::new();
+            for round in 0..20usize {
+                let tenant = &tenants[(worker * 7 + round * 13) % tenants.len()];
+                let mine = format!("{}:", tenant.id);
+                let commit = round % 2 == 0;
+                let secret = format!("{mine}{worker}-{round}");
+                let seen = router.write_read(tenant, &secret, commit).await.unwrap();
+                assert!(seen.contains(&secret), "{secret} not read back");
+                if let Some(foreign) = seen.iter().find(|s| !s.starts_with(&mine)) {
+                    panic!("tenant {} saw {foreign:?}", tenant.id);
+                }
+                if commit {
+                    *committed.entry(tenant.id.to_string()).or_default() += 1;
+                }
+            }
+            committed
+        }));
+    }
+    let mut committed: HashMap<String, usize> = HashMap::new();
+    for worker in workers {
+        for (tenant, n) in worker.await.unwrap() {
+            *committed.entry(tenant).or_default() += n;
+        }
+    }
+    for tenant in tenants.iter() {
+        // One more row, rolled back: the count read beside it is the committed rows'.
+        let probe = format!("{}:count", tenant.id);
+        let rows = router.write_read(tenant, &probe, false).await.unwrap();
+        let expected = committed.get(tenant.id.as_str()).copied().unwrap_or(0);
+        assert_eq!(rows.len() - 1, expected, "tenant {}: its rows", tenant.id);
+    }
+    assert_tenants_spread(&world);
+    router.close().await;
+}
+
+/// The pool tenants' rows sit on shards of both workers, so the hunt crossed them.
+fn assert_tenants_spread(world: &World) {
+    let nodes = world.admin(
+        "SELECT count(DISTINCT nodeport) FROM citus_shards \
+         WHERE table_name = 'notes'::regclass AND shard_size > 8192",
+    );
+    assert_eq!(nodes, "2", "pool rows on both workers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
+async fn leak_hunt_sqlx() {
+    leak_hunt::<Sqlx>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
+async fn leak_hunt_deadpool() {
+    leak_hunt::<Deadpool>().await;
+}
+
+/// `verify` fails at start on the two ways a Citus deployment goes wrong silently:
+/// a role whose `SET LOCAL`s stay on the coordinator (every pool-table query then
+/// returns no rows: shown here), and a coordinator not declared as one.
+async fn verify_reports_citus_misconfiguration<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::on_citus(citus(), 1, 0);
+    let router: TenantRouter<D> = world.router::<D>().citus("main").build().unwrap();
+    let role = world.app.clone();
+    match router.verify().await {
+        Err(Error::UnsafeRole(hazards)) => assert_eq!(
+            hazards,
+            vec![Hazard::CitusSettingsNotForwarded { role: role.clone() }]
+        ),
+        other => panic!("expected the unforwarded settings, got {other:?}"),
+    }
+    let tenant = &world.pool[0];
+    let secret = format!("{}:x", tenant.id);
+    assert!(
+        router.write_read(tenant, &secret, true).await.is_err(),
+        "without forwarding, the shards' policies refuse the row"
+    );
+    world.admin(&format!(
+        "ALTER ROLE {role} SET citus.propagate_set_commands = 'local'"
+    ));
+    let undeclared: TenantRouter<D> = world.router::<D>().build().unwrap();
+    match undeclared.verify().await {
+        Err(Error::UnsafeRole(hazards)) => assert_eq!(
+            hazards,
+            vec![Hazard::UndeclaredCitus {
+                server: "main".into()
+            }]
+        ),
+        other => panic!("expected the undeclared coordinator, got {other:?}"),
+    }
+    let declared: TenantRouter<D> = world.router::<D>().citus("main").build().unwrap();
+    declared.verify().await.unwrap();
+    router.close().await;
+    undeclared.close().await;
+    declared.close().await;
+}
+
+#[tokio::test]
+#[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
+async fn verify_reports_citus_misconfiguration_sqlx() {
+    verify_reports_citus_misconfiguration::<Sqlx>().await;
+}
+
+#[tokio::test]
+#[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
+async fn verify_reports_citus_misconfiguration_deadpool() {
+    verify_reports_citus_misconfiguration::<Deadpool>().await;
+}
+
+/// Citus forwards no session `SET`: a pool tenant's session hand-out is refused
+/// with a typed error, a bridge tenant's (routed by the coordinator's
+/// `search_path`) works.
+async fn sessions_on_citus<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = world();
+    let router: TenantRouter<D> = world.router::<D>().citus("main").build().unwrap();
+    let pool = &world.pool[0];
+    match router.session_read(pool).await {
+        Err(message) => assert!(message.contains("Citus coordinator"), "{message}"),
+        Ok(rows) => panic!("a pool session on Citus was handed out: {rows:?}"),
+    }
+    let bridge = &world.bridge[0];
+    let secret = format!("{}:kept", bridge.id);
+    router.write_read(bridge, &secret, true).await.unwrap();
+    assert_eq!(router.session_read(bridge).await.unwrap(), vec![secret]);
+    router.close().await;
+}
+
+#[tokio::test]
+#[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
+async fn sessions_on_citus_sqlx() {
+    sessions_on_citus::<Sqlx>().await;
+}
+
+#[tokio::test]
+#[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
+async fn sessions_on_citus_deadpool() {
+    sessions_on_citus::<Deadpool>().await;
+}
+
+/// Citus gives its nodes an X.509 v1 certificate on `CREATE EXTENSION citus`.
+/// libpq's `prefer` (the default) takes it unchecked, and so does the deadpool
+/// driver; sqlx checks handshake signatures through webpki, which cannot read v1,
+/// so its failure is a typed TLS error that names the certificate and the remedies.
+#[tokio::test]
+#[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
+async fn a_v1_certificate_is_read_by_deadpool_and_named_for_sqlx() {
+    let world = World::on_citus(citus(), 1, 0);
+    let url = world
+        .pg
+        .url_as(&world.app, common::PASSWORD, &world.database);
+    let deadpool = TenantRouter::<Deadpool>::builder().server("main", &url);
+    let deadpool = deadpool.citus("main").build().unwrap();
+    let (tenant, secret) = (&world.pool[0], format!("{}:tls", world.pool[0].id));
+    world.admin(&format!(
+        "ALTER ROLE {} SET citus.propagate_set_commands = 'local'",
+        world.app
+    ));
+    let seen = deadpool.write_read(tenant, &secret, false).await.unwrap();
+    assert_eq!(seen, vec![secret.clone()]);
+    let sqlx = TenantRouter::<Sqlx>::builder().server("main", &url);
+    let sqlx = sqlx.citus("main").build().unwrap();
+    match sqlx.verify().await {
+        Err(Error::Tls(message)) => assert!(message.contains("X.509 v1"), "{message}"),
+        other => panic!("expected the v1 certificate named, got {other:?}"),
+    }
+    deadpool.close().await;
+    sqlx.close().await;
+}
