@@ -7,6 +7,7 @@
 //! tenants migrate -f tenants.toml        # pending migrations of every tenant
 //! tenants destroy -f tenants.toml acme --confirm acme
 //! tenants move    -f tenants.toml acme --to silo   # out of the pool, with its rows
+//! tenants move    -f tenants.toml acme --to-node 10.0.0.7:5432   # on Citus: to a node of its own
 //! tenants list    -f tenants.toml
 //! tenants doctor  -f tenants.toml        # isolation hazards; exit 2 when any is found
 //! ```
@@ -67,15 +68,20 @@ enum Command {
         confirm: Option<String>,
     },
     /// Moves a tenant out of the pool into a database (silo) or schema (bridge) of its
-    /// own, with its rows; safe to run again after an interruption.
+    /// own, with its rows; or, on a Citus cluster, a pool or bridge tenant's data to
+    /// a node of its own (--to-node). Safe to run again after an interruption.
     Move {
         #[command(flatten)]
         common: Common,
         /// The tenant to move.
         tenant: TenantId,
         /// The model to move it to.
-        #[arg(long, value_enum)]
-        to: Target,
+        #[arg(long, value_enum, required_unless_present = "to_node")]
+        to: Option<Target>,
+        /// The Citus node (host:port) to move its data to, while the application
+        /// keeps serving it.
+        #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["to", "database", "schema", "server"])]
+        to_node: Option<String>,
         /// The tenant's database (silo; default: its id, '-' written '_').
         #[arg(long, value_name = "NAME")]
         database: Option<SqlIdent>,
@@ -261,10 +267,22 @@ async fn run(command: Command, env: &Environment, out: &mut dyn Write) -> Result
         Command::Move {
             common,
             tenant: id,
-            to,
+            to_node: Some(node),
+            ..
+        } => {
+            let provisioner = connect(&common, env).await?;
+            provisioner.move_to_node(id, &node).await?;
+            writeln!(out, "Tenant {id}'s data is on node {node} now.")?;
+            Ok(Outcome::Done)
+        }
+        Command::Move {
+            common,
+            tenant: id,
+            to: Some(to),
             database,
             schema,
             server,
+            to_node: None,
         } => {
             let name = |given: Option<SqlIdent>| match given {
                 Some(name) => Ok(name),
@@ -290,6 +308,8 @@ async fn run(command: Command, env: &Environment, out: &mut dyn Write) -> Result
             writeln!(out, "Tenant {id} lives in {place} now.")?;
             Ok(Outcome::Done)
         }
+        // clap requires one of --to and --to-node, and refuses both.
+        Command::Move { .. } => Err(Error::Config("move needs --to or --to-node".into()).into()),
         Command::List(common) => {
             let provisioner = connect(&common, env).await?;
             let tenants = provisioner.list().await?;
@@ -298,15 +318,23 @@ async fn run(command: Command, env: &Environment, out: &mut dyn Write) -> Result
                 .map(|t| t.id.as_str().len())
                 .max()
                 .unwrap_or(6);
+            // Citus's per-tenant load, when the cluster tracks it.
+            let loads = tenants.iter().any(|t| t.load.is_some());
+            let head = if loads { "  QUERIES  CPU(s)" } else { "" };
             writeln!(
                 out,
-                "{:width$}  {:6}  {:32}  STATE",
+                "{:width$}  {:6}  {:32}  STATE{head}",
                 "TENANT", "MODEL", "WHERE"
             )?;
             for tenant in tenants {
+                let load = match (loads, tenant.load) {
+                    (false, _) => String::new(),
+                    (true, Some(l)) => format!("  {:7}  {:.3}", l.queries, l.cpu_seconds),
+                    (true, None) => "  -".to_owned(),
+                };
                 writeln!(
                     out,
-                    "{:width$}  {:6}  {:32}  {}",
+                    "{:width$}  {:6}  {:32}  {}{load}",
                     tenant.id.as_str(),
                     tenant.model,
                     tenant.location,

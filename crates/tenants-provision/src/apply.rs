@@ -13,7 +13,7 @@ use super::file::{TableName, TenantSpec};
 use super::live::{self, quote_ident};
 use super::plan::{Change, Doomed, Origin, Plan, Scope, Work};
 use super::provisioner::Provisioner;
-use super::{policy, record};
+use super::{citus, policy, record};
 use tenants_db::{Error, PgCatalog, TENANT_SETTING, TenantRole};
 
 /// How [`Provisioner::apply`] runs.
@@ -219,7 +219,11 @@ impl Provisioner {
             .filter(|c| {
                 matches!(
                     c.work,
-                    Work::Migrate(_) | Work::SyncGrants(_) | Work::SecurePoolTables(_)
+                    Work::Migrate(_)
+                        | Work::SyncGrants(_)
+                        | Work::SecurePoolTables(_)
+                        | Work::Distribute { .. }
+                        | Work::ReferenceTables(_)
                 ) && !matches!(c.scope, Scope::Tenant(t) if missing.contains_key(&t))
             })
             .collect();
@@ -359,7 +363,15 @@ impl Provisioner {
             Work::SyncGrants(spec) => self.sync_grants(spec).await,
             Work::SecurePoolTables(tables) => {
                 let mut conn = self.shared_pool()?.acquire().await?;
-                policy::secure_tables(&mut conn, tables, false).await
+                let citus = self.on_citus(&self.file.default_server);
+                policy::secure_tables(&mut conn, tables, false, citus).await
+            }
+            Work::Distribute {
+                table,
+                colocate_with,
+            } => citus::distribute(self.shared_pool()?, table, colocate_with.as_ref()).await,
+            Work::ReferenceTables(schema) => {
+                citus::reference_tables(self.shared_pool()?, schema).await
             }
             Work::Register(tenant, origin) => record::register(self, tenant, *origin).await,
             Work::Move(tenant, origin) => self.move_rows(tenant, *origin).await,

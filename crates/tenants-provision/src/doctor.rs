@@ -6,6 +6,7 @@ use std::fmt;
 use sqlx::Acquire;
 use tenants_core::{DataModel, TenantId};
 
+use super::citus;
 use super::file::TenantSpec;
 use super::grant::{tenant_grant_diff, tenant_grant_rows};
 use super::live;
@@ -66,6 +67,16 @@ pub enum Finding {
         /// What is wrong, and the fix.
         problem: &'static str,
     },
+    /// A Citus object is not what the file's `citus = true` server needs: a pool
+    /// table not distributed by `tenant_id` or not co-located with the others (its
+    /// queries and joins then cross nodes), a shared schema's table that is not a
+    /// reference table, a bridge schema that is not a distributed schema.
+    Citus {
+        /// The object: `pool table public.todos`, `schema acme`.
+        object: String,
+        /// What is wrong, and the fix.
+        problem: String,
+    },
     /// A tenant's group role or login user has an attribute it must not have.
     RoleAttribute {
         /// The role.
@@ -83,6 +94,7 @@ impl fmt::Display for Finding {
                 write!(f, "application role {role} does not exist: run apply")
             }
             Finding::PoolTable { table, problem } => write!(f, "pool table {table} {problem}"),
+            Finding::Citus { object, problem } => write!(f, "on Citus, {object}: {problem}"),
             Finding::Policy {
                 table,
                 policy,
@@ -166,6 +178,7 @@ impl Provisioner {
         findings.extend(self.hazards_as_app(&live).await?);
         findings.extend(self.policy_findings().await?);
         findings.extend(self.pool_table_findings(&live));
+        findings.extend(self.citus_findings(&live));
         // Drift between the file and the database.
         let users: HashSet<&str> = self
             .file
@@ -228,6 +241,18 @@ impl Provisioner {
         tx.rollback().await?;
         let mut findings = Vec::new();
         for (kind, subject) in rows {
+            match kind.as_str() {
+                // The session's Citus setting is the admin's, not the application
+                // role's: citus_findings reads the role's.
+                "citus-settings-not-forwarded" => continue,
+                "citus-coordinator" if !citus::declared(self) => {
+                    let server = default.clone();
+                    findings.push(Finding::Hazard(Hazard::UndeclaredCitus { server }));
+                    continue;
+                }
+                "citus-coordinator" => continue,
+                _ => {}
+            }
             // Superuser and BYPASSRLS were checked for every server already.
             let table_hazard = matches!(
                 kind.as_str(),
@@ -273,6 +298,49 @@ impl Provisioner {
                 table: table.to_string(),
                 problem: problem.into(),
             });
+        }
+        findings
+    }
+
+    /// On a server declared `citus = true`: an application role whose `SET
+    /// LOCAL`s stay on the coordinator, pool tables not distributed by `tenant_id`
+    /// and co-located, shared tables that are not reference tables, bridge schemas
+    /// that are not distributed schemas.
+    fn citus_findings(&self, live: &Live) -> Vec<Finding> {
+        let Some(citus) = &live.citus else {
+            return Vec::new();
+        };
+        let mut findings = Vec::new();
+        if let Some(app) = self.app_role(&self.file.default_server)
+            && !citus.forwarding.contains(app.as_str())
+        {
+            let role = app.to_string();
+            findings.push(Finding::Hazard(Hazard::CitusSettingsNotForwarded { role }));
+        }
+        let tables = &self.file.shared.pool_tables;
+        for table in tables {
+            let first = tables.first().filter(|f| *f != table);
+            if let Some(problem) = citus::pool_table_problem(citus, table, first) {
+                let object = format!("pool table {table}");
+                findings.push(Finding::Citus { object, problem });
+            }
+        }
+        for name in &citus.local_shared {
+            findings.push(Finding::Citus {
+                object: format!("shared table {name}"),
+                problem: "is not a reference table: run apply".into(),
+            });
+        }
+        for spec in &self.file.tenants {
+            if let DataModel::Bridge { schema } = &spec.tenant.model
+                && live.schemas.contains(schema.as_str())
+                && !citus.schemas.contains(schema.as_str())
+            {
+                findings.push(Finding::Citus {
+                    object: format!("schema {schema}"),
+                    problem: "is not a distributed schema: run apply".into(),
+                });
+            }
         }
         findings
     }

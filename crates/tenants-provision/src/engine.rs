@@ -11,7 +11,7 @@ use super::live::{Live, ServerLive};
 use super::plan::{Action, Change, Doomed, On, Origin, Plan, Scope, Work};
 use super::policy::tenant_scoped_keys;
 use super::provisioner::Provisioner;
-use super::{database, grant, migration, policy, record, role, schema};
+use super::{citus, database, grant, migration, policy, record, role, schema};
 use tenants_db::{Error, TenantRole};
 
 impl Provisioner {
@@ -106,6 +106,7 @@ impl Provisioner {
         live.schemas = schemas.into_iter().collect();
         record::read(self, shared, &mut live).await?;
         policy::read(self, shared, &mut live).await?;
+        citus::read(self, shared, &mut live).await?;
         schema::read_bridges(shared, specs, &mut live).await?;
         database::read_templates(self, &mut live).await?;
         database::read_silos(self, specs, &mut live).await?;
@@ -114,8 +115,8 @@ impl Provisioner {
 
     /// Plans what every tenant shares, in dependency order: the catalog, the
     /// application roles and their grants on the catalog, the shared schemas, the
-    /// shared migrations and the pool tables' row-level security, and the silo
-    /// template databases.
+    /// shared migrations and the pool tables' row-level security, on Citus their
+    /// distribution, and the silo template databases.
     pub(crate) fn plan_shared(
         &self,
         live: &Live,
@@ -136,6 +137,7 @@ impl Provisioner {
         schema::plan_shared(&t, changes);
         let migrating = migration::plan_shared(&t, changes);
         policy::plan_pool_tables(&t, migrating, changes);
+        citus::plan_shared(&t, migrating, changes);
         database::plan_templates(&t, specs, changes);
     }
 

@@ -276,6 +276,7 @@ impl Provisioner {
             .map(|r| r.role_name(&tenant).quoted())
             .collect::<Vec<_>>()
             .join(", ");
+        let citus = self.on_citus(&self.file.default_server);
         match &spec.tenant.model {
             DataModel::Pool => {
                 let pool = self.shared_pool()?;
@@ -301,7 +302,7 @@ impl Provisioner {
                         schema.quoted()
                     ));
                 }
-                batch(&mut *tx, &statements).await?;
+                batch(&mut tx, &statements, citus).await?;
                 tx.commit().await?;
             }
             DataModel::Bridge { schema } => {
@@ -313,13 +314,13 @@ impl Provisioner {
                     "GRANT USAGE ON SCHEMA {} TO {role_list}",
                     schema.quoted()
                 ));
-                batch(&mut *tx, &statements).await?;
+                batch(&mut tx, &statements, citus).await?;
                 tx.commit().await?;
                 // The tenant's copies of the pool tables carry the same policy, so a
                 // tenant moved between models keeps working.
                 let copies = self.tenant_tables(&spec.tenant.model);
                 let mut conn = pool.acquire().await?;
-                secure_tables(&mut conn, &copies, true).await?;
+                secure_tables(&mut conn, &copies, true, citus).await?;
             }
             DataModel::Silo { database, .. } => {
                 let options = self.database(&spec.server, database)?;
@@ -329,9 +330,9 @@ impl Provisioner {
                     let rows = live::grants_in_schemas(&mut *tx, &["public".into()]).await?;
                     let mut statements = tenant_grant_diff(spec, &rows).statements();
                     statements.push(format!("GRANT USAGE ON SCHEMA public TO {role_list}"));
-                    batch(&mut *tx, &statements).await?;
+                    batch(&mut tx, &statements, false).await?;
                     tx.commit().await?;
-                    secure_tables(&mut conn, &self.file.shared.pool_tables, true).await
+                    secure_tables(&mut conn, &self.file.shared.pool_tables, true, false).await
                 }
                 .await;
                 live::close(conn, result).await?;

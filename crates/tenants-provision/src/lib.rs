@@ -67,6 +67,7 @@
 
 mod apply;
 mod bridge_migrations;
+mod citus;
 mod context;
 mod database;
 mod doctor;
@@ -93,7 +94,7 @@ pub use file::{
     DEFAULT_TEMPLATE, Format, Password, ServerSpec, SharedSpec, TableName, TenantSpec, TenantsFile,
     UrlSource, UserSpec,
 };
-pub use list::{TenantListing, TenantState};
+pub use list::{TenantListing, TenantLoad, TenantState};
 pub use plan::{Action, Change, Plan, Scope};
 pub use provisioner::Provisioner;
 pub use template::uid_hash;

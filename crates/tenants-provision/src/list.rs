@@ -1,5 +1,6 @@
 //! `list`: every tenant, where it lives and whether it matches the file.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use tenants_core::{DataModel, Tenant, TenantId};
@@ -20,6 +21,24 @@ pub struct TenantListing {
     pub location: String,
     /// How it compares with the file.
     pub state: TenantState,
+    /// Its load on a Citus cluster, when the cluster tracks it.
+    pub load: Option<TenantLoad>,
+}
+
+/// A tenant's load on a Citus cluster in the current period (Citus's
+/// `citus_stat_tenants`, kept when `citus.stat_tenants_track = 'all'`, over periods of
+/// `citus.stat_tenants_period` seconds). Citus counts the queries it routes to one
+/// tenant: pool-table queries that name the tenant (`WHERE tenant_id = ..`) and
+/// queries of a bridge tenant's distributed schema.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct TenantLoad {
+    /// Queries in the current period.
+    pub queries: i64,
+    /// Of those, reads.
+    pub reads: i64,
+    /// CPU time they used, in seconds.
+    pub cpu_seconds: f64,
 }
 
 /// How a tenant compares with the file.
@@ -102,6 +121,7 @@ impl Provisioner {
                 model: spec.tenant.model.name(),
                 location: location(&spec.tenant, &spec.server),
                 state,
+                load: None,
             });
         }
         for (id, origin, error, record) in rows {
@@ -128,9 +148,47 @@ impl Provisioner {
                 model,
                 location,
                 state,
+                load: None,
             });
         }
         listed.sort_by_key(|t| t.id);
+        self.add_citus_load(&mut listed).await?;
         Ok(listed)
+    }
+
+    /// Fills in each pool and bridge tenant's load from `citus_stat_tenants`, on a
+    /// Citus coordinator that tracks it.
+    async fn add_citus_load(&self, listed: &mut [TenantListing]) -> Result<(), Error> {
+        if !super::citus::declared(self) {
+            return Ok(());
+        }
+        let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(
+            "SELECT tenant_attribute, sum(query_count_in_this_period)::int8, \
+                    sum(read_count_in_this_period)::int8, sum(cpu_usage_in_this_period)::float8 \
+             FROM citus_stat_tenants GROUP BY tenant_attribute",
+        )
+        .fetch_all(self.shared_pool()?)
+        .await?;
+        let loads: HashMap<String, TenantLoad> = rows
+            .into_iter()
+            .map(|(attribute, queries, reads, cpu_seconds)| {
+                let load = TenantLoad {
+                    queries,
+                    reads,
+                    cpu_seconds,
+                };
+                (attribute, load)
+            })
+            .collect();
+        for listing in listed {
+            // Citus names a pool tenant by its distribution value, a bridge tenant
+            // by its schema.
+            let attribute = match listing.location.strip_prefix("schema ") {
+                Some(schema) => schema,
+                None => listing.id.as_str(),
+            };
+            listing.load = loads.get(attribute).copied();
+        }
+        Ok(())
     }
 }

@@ -472,6 +472,8 @@ pub(crate) struct Live {
     pub(crate) pool_grants: Vec<GrantRow>,
     /// `(server, database)` → applied migrations and grants of each silo database.
     pub(crate) silos: HashMap<(String, String), SiloLive>,
+    /// The Citus objects, when the default server is declared a Citus coordinator.
+    pub(crate) citus: Option<super::citus::CitusLive>,
 }
 
 /// A silo database's applied migrations (`None`: no migrations table) and grants.

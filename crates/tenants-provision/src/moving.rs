@@ -21,6 +21,33 @@ use tenants_db::{Error, TENANT_SETTING, TenantRole};
 const LOCK_TIMEOUT: &str = "30s";
 
 impl Provisioner {
+    /// The tenant's record in the catalog.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the tenant is not in the catalog (or there is none).
+    pub(crate) async fn catalog_record(&self, tenant: TenantId) -> Result<Tenant, Error> {
+        let shared = self.shared_pool()?;
+        let installed: bool =
+            sqlx::query_scalar("SELECT to_regclass('tenants.tenants') IS NOT NULL")
+                .fetch_one(shared)
+                .await?;
+        let record: Option<Json<Tenant>> = if installed {
+            sqlx::query_scalar("SELECT record FROM tenants.tenants WHERE id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(shared)
+                .await?
+        } else {
+            None
+        };
+        match record {
+            Some(Json(record)) => Ok(record),
+            None => Err(Error::Config(format!(
+                "tenant {tenant} is not in the catalog: provision it first"
+            ))),
+        }
+    }
+
     /// Moves a tenant out of the pool into `to` (a database of its own, or a schema),
     /// with its rows: the step that turns a growing free-tier tenant into a silo one.
     ///
@@ -76,24 +103,7 @@ impl Provisioner {
     /// # }
     /// ```
     pub async fn move_tenant(&self, tenant: TenantId, to: DataModel) -> Result<(), Error> {
-        let shared = self.shared_pool()?;
-        let installed: bool =
-            sqlx::query_scalar("SELECT to_regclass('tenants.tenants') IS NOT NULL")
-                .fetch_one(shared)
-                .await?;
-        let record: Option<Json<Tenant>> = if installed {
-            sqlx::query_scalar("SELECT record FROM tenants.tenants WHERE id = $1")
-                .bind(tenant.as_str())
-                .fetch_optional(shared)
-                .await?
-        } else {
-            None
-        };
-        let Some(Json(current)) = record else {
-            return Err(Error::Config(format!(
-                "tenant {tenant} is not in the catalog: provision it first"
-            )));
-        };
+        let current = self.catalog_record(tenant).await?;
         if current.model == to {
             return Ok(());
         }
@@ -189,7 +199,8 @@ impl Provisioner {
                 .execute(&mut *tx)
                 .await?;
         }
-        revoke_pool_grants(&mut tx, id, tables).await?;
+        let citus = self.on_citus(&self.file.default_server);
+        revoke_pool_grants(&mut tx, id, tables, citus).await?;
         sqlx::query(PROVISIONED_UPSERT)
             .bind(id.as_str())
             .bind(origin.as_str())
@@ -209,12 +220,14 @@ async fn lock_pool_tables<'t>(
     tables: &'t [TableName],
     target_tables: &'t [TableName],
 ) -> Result<Vec<(&'t TableName, &'t TableName)>, Error> {
+    // Settings, not DDL: Citus forwards them whole, which does no harm.
     batch(
         &mut *tx,
         &[
             format!("SET LOCAL lock_timeout = {}", literal(LOCK_TIMEOUT)),
             format!("SET LOCAL {TENANT_SETTING} = {}", literal(id.as_str())),
         ],
+        false,
     )
     .await?;
     let state = live::pool_tables(&mut *tx, tables).await?;
@@ -252,11 +265,13 @@ async fn still_in_pool(tx: &mut PgConnection, tenant: &Tenant) -> Result<bool, E
 }
 
 /// Revokes what the tenant's roles held on the pool tables (and their sequences):
-/// its rows are no longer there.
+/// its rows are no longer there. One statement per message on Citus (see
+/// [`batch`]).
 async fn revoke_pool_grants(
     tx: &mut PgConnection,
     id: TenantId,
     tables: &[TableName],
+    citus: bool,
 ) -> Result<(), Error> {
     let roles: Vec<String> = TenantRole::ALL
         .iter()
@@ -279,7 +294,7 @@ async fn revoke_pool_grants(
             ))
         })
         .collect();
-    batch(&mut *tx, &revokes.into_iter().collect::<Vec<_>>()).await
+    batch(tx, &revokes.into_iter().collect::<Vec<_>>(), citus).await
 }
 
 /// The columns of `table` a copy can write, in order (none when it does not exist).

@@ -126,6 +126,15 @@ pub(crate) enum Work {
     /// Gives the pool tables their `tenant_id` column and row-level security
     /// (recomputed when applied, after the shared migrations).
     SecurePoolTables(Vec<TableName>),
+    /// Distributes a pool table by `tenant_id` on Citus, co-located with another
+    /// (recomputed when applied, after the shared migrations).
+    Distribute {
+        table: TableName,
+        colocate_with: Option<TableName>,
+    },
+    /// Makes the tables of a shared schema Citus reference tables (recomputed when
+    /// applied, after the shared migrations).
+    ReferenceTables(SqlIdent),
     /// Registers the tenant in the catalog.
     Register(Box<Tenant>, Origin),
     /// Moves a pool tenant's rows into its new storage (created by the changes

@@ -101,11 +101,13 @@ fn missing_protection(state: &PoolTableLive) -> Vec<String> {
 /// then refuses keys that do not lead with `tenant_id`. With `copies` (a tenant's
 /// own copies of the pool tables, in its schema or database), missing tables are
 /// skipped, and keys are not checked: one tenant's rows cannot collide with
-/// another's there.
+/// another's there. On a Citus coordinator (`citus`), one statement per message
+/// (see [`batch`]).
 pub(crate) async fn secure_tables(
     conn: &mut sqlx::PgConnection,
     tables: &[TableName],
     copies: bool,
+    citus: bool,
 ) -> Result<(), Error> {
     let state = live::pool_tables(&mut *conn, tables).await?;
     let mut tx = conn.begin().await?;
@@ -160,7 +162,7 @@ pub(crate) async fn secure_tables(
         for view in &live.definer_views {
             statements.push(format!("ALTER VIEW {view} SET (security_invoker = true)"));
         }
-        batch(&mut *tx, &statements).await?;
+        batch(&mut tx, &statements, citus).await?;
     }
     tx.commit().await?;
     if copies {

@@ -294,6 +294,12 @@ impl Provisioner {
         }
     }
 
+    /// Whether `server`'s admin database is the shared database of a Citus
+    /// coordinator.
+    pub(crate) fn on_citus(&self, server: &str) -> bool {
+        server == self.file.default_server && super::citus::declared(self)
+    }
+
     /// Runs `statements` on `on` (a server's admin database, or one of its
     /// databases), batched in one round trip or one by one.
     pub(crate) async fn run_sql(
@@ -303,6 +309,12 @@ impl Provisioner {
         batched: bool,
     ) -> Result<(), Error> {
         match &on.database {
+            None if batched && self.on_citus(&on.server) => {
+                // One transaction still, one message per statement (see `batch`).
+                let mut tx = self.pool(&on.server)?.begin().await?;
+                batch(&mut tx, statements, true).await?;
+                Ok(tx.commit().await?)
+            }
             None => {
                 let mut conn = self.pool(&on.server)?.acquire().await?;
                 run_statements(&mut conn, statements, batched).await
@@ -323,26 +335,29 @@ pub(crate) async fn run_statements(
     statements: &[String],
     batched: bool,
 ) -> Result<(), Error> {
-    if batched {
-        return batch(conn, statements).await;
-    }
-    for sql in statements {
-        sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+    batch(conn, statements, !batched).await
 }
 
 /// Runs `statements` in one round trip (an implicit transaction of its own, or
-/// part of the caller's).
-pub(crate) async fn batch<'c, E: sqlx::PgExecutor<'c>>(
-    db: E,
+/// part of the caller's), or one message each on a Citus coordinator
+/// (`one_by_one`): Citus sends a DDL statement on a distributed table to the
+/// shards as the text of the message that held it, and a message of several
+/// statements then fails there ("cannot insert multiple commands into a prepared
+/// statement").
+pub(crate) async fn batch(
+    conn: &mut sqlx::PgConnection,
     statements: &[String],
+    one_by_one: bool,
 ) -> Result<(), Error> {
-    if !statements.is_empty() {
+    if one_by_one {
+        for sql in statements {
+            sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
+                .execute(&mut *conn)
+                .await?;
+        }
+    } else if !statements.is_empty() {
         sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
-            .execute(db)
+            .execute(conn)
             .await?;
     }
     Ok(())

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tenants_core::{DataModel, SqlIdent};
 use tenants_db::Error;
 
+use super::citus;
 use super::context::{SharedPlan, Storage, TenantPlan};
 use super::file::TenantSpec;
 use super::live;
@@ -79,15 +80,22 @@ pub(crate) fn plan(t: &TenantPlan<'_>, schema: &SqlIdent, changes: &mut Vec<Chan
                 format!("schema {schema}"),
                 Work::Sql(
                     t.shared.clone(),
-                    vec![
-                        format!("CREATE SCHEMA {q}"),
-                        format!("GRANT USAGE ON SCHEMA {q} TO {}", t.role_list),
-                    ],
+                    (citus::schema_sharding(t).into_iter())
+                        .chain([
+                            format!("CREATE SCHEMA {q}"),
+                            format!("GRANT USAGE ON SCHEMA {q} TO {}", t.role_list),
+                        ])
+                        .collect(),
                 ),
             )
-            .detail("bridge model, in the shared database")
+            .detail(match citus::schema_sharding(t) {
+                Some(_) => "bridge model, in the shared database: a distributed schema",
+                None => "bridge model, in the shared database",
+            })
             .storage(),
         );
+    } else {
+        citus::plan_bridge_schema(t, schema, changes);
     }
     let applied = t.live.bridge_applied.get(schema.as_str());
     let pending = if exists {

@@ -33,7 +33,8 @@ static CLUSTER: OnceLock<CitusCluster> = OnceLock::new();
 
 /// The Citus cluster of this process, started on first use (about 5 s): three
 /// PostgreSQL clusters with `shared_preload_libraries = 'citus'` and
-/// `wal_level = logical` (shard moves replicate logically), the first made the
+/// `wal_level = logical` (shard moves replicate logically, through decoding
+/// plugins the nodes allow), the first made the
 /// coordinator (`citus_set_coordinator_host`), the others added as workers
 /// (`citus_add_node`).
 ///
@@ -108,7 +109,7 @@ fn start() -> Result<CitusCluster, String> {
     }
     let setup = || ClusterSetup {
         options: "-c shared_preload_libraries=citus -c wal_level=logical \
-                  -c max_prepared_transactions=100 -c citus.log_remote_commands=off"
+                  -c max_prepared_transactions=100 -c citus.stat_tenants_track=all"
             .into(),
         ..ClusterSetup::default()
     };
@@ -118,6 +119,7 @@ fn start() -> Result<CitusCluster, String> {
         .collect::<Result<Vec<_>, _>>()?;
     for node in std::iter::once(&coordinator).chain(&workers) {
         node.psql(node.admin_url(), "CREATE EXTENSION citus");
+        allow_citus_decoding(node);
     }
     let cluster = CitusCluster {
         coordinator,
@@ -156,6 +158,21 @@ fn existing(url: &str) -> Result<CitusCluster, String> {
         coordinator,
         workers,
     })
+}
+
+/// Shard moves replicate logically through Citus's own decoding plugin and
+/// `pgoutput`; PostgreSQL releases with `output_plugin_libraries` refuse plugins
+/// it does not list.
+fn allow_citus_decoding(node: &TestServer) {
+    let url = node.admin_url();
+    let known = "SELECT count(*) FROM pg_settings WHERE name = 'output_plugin_libraries'";
+    if node.psql(url, known) == "1" {
+        node.psql(
+            url,
+            "ALTER SYSTEM SET output_plugin_libraries = pgoutput, test_decoding, citus",
+        );
+        node.psql(url, "SELECT pg_reload_conf()");
+    }
 }
 
 fn citus_installed(bin: &Path) -> bool {

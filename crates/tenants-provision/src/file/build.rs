@@ -197,6 +197,7 @@ pub(super) fn server_spec(
         app_password: None,
         template,
         connection,
+        citus: raw.citus,
     })
 }
 

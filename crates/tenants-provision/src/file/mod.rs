@@ -175,6 +175,12 @@ pub struct ServerSpec {
     /// holds session advisory locks and gives migrations their `search_path` at
     /// connection start.
     pub connection: ConnectionMode,
+    /// The server is a Citus coordinator (`citus = true`): apply distributes the
+    /// pool tables by `tenant_id` (co-located), makes the tables of the shared
+    /// schemas reference tables and the bridge schemas distributed schemas, and
+    /// gives the application role `citus.propagate_set_commands = 'local'`. Give it
+    /// to [`RouterBuilder::citus`](tenants_db::RouterBuilder::citus).
+    pub citus: bool,
 }
 
 impl fmt::Debug for ServerSpec {
@@ -185,6 +191,7 @@ impl fmt::Debug for ServerSpec {
             .field("app_role", &self.app_role)
             .field("template", &self.template)
             .field("connection", &self.connection)
+            .field("citus", &self.citus)
             .finish_non_exhaustive()
     }
 }

@@ -38,6 +38,8 @@ pub(super) struct RawServer {
     pub(super) app_password_env: Option<String>,
     pub(super) template: Option<SqlIdent>,
     pub(super) connection: Option<String>,
+    #[serde(default)]
+    pub(super) citus: bool,
 }
 
 #[derive(Deserialize)]
