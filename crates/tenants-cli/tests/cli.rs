@@ -496,6 +496,28 @@ fn errors_are_one_clean_message_with_exit_code_one() {
         bad_name.stderr
     );
 
+    // A move goes to a model or to a Citus node: one of them, never both.
+    let nowhere = tenants(&dir, &["move", "-f", "nope.toml", "acme"]);
+    assert_eq!(nowhere.code, 1);
+    assert!(nowhere.stderr.contains("--to <TO>"), "{}", nowhere.stderr);
+    let both = [
+        "move",
+        "-f",
+        "nope.toml",
+        "acme",
+        "--to",
+        "silo",
+        "--to-node",
+        "w:5432",
+    ];
+    let both = tenants(&dir, &both);
+    assert_eq!(both.code, 1);
+    assert!(
+        both.stderr.contains("cannot be used with"),
+        "{}",
+        both.stderr
+    );
+
     let usage = tenants(&dir, &["plan"]);
     assert_eq!(
         usage.code, 1,
@@ -550,6 +572,21 @@ fn move_takes_a_runtime_tenant_out_of_the_pool_and_refuses_the_rest() {
         "bridge"
     );
 
+    let no_citus = [
+        "move",
+        "-f",
+        "tenants.toml",
+        &format!("pool-{t}"),
+        "--to-node",
+        "w:5432",
+    ];
+    let no_citus = s.run(&no_citus);
+    assert_eq!(no_citus.code, 1);
+    assert!(
+        no_citus.stderr.contains("is not declared citus = true"),
+        "{}",
+        no_citus.stderr
+    );
     for (tenant, refusal) in [
         (format!("nobody-{t}"), "not in the catalog"),
         (format!("store-{t}"), "only tenants in the pool"),
