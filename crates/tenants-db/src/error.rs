@@ -47,13 +47,15 @@ pub enum Error {
         /// The server, by the router's name for it.
         server: String,
     },
-    /// A session hand-out (`acquire`, `client`) for a pool tenant on a server declared
-    /// a Citus coordinator: Citus forwards a transaction's `SET LOCAL` to its workers,
-    /// never a session's `SET`, so the shards' policies would see no tenant.
+    /// A session hand-out (`acquire`, `client`) for a pool or bridge tenant on a
+    /// server declared a Citus coordinator: Citus forwards a transaction's `SET
+    /// LOCAL` to its workers, never a session's `SET`, so the shards' policies would
+    /// see no tenant.
     #[error(
-        "tenant {tenant} is a pool tenant on server {server:?}, declared a Citus coordinator, \
-         which forwards no session setting to its workers: the tenant's rows on the shards \
-         would stay out of reach. Use begin(), whose SET LOCAL Citus forwards"
+        "tenant {tenant} is on server {server:?}, declared a Citus coordinator, which \
+         forwards no session setting to its workers: the policies on the shards would see no \
+         tenant, and the tenant's rows there would stay out of reach. Use begin(), whose SET \
+         LOCAL Citus forwards"
     )]
     SessionOnCitus {
         /// The tenant.

@@ -15,7 +15,7 @@
 //!
 //! On a Citus coordinator the same statements go in two messages, a bare `BEGIN`
 //! and then the rest (see [`Scope::begin`]), so what Citus forwards to its
-//! workers is exactly the tenant's settings.
+//! workers holds no `BEGIN` of its own.
 //!
 //! A silo connection serves one tenant and is opened with its tenant setting (a
 //! startup parameter), so its transactions set no tenant; behind a transaction

@@ -31,8 +31,8 @@
 //! so nothing outlives `COMMIT` or `ROLLBACK`. It costs no round trip beyond the
 //! `BEGIN` every transaction sends. See [`TENANT_SETTING`] for the statements,
 //! [`ConnectionMode`] for servers behind a transaction pooler,
-//! [`RouterBuilder::citus`] for a Citus coordinator (two messages there, so the
-//! workers receive exactly the settings),
+//! [`RouterBuilder::citus`] for a Citus coordinator (two messages there, so what
+//! the workers receive holds no `BEGIN`),
 //! [`MIGRATED_CHANNEL`] for statements cached before a migration, and
 //! [`TenantRouter::verify`] for the checks on the application's role and servers.
 //!

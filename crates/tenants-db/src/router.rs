@@ -286,6 +286,12 @@ impl<D: Driver> TenantRouter<D> {
         };
         let shared = |pool: &D::Pool, scope: Scope| {
             refuse_session(&inner.default_server, inner.default_mode)?;
+            if session && inner.default_citus {
+                return Err(Error::SessionOnCitus {
+                    tenant: tenant.id,
+                    server: inner.default_server.to_string(),
+                });
+            }
             Ok(Target {
                 pool: pool.clone(),
                 scope: scope.on_citus(inner.default_citus),
@@ -293,15 +299,7 @@ impl<D: Driver> TenantRouter<D> {
             })
         };
         match active_model(tenant)? {
-            DataModel::Pool => {
-                if session && inner.default_citus {
-                    return Err(Error::SessionOnCitus {
-                        tenant: tenant.id,
-                        server: inner.default_server.to_string(),
-                    });
-                }
-                shared(&inner.pool_model, Scope::pool(tenant.id))
-            }
+            DataModel::Pool => shared(&inner.pool_model, Scope::pool(tenant.id)),
             DataModel::Bridge { schema } => shared(
                 &inner.bridge_model,
                 Scope::bridge(tenant.id, schema, &inner.shared_path),
@@ -420,11 +418,14 @@ impl<D: Driver> RouterBuilder<D> {
     /// then live in tables distributed by `tenant_id`, bridge tenants in
     /// distributed schemas, and the router:
     ///
-    /// - opens each transaction with a bare `BEGIN`, then the tenant's settings
-    ///   (one more round trip), so what Citus forwards to the workers is exactly
-    ///   the settings;
-    /// - refuses session hand-outs of pool tenants
-    ///   ([`Error::SessionOnCitus`]): Citus forwards `SET LOCAL`, never `SET`.
+    /// - opens each transaction with a bare `BEGIN`, then the session reset and
+    ///   the tenant's settings (one more round trip): Citus forwards the whole text
+    ///   of a message holding a `SET LOCAL` to the workers, and a `BEGIN` in it
+    ///   would warn on every worker connection;
+    /// - refuses session hand-outs of pool and bridge tenants
+    ///   ([`Error::SessionOnCitus`]): Citus forwards `SET LOCAL`, never `SET`, and
+    ///   the policies on the shards (of pool tables, and of a bridge tenant's
+    ///   copies of them) read the tenant setting there.
     ///
     /// The application role needs `citus.propagate_set_commands = 'local'`
     /// (`tenants apply` sets it; [`verify`](TenantRouter::verify) checks it), or

@@ -270,7 +270,7 @@ impl fmt::Display for Hazard {
                 f,
                 "server {server:?} is a Citus coordinator: declare it with \
                  .citus({server:?}) (citus = true in a tenants file), so transactions open \
-                 in a way Citus forwards cleanly to its workers"
+                 without a BEGIN in what Citus forwards to its workers"
             ),
         }
     }

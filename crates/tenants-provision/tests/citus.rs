@@ -143,7 +143,7 @@ fn assert_distributed(setup: &Setup) {
     );
     assert_eq!(colocations, "1", "pool tables co-located");
     let schemas = setup.psql(&format!(
-        "SELECT string_agg(schema_name::text, ' ' ORDER BY 1) FROM citus_schemas \
+        "SELECT string_agg(schema_name::text, ' ' ORDER BY schema_name::text) FROM citus_schemas \
          WHERE schema_name::text LIKE '%{}'",
         setup.tag
     ));

@@ -26,7 +26,8 @@ pub struct World {
     pub pool: Vec<Tenant>,
     pub bridge: Vec<Tenant>,
     pub silo: Vec<Tenant>,
-    /// The query string of the application's URLs (empty: none).
+    /// The query string of the application's URLs, replacing the server's (empty:
+    /// the server's own, such as a TLS server's `sslmode=verify-full`).
     pub params: &'static str,
 }
 
@@ -186,10 +187,11 @@ impl World {
 
     /// The application role's URL to the shared database.
     pub fn app_url(&self) -> String {
-        with_params(
-            &self.pg.url_as(&self.app, PASSWORD, &self.database),
-            self.params,
-        )
+        let url = self.pg.url_as(&self.app, PASSWORD, &self.database);
+        match self.params {
+            "" => url,
+            params => with_params(&url, params),
+        }
     }
 
     /// A router builder connecting as the application role.
