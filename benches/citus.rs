@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use tenants::db::deadpool_postgres::{self, Manager, ManagerConfig, RecyclingMethod, Runtime};
 use tenants::db::tokio_postgres::NoTls;
 use tenants::db::{Deadpool, Sqlx, TenantRouter};
 use tenants::{DataModel, Tenant};
@@ -209,18 +208,7 @@ fn raw_deadpool(
     app: &str,
     tenants: &Arc<Vec<Tenant>>,
 ) {
-    let manager = Manager::from_config(
-        app.parse().unwrap(),
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let raw = deadpool_postgres::Pool::builder(manager)
-        .max_size(CLIENTS as usize)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .unwrap();
+    let raw = common::raw_deadpool(app.parse().unwrap(), NoTls, CLIENTS as usize);
     let (tenants, sets) = (tenants.clone(), set_locals(tenants));
     measure(group, rt, "raw/deadpool", move |n| {
         let (t, id) = common::pick(n, TENANTS, ROWS);
@@ -272,11 +260,7 @@ fn router_deadpool(
 fn benches(c: &mut Criterion) {
     let (app, tenants) = setup();
     let tenants = Arc::new(tenants);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let _guard = rt.enter();
     let sqlx_router: TenantRouter<Sqlx> = TenantRouter::builder()
         .server("main", &app)

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tenants::db::deadpool_postgres::{self, Manager, ManagerConfig, RecyclingMethod, Runtime};
+use tenants::db::deadpool_postgres;
 use tenants::db::tokio_postgres::NoTls;
 use tenants::db::{Deadpool, Sqlx, TenantRouter};
 use tenants::{DataModel, SqlIdent, Tenant};
@@ -154,29 +154,14 @@ fn sqlx_pool(url: &str, max: u32) -> sqlx::PgPool {
 }
 
 fn deadpool(url: &str, max: usize) -> deadpool_postgres::Pool {
-    let manager = Manager::from_config(
-        url.parse().unwrap(),
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(max)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .unwrap()
+    common::raw_deadpool(url.parse().unwrap(), NoTls, max)
 }
 
 const POINT: &str = "SELECT payload FROM items WHERE id = $1";
 
 fn benches(c: &mut Criterion) {
     let setup = setup();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let _guard = rt.enter();
     let pg = tenants_test_support::postgres();
     let silo_urls: Vec<String> = setup

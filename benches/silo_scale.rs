@@ -239,11 +239,7 @@ fn resident_kib() -> u64 {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let _guard = rt.enter();
     let setup = setup(&rt);
     let pg = tenants_test_support::postgres();

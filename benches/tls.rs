@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sqlx::Connection;
-use tenants::db::deadpool_postgres::{self, Manager, ManagerConfig, RecyclingMethod, Runtime};
 use tenants::db::tls::TlsSettings;
 use tenants::db::tokio_postgres;
 use tenants::db::{Deadpool, Sqlx, TenantRouter};
@@ -162,18 +161,7 @@ fn w1_deadpool(
         .build()
         .unwrap();
     let (config, tls) = tokio_postgres(admin);
-    let manager = Manager::from_config(
-        config,
-        tls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let raw = deadpool_postgres::Pool::builder(manager)
-        .max_size(CLIENTS as usize)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .unwrap();
+    let raw = common::raw_deadpool(config, tls, CLIENTS as usize);
     let mut group = measured_group(c, "W1 transaction over TLS, deadpool, pool");
     let tenants_raw = tenants.clone();
     group.bench_function("baseline: raw pool", |b| {
@@ -254,11 +242,7 @@ fn connect(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
 fn benches(c: &mut Criterion) {
     let (admin, app, tenants) = setup();
     let tenants = Arc::new(tenants);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let _guard = rt.enter();
     w1_sqlx(c, &rt, &admin, &app, &tenants);
     w1_deadpool(c, &rt, &admin, &app, &tenants);

@@ -45,3 +45,48 @@ pub(crate) fn pick(n: u64, tenants: usize, rows: i32) -> (usize, i32) {
         ((h >> 20) % rows as u64) as i32 + 1,
     )
 }
+
+/// The benches' Tokio runtime: two worker threads, as the machine the figures come
+/// from has two cores.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The raw deadpool-postgres pool the router is measured against: `max`
+/// connections to `config`, recycled the fast way (no query of its own).
+#[cfg(feature = "deadpool")]
+pub(crate) fn raw_deadpool<T>(
+    config: tenants::db::tokio_postgres::Config,
+    tls: T,
+    max: usize,
+) -> tenants::db::deadpool_postgres::Pool
+where
+    T: tenants::db::tokio_postgres::tls::MakeTlsConnect<tenants::db::tokio_postgres::Socket>
+        + Clone
+        + Sync
+        + Send
+        + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as tenants::db::tokio_postgres::tls::TlsConnect<
+        tenants::db::tokio_postgres::Socket,
+    >>::Future: Send,
+{
+    use tenants::db::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .unwrap()
+}

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tenants_test_support::{TestServer, postgres, tls_postgres, unique_name};
+use tenants_test_support::{TestServer, postgres, tenants_dir, tls_postgres, unique_name};
 
 fn tag() -> String {
     unique_name("c").replace('_', "x")
@@ -57,14 +57,10 @@ impl Setup {
     fn on(pg: &'static TestServer) -> Self {
         let url = pg.fresh_database();
         let tag = tag();
-        let dir = std::env::temp_dir().join(format!("tenants-cli-{tag}"));
-        std::fs::create_dir_all(dir.join("migrations")).unwrap();
-        std::fs::write(
-            dir.join("migrations/0001_orders.sql"),
-            "CREATE TABLE orders (id serial, tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id', true), item text, \
-             PRIMARY KEY (tenant_id, id));",
-        )
-        .unwrap();
+        let orders = "CREATE TABLE orders (id serial, tenant_id text NOT NULL DEFAULT \
+                      current_setting('tenants.tenant_id', true), item text, \
+                      PRIMARY KEY (tenant_id, id));";
+        let dir = tenants_dir("tenants-cli", &tag, ("0001_orders.sql", orders));
         let setup = Setup { pg, url, tag, dir };
         setup.write("");
         setup

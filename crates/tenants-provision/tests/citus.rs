@@ -16,7 +16,7 @@ use std::time::Duration;
 use tenants_core::{DataModel, Tenant};
 use tenants_db::{Sqlx, TenantRouter};
 use tenants_provision::{ApplyOptions, Finding, Format, Plan, Provisioner, TenantsFile};
-use tenants_test_support::{CitusCluster, citus, unique_name, with_params};
+use tenants_test_support::{CitusCluster, citus, tenants_dir, unique_name, with_params};
 
 const MIGRATION: &str = "
 CREATE TABLE todos (id bigserial, tenant_id text NOT NULL DEFAULT current_setting('tenants.tenant_id', true),
@@ -41,9 +41,7 @@ impl Setup {
         let cluster = citus();
         let url = cluster.fresh_database();
         let tag = unique_name("c").replace('_', "x");
-        let dir = std::env::temp_dir().join(format!("tenants-citus-{tag}"));
-        std::fs::create_dir_all(dir.join("migrations")).unwrap();
-        std::fs::write(dir.join("migrations/0001_todos.sql"), MIGRATION).unwrap();
+        let dir = tenants_dir("tenants-citus", &tag, ("0001_todos.sql", MIGRATION));
         // A shared table made by hand before apply, as an operator would.
         cluster.coordinator().psql(
             &url,
@@ -84,6 +82,20 @@ schema = "bb_{tag}"
             tag,
             text,
         }
+    }
+
+    /// A fresh setup, its whole plan applied.
+    async fn applied() -> (Setup, Provisioner) {
+        let setup = Setup::new();
+        let provisioner = setup.provisioner().await;
+        apply(&provisioner).await;
+        (setup, provisioner)
+    }
+
+    /// The application's router, on the coordinator declared as one.
+    fn router(&self) -> TenantRouter<Sqlx> {
+        let router = TenantRouter::builder().server("main", self.app_url());
+        router.citus("main").build().unwrap()
     }
 
     async fn provisioner(&self) -> Provisioner {
@@ -178,11 +190,7 @@ async fn apply_distributes_the_tenants_and_converges() {
         "a second apply has nothing to do:\n{again}"
     );
     assert_eq!(provisioner.doctor().await.unwrap(), Vec::<Finding>::new());
-    let router = TenantRouter::<Sqlx>::builder()
-        .server("main", setup.app_url())
-        .citus("main")
-        .build()
-        .unwrap();
+    let router = setup.router();
     router.verify().await.unwrap();
     for id in ["pa", "pb", "ba", "bb"] {
         let tenant = setup.tenant(id);
@@ -206,9 +214,7 @@ async fn apply_distributes_the_tenants_and_converges() {
 #[tokio::test]
 #[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
 async fn doctor_reports_what_is_not_distributed() {
-    let setup = Setup::new();
-    let provisioner = setup.provisioner().await;
-    apply(&provisioner).await;
+    let (setup, provisioner) = Setup::applied().await;
     let t = &setup.tag;
     setup.psql("SELECT undistribute_table('tags')");
     setup.psql(&format!(
@@ -287,14 +293,8 @@ async fn serve(router: TenantRouter<Sqlx>, tenants: Vec<Tenant>, stop: Arc<Atomi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
 async fn tenants_move_to_a_node_of_their_own_while_served() {
-    let setup = Setup::new();
-    let provisioner = setup.provisioner().await;
-    apply(&provisioner).await;
-    let router = TenantRouter::<Sqlx>::builder()
-        .server("main", setup.app_url())
-        .citus("main")
-        .build()
-        .unwrap();
+    let (setup, provisioner) = Setup::applied().await;
+    let router = setup.router();
     let tenants: Vec<Tenant> = ["pa", "pb", "ba", "bb"].map(|t| setup.tenant(t)).into();
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(serve(router.clone(), tenants.clone(), stop.clone()));
@@ -329,14 +329,8 @@ async fn tenants_move_to_a_node_of_their_own_while_served() {
 #[tokio::test]
 #[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
 async fn list_shows_each_tenants_load() {
-    let setup = Setup::new();
-    let provisioner = setup.provisioner().await;
-    apply(&provisioner).await;
-    let router = TenantRouter::<Sqlx>::builder()
-        .server("main", setup.app_url())
-        .citus("main")
-        .build()
-        .unwrap();
+    let (setup, provisioner) = Setup::applied().await;
+    let router = setup.router();
     let tenant = setup.tenant("pa");
     for _ in 0..5 {
         let mut tx = router.begin(&tenant).await.unwrap();
@@ -365,9 +359,7 @@ async fn list_shows_each_tenants_load() {
 #[tokio::test]
 #[ignore = "Citus suite: cargo test --workspace --all-features --test citus -- --ignored"]
 async fn moves_are_refused_with_what_is_wrong() {
-    let setup = Setup::new();
-    let provisioner = setup.provisioner().await;
-    apply(&provisioner).await;
+    let (setup, provisioner) = Setup::applied().await;
     let id = setup.tenant("pa").id;
     for (node, says) in [
         ("nowhere", "not host:port"),

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantCatalog, TenantId, TenantStatus};
 use tenants_db::{Error, PgCatalog, Sqlx, TenantEvent, TenantRole, TenantRouter};
 use tenants_provision::{ApplyOptions, Provisioner, TenantSpec, TenantsFile};
-use tenants_test_support::{TestServer, postgres, unique_name};
+use tenants_test_support::{TestServer, postgres, tenants_dir, unique_name};
 use tokio::task::JoinHandle;
 
 const MIGRATION: &str = "
@@ -32,9 +32,7 @@ impl Setup {
         let pg = postgres();
         let url = pg.fresh_database();
         let tag = unique_name("m").replace('_', "x");
-        let dir = std::env::temp_dir().join(format!("tenants-move-{tag}"));
-        std::fs::create_dir_all(dir.join("migrations")).unwrap();
-        std::fs::write(dir.join("migrations/0001_todos.sql"), MIGRATION).unwrap();
+        let dir = tenants_dir("tenants-move", &tag, ("0001_todos.sql", MIGRATION));
         Setup { pg, url, tag, dir }
     }
 

@@ -12,7 +12,7 @@ use tenants_provision::{
     ApplyOptions, Finding, Format, Password, Plan, Provisioner, Scope, TenantSpec, TenantState,
     TenantsFile, UserSpec,
 };
-use tenants_test_support::{TestServer, postgres, unique_name};
+use tenants_test_support::{TestServer, postgres, tenants_dir, unique_name};
 
 const MIGRATION: &str = "
 CREATE TABLE widgets (id serial PRIMARY KEY, name text NOT NULL);
@@ -37,9 +37,7 @@ impl Setup {
         let pg = postgres();
         let url = pg.fresh_database();
         let tag = tag();
-        let dir = std::env::temp_dir().join(format!("tenants-provision-{tag}"));
-        std::fs::create_dir_all(dir.join("migrations")).unwrap();
-        std::fs::write(dir.join("migrations/0001_widgets.sql"), MIGRATION).unwrap();
+        let dir = tenants_dir("tenants-provision", &tag, ("0001_widgets.sql", MIGRATION));
         Setup { pg, url, tag, dir }
     }
 

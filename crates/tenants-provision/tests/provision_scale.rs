@@ -10,7 +10,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use tenants_provision::{ApplyOptions, Provisioner, TenantsFile};
-use tenants_test_support::{postgres, unique_name};
+use tenants_test_support::{postgres, tenants_dir, unique_name};
 
 const SCHEMA: &str = "
 CREATE TABLE customers (id bigserial PRIMARY KEY, name text NOT NULL, email text UNIQUE);
@@ -27,9 +27,7 @@ async fn measure(model: &str, count: usize, parallel: usize) {
     let pg = postgres();
     let url = pg.fresh_database();
     let tag = unique_name("s").replace('_', "x");
-    let dir = std::env::temp_dir().join(format!("tenants-scale-{tag}"));
-    std::fs::create_dir_all(dir.join("migrations")).unwrap();
-    std::fs::write(dir.join("migrations/0001_shop.sql"), SCHEMA).unwrap();
+    let dir = tenants_dir("tenants-scale", &tag, ("0001_shop.sql", SCHEMA));
     let mut text = format!(
         "[servers.main]\nurl = \"{url}\"\napp_role = \"app_{tag}\"\ntemplate = \"template_{tag}\"\n\
          [shared]\nmigrations = \"migrations\"\n"

@@ -85,6 +85,22 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// A new directory for a test's tenants file, `{prefix}-{tag}` under the system's
+/// temporary directory, holding its shared migration `migrations/{name}` with
+/// `sql`; its path.
+///
+/// # Panics
+///
+/// Panics when the directory or the file cannot be written.
+pub fn tenants_dir(prefix: &str, tag: &str, (name, sql): (&str, &str)) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{tag}"));
+    let migrations = dir.join("migrations");
+    std::fs::create_dir_all(&migrations)
+        .and_then(|()| std::fs::write(migrations.join(name), sql))
+        .unwrap_or_else(|e| panic!("cannot write {migrations:?}: {e}"));
+    dir
+}
+
 impl TestServer {
     /// A superuser connection URL to the `postgres` database.
     pub fn admin_url(&self) -> &str {
