@@ -156,11 +156,17 @@ impl Scope {
     /// opens with a bare `BEGIN`, and the reset and the settings follow in a
     /// second message, inside the transaction, which the workers then run once per
     /// statement: harmless repeats of settings and of a reset that has nothing
-    /// left to reset there. It costs one round trip.
+    /// left to reset there. It costs one round trip. The second message also sets
+    /// `citus.propagate_set_commands = 'local'` for the transaction, so the
+    /// tenant reaches the workers whatever the role's own setting.
     pub(crate) fn begin(&self, role: Option<&SqlIdent>) -> Opening {
         let mut sql = String::with_capacity(160);
         sql.push_str(RESET_SESSION);
         if self.citus {
+            // The forwarding itself, whatever the role's default says (an `ALTER
+            // ROLE` by a handler, a role apply never saw): without it the workers
+            // would see no tenant. Citus never forwards this setting itself.
+            sql.push_str("SET LOCAL citus.propagate_set_commands = 'local'; ");
             self.push_role(&mut sql, role);
             self.push_settings(&mut sql, "SET LOCAL ");
             let then = sql.trim_end_matches([' ', ';']).to_owned();
@@ -318,7 +324,8 @@ mod tests {
             opening.then.as_deref(),
             Some(
                 format!(
-                    "{RESET}SET LOCAL ROLE \"tenant_acme_customer\"; \
+                    "{RESET}SET LOCAL citus.propagate_set_commands = 'local'; \
+                     SET LOCAL ROLE \"tenant_acme_customer\"; \
                      SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\""
                 )
                 .as_str()

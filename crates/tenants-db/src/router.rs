@@ -422,15 +422,18 @@ impl<D: Driver> RouterBuilder<D> {
     ///   the tenant's settings (one more round trip): Citus forwards the whole text
     ///   of a message holding a `SET LOCAL` to the workers, and a `BEGIN` in it
     ///   would warn on every worker connection;
+    /// - makes Citus forward the transaction's settings to the workers
+    ///   (`SET LOCAL citus.propagate_set_commands = 'local'`, Citus's default being
+    ///   `none`), so the shards' policies see the tenant;
     /// - refuses session hand-outs of pool and bridge tenants
     ///   ([`Error::SessionOnCitus`]): Citus forwards `SET LOCAL`, never `SET`, and
     ///   the policies on the shards (of pool tables, and of a bridge tenant's
     ///   copies of them) read the tenant setting there.
     ///
-    /// The application role needs `citus.propagate_set_commands = 'local'`
-    /// (`tenants apply` sets it; [`verify`](TenantRouter::verify) checks it), or
-    /// the workers never see the tenant and pool-table queries return no rows.
-    /// Those queries are routed to the one shard of the tenant only when they name
+    /// The application role should have `citus.propagate_set_commands = 'local'`
+    /// too (`tenants apply` sets it; [`verify`](TenantRouter::verify) checks it):
+    /// the application's own transactions outside the router would otherwise
+    /// reach no tenant's rows on the workers. Pool-table queries are routed to the one shard of the tenant only when they name
     /// it (`WHERE tenant_id = $1`); filtered by the policy alone they reach every
     /// shard, with the same rows. `verify` also reports a Citus coordinator not
     /// declared.

@@ -166,8 +166,10 @@ pub enum Hazard {
         server: String,
     },
     /// The role's `SET LOCAL`s do not reach a Citus cluster's workers
-    /// (`citus.propagate_set_commands` is not `local`), so the shards' row-level
-    /// security sees no tenant and pool-table queries return no rows.
+    /// (`citus.propagate_set_commands` is not `local`): the router's transactions
+    /// set it for themselves, but any other transaction of the role that sets the
+    /// tenant leaves the shards' row-level security without one, and its
+    /// pool-table queries return no rows.
     CitusSettingsNotForwarded {
         /// The application's role.
         role: String,
@@ -262,9 +264,9 @@ impl fmt::Display for Hazard {
             Hazard::CitusSettingsNotForwarded { role } => write!(
                 f,
                 "Citus does not forward role {role}'s SET LOCAL to its workers, so pool \
-                 tables' policies there see no tenant and return no rows: \
-                 ALTER ROLE {role} SET citus.propagate_set_commands = 'local' \
-                 (tenants apply does it for the roles of a server declared citus)"
+                 tables' policies there see no tenant and return no rows outside the \
+                 router's transactions: ALTER ROLE {role} SET citus.propagate_set_commands \
+                 = 'local' (tenants apply does it for the roles of a server declared citus)"
             ),
             Hazard::UndeclaredCitus { server } => write!(
                 f,

@@ -108,8 +108,9 @@ async fn leak_hunt_deadpool() {
 }
 
 /// `verify` fails at start on the two ways a Citus deployment goes wrong silently:
-/// a role whose `SET LOCAL`s stay on the coordinator (every pool-table query then
-/// returns no rows: shown here), and a coordinator not declared as one.
+/// a role whose `SET LOCAL`s stay on the coordinator (its transactions outside the
+/// router then read no rows: shown here), and a coordinator not declared as one.
+/// The router's own transactions set the forwarding for themselves.
 async fn verify_reports_citus_misconfiguration<D: Driver>()
 where
     TenantRouter<D>: Probe,
@@ -126,9 +127,18 @@ where
     }
     let tenant = &world.pool[0];
     let secret = format!("{}:x", tenant.id);
-    assert!(
-        router.write_read(tenant, &secret, true).await.is_err(),
-        "without forwarding, the shards' policies refuse the row"
+    let seen = router.write_read(tenant, &secret, true).await.unwrap();
+    assert_eq!(seen, vec![secret.clone()], "the router forwards for itself");
+    let by_hand = format!(
+        "SET ROLE {role}; BEGIN; SET LOCAL tenants.tenant_id = '{}'; \
+         SELECT count(*) FROM notes; COMMIT",
+        tenant.id
+    );
+    let url = world.pg.url_for(&world.database);
+    assert_eq!(
+        world.pg.psql(&url, &by_hand),
+        "0",
+        "Citus's default hides the row"
     );
     world.admin(&format!(
         "ALTER ROLE {role} SET citus.propagate_set_commands = 'local'"
