@@ -1,6 +1,7 @@
 //! What does the tenant layer add to a request? The same trivial service called bare
-//! and behind `TenantLayer`, per resolver, with a warm catalog; and an axum `Router`
-//! with and without the layer. Requests are built outside the timed part.
+//! and behind `TenantLayer`, per resolver, with a warm catalog; and the same axum app
+//! with and without the layer (around the `Router`, per resolver, and given to it
+//! with `Router::layer`). Requests are built outside the timed part.
 //!
 //! Run: `cargo bench -p tenants --bench layer`
 
@@ -14,7 +15,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use tenants::resolve::{
     Algorithm, HeaderResolver, JwtKeys, JwtResolver, PathResolver, Resolver, SubdomainResolver,
@@ -224,42 +226,91 @@ fn resolvers(c: &mut Criterion) {
     let _ = (hs, rs);
 }
 
+/// The same axum app with and without the layer, for the header, subdomain and path
+/// resolvers, in one group: the layer wrapped around the whole `Router`
+/// (`layer.layer(router)`, served as it is) and given to it (`Router::layer`, which
+/// wraps each route: axum then clones and boxes the layered route per request).
+/// Requests come as hyper hands them over: a fresh head, no extensions (hyper adds
+/// one only for an upgrade).
 fn axum_router(c: &mut Criterion) {
-    let routes = || Router::new().route("/todos", get(|| async { "ok" }));
-    let bare = routes();
-    let layered = routes().layer(TenantLayer::new(
-        SubdomainResolver::new(["example.com"]),
-        catalog(),
-    ));
-    let make = || {
-        Request::get("/todos")
-            .header("host", "acme.example.com")
-            .header("accept", "application/json")
-            .body(Body::empty())
-            .unwrap()
-    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    let mut group = c.benchmark_group("axum router");
+    let routes = || Router::new().route("/todos", get(|| async { "ok" }));
+    let bare = routes();
+    group.bench_function("baseline: Router", |b| {
+        b.to_async(&rt).iter_batched(
+            || axum_request("/todos", "app.example.com", None),
+            |req| bare.clone().oneshot(req),
+            BatchSize::SmallInput,
+        )
+    });
+    let header = layer(HeaderResolver::new("x-tenant-id"));
+    let make = || axum_request("/todos", "app.example.com", Some(("x-tenant-id", "acme")));
+    around(&mut group, &rt, "header", header, make);
+    let subdomain = layer(SubdomainResolver::new(["example.com"]));
+    let make = || axum_request("/todos", "acme.example.com", None);
+    around(&mut group, &rt, "subdomain", subdomain, make);
+    let path = layer(PathResolver::new("/t/{tenant}").unwrap()).strip_path_prefix(true);
+    let make = || axum_request("/t/acme/todos", "app.example.com", None);
+    around(&mut group, &rt, "path", path, make);
+    let make = || axum_request("/todos", "acme.example.com", None);
+    let inside = routes().layer(layer(SubdomainResolver::new(["example.com"])));
     assert_eq!(
-        rt.block_on(layered.clone().oneshot(make()))
+        rt.block_on(inside.clone().oneshot(make()))
             .unwrap()
             .status(),
         200
     );
-    let mut group = c.benchmark_group("axum router");
-    group.bench_function("baseline: Router", |b| {
-        b.to_async(&rt)
-            .iter_batched(make, |req| bare.clone().oneshot(req), BatchSize::SmallInput)
-    });
-    group.bench_function("Router + TenantLayer", |b| {
+    group.bench_function("Router::layer(TenantLayer), subdomain", |b| {
         b.to_async(&rt).iter_batched(
             make,
-            |req| layered.clone().oneshot(req),
+            |req| inside.clone().oneshot(req),
             BatchSize::SmallInput,
         )
     });
     group.finish();
+}
+
+/// `layer` wrapped around the app's `Router`, against requests from `make`.
+fn around<R: Resolver + 'static>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    layer: TenantLayer<R, CachedCatalog<StaticCatalog>>,
+    make: impl Fn() -> Request<Body> + Copy,
+) {
+    let app = layer.layer(Router::new().route("/todos", get(|| async { "ok" })));
+    assert_eq!(
+        rt.block_on(app.clone().oneshot(make())).unwrap().status(),
+        200
+    );
+    group.bench_function(format!("TenantLayer around Router, {name}"), |b| {
+        b.to_async(rt)
+            .iter_batched(make, |req| app.clone().oneshot(req), BatchSize::SmallInput)
+    });
+}
+
+/// The layer with the benches' warm catalog.
+fn layer<R: Resolver + 'static>(resolver: R) -> TenantLayer<R, CachedCatalog<StaticCatalog>> {
+    TenantLayer::new(resolver, catalog())
+}
+
+/// A request head as hyper builds it from the wire: method, URI, the headers a
+/// browser's API call sends, no extensions.
+fn axum_request(uri: &str, host: &str, header: Option<(&str, &str)>) -> Request<Body> {
+    let mut builder = Request::get(uri)
+        .header("host", host)
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/140.0",
+        )
+        .header("accept", "application/json");
+    if let Some((name, value)) = header {
+        builder = builder.header(name, value);
+    }
+    builder.body(Body::empty()).unwrap()
 }
 
 criterion_group!(benches, resolvers, axum_router);
