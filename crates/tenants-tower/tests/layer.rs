@@ -574,3 +574,39 @@ async fn the_task_scope_carries_the_tenant_to_code_without_the_request() {
         "none none"
     );
 }
+
+/// Wrapped around the whole `Router` (`layer.layer(router)`), the layer is served
+/// by `axum::serve` as it is: the tenant is resolved before routing, an unknown one
+/// never reaches it. It costs less than `Router::layer`, which wraps every route
+/// and so makes axum clone and box the layered route on each request
+/// (`benches/layer.rs`, group "axum router").
+#[tokio::test]
+async fn a_layer_around_the_router_is_served_as_it_is() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower::Layer;
+
+    let hello = |CurrentTenant(tenant): CurrentTenant| async move { tenant.id.to_string() };
+    let router = Router::new().route("/hello", get(hello));
+    let layer = TenantLayer::new(
+        HeaderResolver::new("x-tenant-id"),
+        CachedCatalog::new(catalog()),
+    );
+    let app = axum::ServiceExt::<Request<Body>>::into_make_service(layer.layer(router));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for (tenant, expected) in [("acme", "HTTP/1.1 200"), ("nobody", "HTTP/1.1 404")] {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!(
+            "GET /hello HTTP/1.1\r\nhost: app.test\r\nx-tenant-id: {tenant}\r\n\
+             connection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with(expected), "{tenant}: {response}");
+        if tenant == "acme" {
+            assert!(response.ends_with("\r\n\r\nacme"), "{response}");
+        }
+    }
+}
