@@ -208,6 +208,22 @@ pub enum Error {
         /// The server, by the file's name for it.
         server: String,
     },
+    /// A migration file of several statements failed on a Citus coordinator, where
+    /// DDL on a distributed table (or in a distributed schema) reaches the shards as
+    /// the text of the message that held it, and sqlx runs a file as one message.
+    #[cfg(feature = "sqlx")]
+    #[error(
+        "migrating {target} on Citus: {source}. Citus sends a DDL statement on a distributed \
+         table to its shards as the text of the message that held it, and a migration file \
+         runs as one message: give each statement on a distributed table (pool tables, and \
+         every table of a bridge tenant's schema) a migration file of its own"
+    )]
+    CitusMigration {
+        /// What was migrated: `shared`, `tenant acme`.
+        target: String,
+        /// What failed.
+        source: sqlx::migrate::MigrateError,
+    },
     /// Reading the migrations directory failed.
     #[cfg(feature = "sqlx")]
     #[error("migrations {path}: {source}")]

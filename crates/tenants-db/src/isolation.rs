@@ -72,6 +72,18 @@ pub const TENANT_SETTING: &str = "tenants.tenant_id";
 const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; \
                              DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; ";
 
+/// On a Citus coordinator, what makes the tenant reach the workers in every
+/// transaction, whatever the role's or the database's defaults say (any role may
+/// change its own with `ALTER ROLE CURRENT_USER SET ..`, and a handler could):
+/// Citus forwards a transaction's `SET LOCAL`s only with
+/// `citus.propagate_set_commands = 'local'`, and only inside the `BEGIN` it sends a
+/// worker, which a read-only statement gets only with
+/// `citus.select_opens_transaction_block` on. Without either, the shards' policies
+/// would read no tenant (no rows), or one a handler left on Citus's cached worker
+/// connections.
+const CITUS_FORWARDING: &str = "SET LOCAL citus.propagate_set_commands = 'local'; \
+                                SET LOCAL citus.select_opens_transaction_block = on; ";
+
 /// What a connection must carry for one tenant.
 ///
 /// - a pool-model tenant on a shared connection: the tenant setting, which pool
@@ -156,17 +168,14 @@ impl Scope {
     /// opens with a bare `BEGIN`, and the reset and the settings follow in a
     /// second message, inside the transaction, which the workers then run once per
     /// statement: harmless repeats of settings and of a reset that has nothing
-    /// left to reset there. It costs one round trip. The second message also sets
-    /// `citus.propagate_set_commands = 'local'` for the transaction, so the
-    /// tenant reaches the workers whatever the role's own setting.
+    /// left to reset there. It costs one round trip. The second message also makes
+    /// Citus forward the settings for the transaction ([`CITUS_FORWARDING`]),
+    /// whatever the role's own defaults.
     pub(crate) fn begin(&self, role: Option<&SqlIdent>) -> Opening {
         let mut sql = String::with_capacity(160);
         sql.push_str(RESET_SESSION);
         if self.citus {
-            // The forwarding itself, whatever the role's default says (an `ALTER
-            // ROLE` by a handler, a role apply never saw): without it the workers
-            // would see no tenant. Citus never forwards this setting itself.
-            sql.push_str("SET LOCAL citus.propagate_set_commands = 'local'; ");
+            sql.push_str(CITUS_FORWARDING);
             self.push_role(&mut sql, role);
             self.push_settings(&mut sql, "SET LOCAL ");
             let then = sql.trim_end_matches([' ', ';']).to_owned();
@@ -324,8 +333,7 @@ mod tests {
             opening.then.as_deref(),
             Some(
                 format!(
-                    "{RESET}SET LOCAL citus.propagate_set_commands = 'local'; \
-                     SET LOCAL ROLE \"tenant_acme_customer\"; \
+                    "{RESET}{CITUS_FORWARDING}SET LOCAL ROLE \"tenant_acme_customer\"; \
                      SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\""
                 )
                 .as_str()

@@ -14,8 +14,10 @@ use std::fmt;
 /// materialized views, whose rows were computed when
 /// they were refreshed, by their owner. On a Citus coordinator it reports a role
 /// whose `SET LOCAL`s Citus does not forward to the workers
-/// (`citus.propagate_set_commands` is not `local`: the shards' policies would see no
-/// tenant, and every pool-table query would return no rows), and a
+/// (`citus.propagate_set_commands` is not `local`, or
+/// `citus.select_opens_transaction_block` is off, which leaves reads outside the
+/// workers' transactions: the shards' policies would see no tenant, and pool-table
+/// queries would return no rows), and a
 /// `citus-coordinator` row, which [`TenantRouter::verify`](crate::TenantRouter::verify)
 /// compares with the server's declaration.
 pub const HAZARDS_SQL: &str = r"
@@ -62,7 +64,8 @@ WHERE v.relkind = 'm'
 UNION ALL
 SELECT 'citus-settings-not-forwarded', current_user::text
 WHERE EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')
-  AND coalesce(current_setting('citus.propagate_set_commands', true), 'none') <> 'local'
+  AND (coalesce(current_setting('citus.propagate_set_commands', true), 'none') <> 'local'
+       OR current_setting('citus.select_opens_transaction_block', true) = 'off')
 UNION ALL
 SELECT 'citus-coordinator', current_database()::text
 WHERE EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')
@@ -166,7 +169,8 @@ pub enum Hazard {
         server: String,
     },
     /// The role's `SET LOCAL`s do not reach a Citus cluster's workers
-    /// (`citus.propagate_set_commands` is not `local`): the router's transactions
+    /// (`citus.propagate_set_commands` is not `local`, or
+    /// `citus.select_opens_transaction_block` is off): the router's transactions
     /// set it for themselves, but any other transaction of the role that sets the
     /// tenant leaves the shards' row-level security without one, and its
     /// pool-table queries return no rows.
@@ -266,7 +270,8 @@ impl fmt::Display for Hazard {
                 "Citus does not forward role {role}'s SET LOCAL to its workers, so pool \
                  tables' policies there see no tenant and return no rows outside the \
                  router's transactions: ALTER ROLE {role} SET citus.propagate_set_commands \
-                 = 'local' (tenants apply does it for the roles of a server declared citus)"
+                 = 'local', and leave citus.select_opens_transaction_block on (tenants apply \
+                 does both for the roles of a server declared citus)"
             ),
             Hazard::UndeclaredCitus { server } => write!(
                 f,

@@ -4,9 +4,10 @@
 //! node), the tables of the shared schemas as reference tables (a copy on every
 //! node, joinable with any shard), each bridge tenant's schema a distributed schema
 //! (all its tables on one node, routed by `search_path`), and the application
-//! role's `citus.propagate_set_commands = 'local'` (without it Citus keeps the
-//! router's `SET LOCAL tenants.tenant_id` on the coordinator, and the shards'
-//! policies see no tenant). Each is read, compared with the file and planned here.
+//! role's `citus.propagate_set_commands = 'local'` with
+//! `citus.select_opens_transaction_block` on (without them Citus keeps a
+//! `SET LOCAL tenants.tenant_id` on the coordinator, and the shards' policies see no
+//! tenant; the router's own transactions set both for themselves). Each is read, compared with the file and planned here.
 //!
 //! Citus's functions: [`create_distributed_table`], `update_distributed_table_colocation`,
 //! `create_reference_table`, `citus_schema_distribute` (Citus 12 and later).
@@ -28,6 +29,10 @@ use super::provisioner::Provisioner;
 /// The setting that makes Citus forward a transaction's `SET LOCAL`s to the workers.
 const FORWARD_SETTING: &str = "citus.propagate_set_commands";
 
+/// The setting that opens the workers' transactions, which carry the forwarded
+/// `SET LOCAL`s, for reads too (on by default).
+const OPENS_SETTING: &str = "citus.select_opens_transaction_block";
+
 /// What a Citus coordinator holds of the objects the file declares.
 #[derive(Debug, Default)]
 pub(crate) struct CitusLive {
@@ -37,7 +42,7 @@ pub(crate) struct CitusLive {
     pub(crate) local_shared: Vec<String>,
     /// Distributed schemas.
     pub(crate) schemas: BTreeSet<String>,
-    /// Roles with `citus.propagate_set_commands = 'local'` as their setting.
+    /// Roles whose settings make Citus forward their `SET LOCAL`s ([`FORWARDING_SQL`]).
     pub(crate) forwarding: BTreeSet<String>,
 }
 
@@ -68,11 +73,16 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY($1)
   AND NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = c.oid)
 ORDER BY 1";
 
+/// Roles whose own settings make Citus forward their `SET LOCAL`s
+/// (`citus.propagate_set_commands = 'local'`) in the remote transactions that carry
+/// them, opened for reads too (`citus.select_opens_transaction_block = on`, which
+/// overrides a database's default), as apply writes them.
 const FORWARDING_SQL: &str = "\
 SELECT r.rolname::text
 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
 WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
-  AND 'citus.propagate_set_commands=local' = ANY (s.setconfig)";
+  AND 'citus.propagate_set_commands=local' = ANY (s.setconfig)
+  AND 'citus.select_opens_transaction_block=on' = ANY (s.setconfig)";
 
 /// The Citus tables of the shared database, by `schema.table`.
 async fn tables(shared: &PgPool) -> Result<HashMap<String, Distribution>, Error> {
@@ -163,16 +173,19 @@ pub(crate) fn plan_shared(t: &SharedPlan<'_>, migrating: bool, changes: &mut Vec
     if let Some(app) = t.provisioner.app_role(&t.provisioner.file.default_server)
         && !citus.forwarding.contains(app.as_str())
     {
-        let statement = format!(
-            "ALTER ROLE {} SET {FORWARD_SETTING} = 'local'",
-            app.quoted()
-        );
+        let statements = vec![
+            format!(
+                "ALTER ROLE {} SET {FORWARD_SETTING} = 'local'",
+                app.quoted()
+            ),
+            format!("ALTER ROLE {} SET {OPENS_SETTING} = on", app.quoted()),
+        ];
         changes.push(
             Change::new(
                 Scope::Shared,
                 Action::Update,
                 format!("role {app}"),
-                Work::Sql(t.shared.clone(), vec![statement]),
+                Work::Sql(t.shared.clone(), statements),
             )
             .detail("forward SET LOCAL to the Citus workers (citus.propagate_set_commands)"),
         );

@@ -29,7 +29,9 @@ pub struct TenantListing {
 /// `citus_stat_tenants`, kept when `citus.stat_tenants_track = 'all'`, over periods of
 /// `citus.stat_tenants_period` seconds). Citus counts the queries it routes to one
 /// tenant: pool-table queries that name the tenant (`WHERE tenant_id = ..`) and
-/// queries of a bridge tenant's distributed schema.
+/// queries of a bridge tenant's distributed schema. Citus keeps these counts per
+/// node, for every database on it: a tenant of the same name in another database of
+/// the cluster adds to them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct TenantLoad {
@@ -162,7 +164,8 @@ impl Provisioner {
         if !super::citus::declared(self) {
             return Ok(());
         }
-        let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(
+        // Citus reports a query it could not attribute with no tenant (NULL).
+        let rows: Vec<(Option<String>, i64, i64, f64)> = sqlx::query_as(
             "SELECT tenant_attribute, sum(query_count_in_this_period)::int8, \
                     sum(read_count_in_this_period)::int8, sum(cpu_usage_in_this_period)::float8 \
              FROM citus_stat_tenants GROUP BY tenant_attribute",
@@ -171,13 +174,13 @@ impl Provisioner {
         .await?;
         let loads: HashMap<String, TenantLoad> = rows
             .into_iter()
-            .map(|(attribute, queries, reads, cpu_seconds)| {
+            .filter_map(|(attribute, queries, reads, cpu_seconds)| {
                 let load = TenantLoad {
                     queries,
                     reads,
                     cpu_seconds,
                 };
-                (attribute, load)
+                Some((attribute?, load))
             })
             .collect();
         for listing in listed {

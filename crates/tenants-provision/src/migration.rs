@@ -104,11 +104,24 @@ impl Provisioner {
         })
     }
 
+    /// Runs `target`'s pending migrations, under a session advisory lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migrate`] (a tenant's), [`Error::Migrations`] (the shared database's
+    /// or a template's), [`Error::CitusMigration`] for a file of several statements
+    /// Citus refused; database errors.
     pub(crate) async fn run_migrations(&self, target: &MigrateTarget) -> Result<(), Error> {
         let Some(migrator) = &self.migrator else {
             return Ok(());
         };
         let (options, key) = self.migration_connection(target)?;
+        let citus = match target {
+            MigrateTarget::Shared | MigrateTarget::Schema { .. } => {
+                self.on_citus(&self.file.default_server)
+            }
+            _ => false,
+        };
         let tenant = match target {
             MigrateTarget::Schema { tenant, .. } | MigrateTarget::Database { tenant, .. } => {
                 Some(*tenant)
@@ -139,6 +152,10 @@ impl Provisioner {
                 .run_direct(None, &mut conn, false)
                 .await
                 .map_err(|source| match tenant {
+                    _ if citus && several_statements(&source) => Error::CitusMigration {
+                        target: key.clone(),
+                        source,
+                    },
                     Some(tenant) => Error::Migrate { tenant, source },
                     None => Error::Migrations {
                         path: key.clone(),
@@ -182,4 +199,12 @@ fn in_schema_history(migrator: &Migrator, schema: &SqlIdent) -> Migrator {
     scoped.set_locking(false);
     scoped.dangerous_set_table_name(format!("{}._sqlx_migrations", schema.quoted()));
     scoped
+}
+
+/// Whether a migration failed the way Citus fails a message of several statements
+/// on distributed tables (only its text tells).
+fn several_statements(error: &sqlx::migrate::MigrateError) -> bool {
+    error
+        .to_string()
+        .contains("cannot insert multiple commands into a prepared statement")
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use crate::{Cluster, ClusterSetup, TestServer, find_bin_dir, unique_name, with_database};
 
@@ -32,9 +32,8 @@ pub struct CitusCluster {
 static CLUSTER: OnceLock<CitusCluster> = OnceLock::new();
 
 /// The Citus cluster of this process, started on first use (about 5 s): three
-/// PostgreSQL clusters with `shared_preload_libraries = 'citus'` and
-/// `wal_level = logical` (shard moves replicate logically, through decoding
-/// plugins the nodes allow), the first made the
+/// PostgreSQL clusters with `shared_preload_libraries = 'citus'` and the
+/// per-tenant statistics on (`citus.stat_tenants_track = all`), the first made the
 /// coordinator (`citus_set_coordinator_host`), the others added as workers
 /// (`citus_add_node`).
 ///
@@ -70,6 +69,10 @@ impl CitusCluster {
     /// its metadata per database and does not create databases on workers itself),
     /// and returns its superuser URL on the coordinator.
     pub fn fresh_database(&self) -> String {
+        // Adding nodes updates cluster-wide catalogs: two at once fail ("tuple
+        // concurrently updated"), so the tests of one process take turns.
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let name = unique_name("citus");
         for node in std::iter::once(&self.coordinator).chain(&self.workers) {
             create_citus_database(node, &name);
@@ -108,8 +111,8 @@ fn start() -> Result<CitusCluster, String> {
         return Err("citus.so is not in `pg_config --pkglibdir`".into());
     }
     let setup = || ClusterSetup {
-        options: "-c shared_preload_libraries=citus -c wal_level=logical \
-                  -c max_prepared_transactions=100 -c citus.stat_tenants_track=all"
+        options: "-c shared_preload_libraries=citus -c max_prepared_transactions=100 \
+                  -c citus.stat_tenants_track=all"
             .into(),
         ..ClusterSetup::default()
     };
@@ -119,7 +122,6 @@ fn start() -> Result<CitusCluster, String> {
         .collect::<Result<Vec<_>, _>>()?;
     for node in std::iter::once(&coordinator).chain(&workers) {
         node.psql(node.admin_url(), "CREATE EXTENSION citus");
-        allow_citus_decoding(node);
     }
     let cluster = CitusCluster {
         coordinator,
@@ -158,21 +160,6 @@ fn existing(url: &str) -> Result<CitusCluster, String> {
         coordinator,
         workers,
     })
-}
-
-/// Shard moves replicate logically through Citus's own decoding plugin and
-/// `pgoutput`; PostgreSQL releases with `output_plugin_libraries` refuse plugins
-/// it does not list.
-fn allow_citus_decoding(node: &TestServer) {
-    let url = node.admin_url();
-    let known = "SELECT count(*) FROM pg_settings WHERE name = 'output_plugin_libraries'";
-    if node.psql(url, known) == "1" {
-        node.psql(
-            url,
-            "ALTER SYSTEM SET output_plugin_libraries = pgoutput, test_decoding, citus",
-        );
-        node.psql(url, "SELECT pg_reload_conf()");
-    }
 }
 
 fn citus_installed(bin: &Path) -> bool {

@@ -325,6 +325,17 @@ pub trait Probe: Clone + Send + Sync + 'static {
         commit: bool,
     ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 
+    /// In a tenant transaction that writes nothing: every visible secret.
+    fn read(&self, tenant: &Tenant) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+
+    /// In one committed tenant transaction, each of `messages` as a simple query of
+    /// its own: what a handler may send.
+    fn send(
+        &self,
+        tenant: &Tenant,
+        messages: &[&str],
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
     /// Like [`write_read`](Self::write_read), with no statement prepared beyond the
     /// transaction (deadpool's `prepare_cached` keeps named statements, which a
     /// transaction pooler before pgbouncer 1.21 loses between transactions).
@@ -495,6 +506,28 @@ mod sqlx_probe {
                 tx.commit().await.map_err(text)?;
             }
             Ok(seen)
+        }
+
+        async fn read(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
+            let mut tx = self.begin(tenant).await.map_err(text)?;
+            let seen = sqlx::query_scalar("SELECT secret FROM notes")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(text)?;
+            tx.commit().await.map_err(text)?;
+            Ok(seen)
+        }
+
+        async fn send(&self, tenant: &Tenant, messages: &[&str]) -> Result<(), String> {
+            let mut tx = self.begin(tenant).await.map_err(text)?;
+            for message in messages {
+                let message = sqlx::AssertSqlSafe(message.to_string());
+                sqlx::raw_sql(message)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(text)?;
+            }
+            tx.commit().await.map_err(text)
         }
 
         async fn session_read(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
@@ -683,6 +716,24 @@ mod deadpool_probe {
                 tx.commit().await.map_err(text)?;
             }
             Ok(seen)
+        }
+
+        async fn read(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
+            let tx = self.begin(tenant).await.map_err(text)?;
+            let rows = tx
+                .query("SELECT secret FROM notes", &[])
+                .await
+                .map_err(text)?;
+            tx.commit().await.map_err(text)?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        }
+
+        async fn send(&self, tenant: &Tenant, messages: &[&str]) -> Result<(), String> {
+            let tx = self.begin(tenant).await.map_err(text)?;
+            for message in messages {
+                tx.batch_execute(message).await.map_err(text)?;
+            }
+            tx.commit().await.map_err(text)
         }
 
         async fn session_read(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
