@@ -109,7 +109,8 @@ pub(crate) struct Scope {
 pub(crate) struct Opening {
     /// Always sent; on a plain server, the only one.
     pub(crate) first: String,
-    /// On a Citus coordinator, the settings, sent inside the transaction.
+    /// On a Citus coordinator, the reset and the settings, sent inside the
+    /// transaction.
     pub(crate) then: Option<String>,
 }
 

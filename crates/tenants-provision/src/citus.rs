@@ -187,7 +187,10 @@ pub(crate) fn plan_shared(t: &SharedPlan<'_>, migrating: bool, changes: &mut Vec
                 format!("role {app}"),
                 Work::Sql(t.shared.clone(), statements),
             )
-            .detail("forward SET LOCAL to the Citus workers (citus.propagate_set_commands)"),
+            .detail(
+                "forward SET LOCAL to the Citus workers, reads included \
+                 (citus.propagate_set_commands, citus.select_opens_transaction_block)",
+            ),
         );
     }
     let tables = &t.provisioner.file.shared.pool_tables;
