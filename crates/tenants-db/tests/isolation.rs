@@ -364,8 +364,8 @@ async fn killed_backends_deadpool() {
 
 /// A pooled connection whose backend was terminated while it sat idle (a server
 /// restart, an idle timeout on the server or a proxy): the next tenant
-/// transaction on the one-connection pools is served on a new connection, with no
-/// error for the caller.
+/// transaction, and the next session, on the one-connection pools are served on a
+/// new connection, with no error for the caller and no silo back-off.
 async fn idle_connections_killed_are_replaced<D: Driver>()
 where
     TenantRouter<D>: Probe,
@@ -378,9 +378,7 @@ where
         .silo_connections_per_tenant(1)
         .build()
         .unwrap();
-    for tenant in world.tenants() {
-        let first = format!("{}:before", tenant.id);
-        router.write_read(&tenant, &first, true).await.unwrap();
+    let kill_idle = || async {
         world.admin(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE usename = '{}' AND state = 'idle' AND query NOT ILIKE 'LISTEN%'",
@@ -388,12 +386,23 @@ where
         ));
         // Let the terminated backends' goodbyes reach the client sockets.
         tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for tenant in world.tenants() {
+        let first = format!("{}:before", tenant.id);
+        router.write_read(&tenant, &first, true).await.unwrap();
+        kill_idle().await;
         let second = format!("{}:after", tenant.id);
         let seen = router
             .write_read(&tenant, &second, true)
             .await
             .unwrap_or_else(|e| panic!("{}: first use after an idle kill: {e}", tenant.id));
         assert_eq!(seen, [first, second]);
+        // A session hand-out too (a silo pool checks with the session reset).
+        kill_idle().await;
+        router
+            .session_seen(&tenant)
+            .await
+            .unwrap_or_else(|e| panic!("{}: first session after an idle kill: {e}", tenant.id));
     }
     router.close().await;
 }
