@@ -34,7 +34,9 @@ use crate::{Error, Hazard, TenantRole, TenantRouter};
 /// session back as it connected in the statement that opens its next use);
 /// connections unused for the router's
 /// [connection idle timeout](crate::RouterBuilder::connection_idle_timeout) are
-/// closed by the router's sweeper. A bridge-model connection whose previous user was
+/// closed by the router's sweeper, and connections past the router's
+/// [connection lifetime](crate::RouterBuilder::connection_lifetime) are closed
+/// instead of handed out. A bridge-model connection whose previous user was
 /// another tenant gets its deadpool statement cache cleared first: the cache is
 /// keyed by SQL text, and the same text names another schema's tables.
 ///
@@ -130,14 +132,20 @@ impl Backend for Deadpool {
                 })
             }));
         }
-        if let Some(shapes) = settings.shapes.clone() {
-            builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
-                if shapes.predates_change(Some(metrics.created)) {
-                    return Err(HookError::message("opened before a migration"));
-                }
-                Ok(())
-            }));
-        }
+        let shapes = settings.shapes.clone();
+        let lifetime = settings.lifetime;
+        builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
+            if metrics.age() >= lifetime {
+                return Err(HookError::message("served its lifetime"));
+            }
+            if shapes
+                .as_ref()
+                .is_some_and(|shapes| shapes.predates_change(Some(metrics.created)))
+            {
+                return Err(HookError::message("opened before a migration"));
+            }
+            Ok(())
+        }));
         builder.build().map_err(|e| Error::Config(e.to_string()))
     }
 

@@ -33,6 +33,9 @@ pub(crate) mod sealed {
         pub(crate) acquire_timeout: Duration,
         /// How long a connection may sit unused before the pool closes it.
         pub(crate) idle_timeout: Duration,
+        /// How long a connection serves before the pool closes it instead of
+        /// handing it out (sqlx `max_lifetime`, deadpool `pre_recycle`).
+        pub(crate) lifetime: Duration,
         /// Whether the driver may cache prepared statements by SQL text. Off for bridge
         /// pools, where the same text means different tables per tenant (deadpool
         /// instead clears a connection's cache when its schema changes).

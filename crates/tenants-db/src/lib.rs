@@ -152,7 +152,7 @@ pub use placement::Placement;
 pub use role::TenantRole;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
-pub use router::{RouterBuilder, RouterStats, TenantRouter};
+pub use router::{DEFAULT_CONNECTION_LIFETIME, RouterBuilder, RouterStats, TenantRouter};
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
 pub use shape::{MIGRATED_CHANNEL, Migrated};

@@ -120,6 +120,7 @@ impl Backend for Sqlx {
             .min_connections(0)
             .acquire_timeout(settings.acquire_timeout)
             .idle_timeout(settings.idle_timeout)
+            .max_lifetime(settings.lifetime)
             .test_before_acquire(settings.liveness_check);
         if let Some(identity) = silo {
             options = options.database(identity.database());
@@ -140,12 +141,17 @@ impl Backend for Sqlx {
                 })
             });
         }
-        if let Some(shapes) = settings.shapes.clone() {
-            pool = pool.before_acquire(move |_, meta| {
-                let stale = shapes.predates_change(Instant::now().checked_sub(meta.age));
-                Box::pin(async move { Ok(!stale) })
-            });
-        }
+        // sqlx itself closes a connection past `max_lifetime` only when it comes
+        // back or its maintenance task runs; this also keeps one from being handed
+        // out, as on deadpool.
+        let (shapes, lifetime) = (settings.shapes.clone(), settings.lifetime);
+        pool = pool.before_acquire(move |_, meta| {
+            let stale = meta.age >= lifetime
+                || shapes.as_ref().is_some_and(|shapes| {
+                    shapes.predates_change(Instant::now().checked_sub(meta.age))
+                });
+            Box::pin(async move { Ok(!stale) })
+        });
         if !settings.statement_cache {
             options = options.statement_cache_capacity(0);
         }

@@ -397,7 +397,7 @@ where
             .await
             .unwrap_or_else(|e| panic!("{}: first use after an idle kill: {e}", tenant.id));
         assert_eq!(seen, [first, second]);
-        // A session hand-out too (a silo pool checks with the session reset).
+        // A session hand-out too (the shared pools send no ping before it).
         kill_idle().await;
         router
             .session_seen(&tenant)
@@ -415,6 +415,67 @@ async fn idle_connections_killed_are_replaced_sqlx() {
 #[tokio::test]
 async fn idle_connections_killed_are_replaced_deadpool() {
     idle_connections_killed_are_replaced::<Deadpool>().await;
+}
+
+/// Connections older than the router's `connection_lifetime` are closed instead of
+/// handed out (what bounds the catalog memory a backend builds up), on every model:
+/// after the lifetime, every tenant is served, and the old backends are gone.
+async fn connections_are_replaced_after_their_lifetime<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(1, 1, 1);
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .pool_connections(1)
+        .bridge_connections(1)
+        .silo_connections_per_tenant(1)
+        .connection_lifetime(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let backends = || {
+        let pids = world.admin(&format!(
+            "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_activity \
+             WHERE usename = '{}' AND query NOT ILIKE 'LISTEN%'",
+            world.app
+        ));
+        pids.split(',')
+            .filter(|pid| !pid.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for tenant in world.tenants() {
+        router.write_read(&tenant, "first", true).await.unwrap();
+    }
+    let before = backends();
+    assert_eq!(before.len(), 3, "one connection per model: {before:?}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for tenant in world.tenants() {
+        router.write_read(&tenant, "second", true).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let after = backends();
+        if before.iter().all(|pid| !after.contains(pid)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backends before the lifetime {before:?}, after {after:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn connections_are_replaced_after_their_lifetime_sqlx() {
+    connections_are_replaced_after_their_lifetime::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn connections_are_replaced_after_their_lifetime_deadpool() {
+    connections_are_replaced_after_their_lifetime::<Deadpool>().await;
 }
 
 /// The migration listener's connection killed: the router listens again on a new
