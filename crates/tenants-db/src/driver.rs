@@ -36,9 +36,11 @@ pub(crate) mod sealed {
         /// How long a connection serves before the pool closes it instead of
         /// handing it out (sqlx `max_lifetime`, deadpool `pre_recycle`).
         pub(crate) lifetime: Duration,
-        /// Whether the driver may cache prepared statements by SQL text. Off for bridge
-        /// pools, where the same text means different tables per tenant (deadpool
-        /// instead clears a connection's cache when its schema changes).
+        /// Whether the driver may keep prepared statements by SQL text from one
+        /// hand-out to the next. Off for bridge pools, where the same text means
+        /// different tables per tenant: sqlx empties its cache when a connection
+        /// comes back (deadpool instead clears a connection's cache when its
+        /// schema changes).
         #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
         pub(crate) statement_cache: bool,
         /// Whether the driver checks an idle connection with a round trip of its

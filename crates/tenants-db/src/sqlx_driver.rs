@@ -10,7 +10,7 @@ use sqlx::pool::PoolConnection;
 use std::time::Instant;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Executor, Postgres, Row, Transaction};
 use tenants_core::{SqlIdent, Tenant};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
@@ -25,10 +25,11 @@ use crate::{Error, Hazard, TenantRole, TenantRouter};
 /// The sqlx driver for [`TenantRouter`]: `TenantRouter<Sqlx>` hands out
 /// [`sqlx::Transaction`]s and [`sqlx::pool::PoolConnection`]s.
 ///
-/// Pools are sqlx `PgPool`s. The bridge-model pool runs without sqlx's prepared
-/// statement cache: the cache is keyed by SQL text, and the same text names
-/// different tables in different tenants' schemas (PostgreSQL would refuse a cached
-/// statement whose result columns changed with the schema).
+/// Pools are sqlx `PgPool`s. On the bridge-model pool, sqlx's prepared statement
+/// cache lasts one hand-out: it is emptied (the statements closed on the server)
+/// when the connection comes back. The cache is keyed by SQL text, and the same
+/// text names different tables in different tenants' schemas (PostgreSQL would
+/// refuse a cached statement whose result columns changed with the schema).
 ///
 /// # Examples
 ///
@@ -153,7 +154,19 @@ impl Backend for Sqlx {
             Box::pin(async move { Ok(!stale) })
         });
         if !settings.statement_cache {
-            options = options.statement_cache_capacity(0);
+            // With its cache off, sqlx still prepares a named statement for every
+            // persistent query and never closes it: the backend would keep every
+            // plan until the connection closes. So the cache stays on, to know
+            // which statements to close, and empties when the connection comes
+            // back, before another tenant's schema could meet them.
+            pool = pool.after_release(|connection, _| {
+                Box::pin(async move {
+                    if connection.cached_statements_size() > 0 {
+                        connection.clear_cached_statements().await?;
+                    }
+                    Ok(true)
+                })
+            });
         }
         Ok(pool.connect_lazy_with(options))
     }

@@ -417,6 +417,44 @@ async fn idle_connections_killed_are_replaced_deadpool() {
     idle_connections_killed_are_replaced::<Deadpool>().await;
 }
 
+/// A bridge connection serving many transactions of different tenants does not
+/// pile up prepared statements on the server (each holds its plan's memory for
+/// the backend's life): sqlx, whose statement cache is of no use across schemas,
+/// closes them when the connection comes back; deadpool when the schema changes.
+async fn bridge_connections_keep_no_prepared_statements<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(0, 2, 0);
+    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
+    let tenants = world.tenants();
+    for round in 0..20 {
+        for tenant in &tenants {
+            router
+                .write_read(tenant, &format!("{round}"), true)
+                .await
+                .unwrap();
+        }
+    }
+    let held = router.prepared_statements(&tenants[0]).await.unwrap();
+    // The statements of one transaction at most (write_read prepares two).
+    assert!(
+        held <= 2,
+        "{held} prepared statements after 40 transactions"
+    );
+    router.close().await;
+}
+
+#[tokio::test]
+async fn bridge_connections_keep_no_prepared_statements_sqlx() {
+    bridge_connections_keep_no_prepared_statements::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn bridge_connections_keep_no_prepared_statements_deadpool() {
+    bridge_connections_keep_no_prepared_statements::<Deadpool>().await;
+}
+
 /// Connections older than the router's `connection_lifetime` are closed instead of
 /// handed out (what bounds the catalog memory a backend builds up), on every model:
 /// after the lifetime, every tenant is served, and the old backends are gone.

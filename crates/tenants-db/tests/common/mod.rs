@@ -314,6 +314,9 @@ pub struct Seen {
     pub fresh: bool,
 }
 
+/// What [`Probe::prepared_statements`] reads.
+const PREPARED_STATEMENTS: &str = "SELECT count(*) FROM pg_prepared_statements";
+
 /// The operations the tests run, written once per driver.
 pub trait Probe: Clone + Send + Sync + 'static {
     /// In one tenant transaction: insert `secret`, read every visible secret, then
@@ -385,6 +388,13 @@ pub trait Probe: Clone + Send + Sync + 'static {
         &self,
         tenant: &Tenant,
     ) -> impl Future<Output = Result<(String, String), String>> + Send;
+
+    /// In a tenant transaction, by a simple query: how many prepared statements
+    /// the connection's backend holds (`pg_prepared_statements`).
+    fn prepared_statements(
+        &self,
+        tenant: &Tenant,
+    ) -> impl Future<Output = Result<i64, String>> + Send;
 
     /// At the start of a tenant transaction (as `role`, if any): its settings.
     fn seen(
@@ -544,6 +554,16 @@ mod sqlx_probe {
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(text)
+        }
+
+        async fn prepared_statements(&self, tenant: &Tenant) -> Result<i64, String> {
+            let mut tx = self.begin(tenant).await.map_err(text)?;
+            let row = sqlx::raw_sql(PREPARED_STATEMENTS)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(text)?;
+            tx.commit().await.map_err(text)?;
+            row.try_get(0).map_err(text)
         }
 
         async fn seen(&self, tenant: &Tenant, role: Option<TenantRole>) -> Result<Seen, String> {
@@ -758,6 +778,21 @@ mod deadpool_probe {
                 .await
                 .map_err(text)?;
             Ok((row.get(0), row.get(1)))
+        }
+
+        async fn prepared_statements(&self, tenant: &Tenant) -> Result<i64, String> {
+            let tx = self.begin(tenant).await.map_err(text)?;
+            let messages = tx.simple_query(PREPARED_STATEMENTS).await.map_err(text)?;
+            tx.commit().await.map_err(text)?;
+            messages
+                .iter()
+                .find_map(|message| match message {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+                    _ => None,
+                })
+                .ok_or("no row")?
+                .parse()
+                .map_err(text)
         }
 
         async fn seen(&self, tenant: &Tenant, role: Option<TenantRole>) -> Result<Seen, String> {
