@@ -508,7 +508,9 @@ impl<D: Driver> RouterBuilder<D> {
 
     /// How long a connection serves before it is closed instead of handed out again
     /// (default [`DEFAULT_CONNECTION_LIFETIME`], 30 minutes, sqlx's own default;
-    /// at least 1 s), in every pool of the router.
+    /// at least 1 s), in every pool that hands out connections. It is checked when
+    /// a connection would be handed out (and, on sqlx, when it comes back): one
+    /// handed out just before its lifetime ends serves its caller to the end.
     ///
     /// A PostgreSQL backend keeps the catalog entries of every table it has
     /// touched for as long as it lives, and never frees them: about 70 kB per

@@ -158,12 +158,13 @@ impl Backend for Sqlx {
             // persistent query and never closes it: the backend would keep every
             // plan until the connection closes. So the cache stays on, to know
             // which statements to close, and empties when the connection comes
-            // back, before another tenant's schema could meet them.
+            // back, before another tenant's schema could meet them. Emptying it
+            // also forgets the type ids sqlx looked up by name, which name the
+            // previous tenant's own types (an enum of its schema, say); with
+            // nothing cached it sends nothing.
             pool = pool.after_release(|connection, _| {
                 Box::pin(async move {
-                    if connection.cached_statements_size() > 0 {
-                        connection.clear_cached_statements().await?;
-                    }
+                    connection.clear_cached_statements().await?;
                     Ok(true)
                 })
             });

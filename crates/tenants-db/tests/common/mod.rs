@@ -389,12 +389,25 @@ pub trait Probe: Clone + Send + Sync + 'static {
         tenant: &Tenant,
     ) -> impl Future<Output = Result<(String, String), String>> + Send;
 
+    /// In a tenant transaction, by a simple query: the process id of the backend
+    /// that serves it.
+    fn backend(&self, tenant: &Tenant) -> impl Future<Output = Result<i64, String>> + Send {
+        self.count(tenant, "SELECT pg_backend_pid()")
+    }
+
     /// In a tenant transaction, by a simple query: how many prepared statements
     /// the connection's backend holds (`pg_prepared_statements`).
     fn prepared_statements(
         &self,
         tenant: &Tenant,
-    ) -> impl Future<Output = Result<i64, String>> + Send;
+    ) -> impl Future<Output = Result<i64, String>> + Send {
+        self.count(tenant, PREPARED_STATEMENTS)
+    }
+
+    /// In a committed tenant transaction: the one integer `sql` (a simple query)
+    /// returns.
+    fn count(&self, tenant: &Tenant, sql: &str)
+    -> impl Future<Output = Result<i64, String>> + Send;
 
     /// At the start of a tenant transaction (as `role`, if any): its settings.
     fn seen(
@@ -556,14 +569,17 @@ mod sqlx_probe {
                 .map_err(text)
         }
 
-        async fn prepared_statements(&self, tenant: &Tenant) -> Result<i64, String> {
+        async fn count(&self, tenant: &Tenant, sql: &str) -> Result<i64, String> {
             let mut tx = self.begin(tenant).await.map_err(text)?;
-            let row = sqlx::raw_sql(PREPARED_STATEMENTS)
+            let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(text)?;
             tx.commit().await.map_err(text)?;
-            row.try_get(0).map_err(text)
+            // `pg_backend_pid()` is an int4, `count(*)` an int8.
+            row.try_get::<i64, _>(0)
+                .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
+                .map_err(text)
         }
 
         async fn seen(&self, tenant: &Tenant, role: Option<TenantRole>) -> Result<Seen, String> {
@@ -780,9 +796,9 @@ mod deadpool_probe {
             Ok((row.get(0), row.get(1)))
         }
 
-        async fn prepared_statements(&self, tenant: &Tenant) -> Result<i64, String> {
+        async fn count(&self, tenant: &Tenant, sql: &str) -> Result<i64, String> {
             let tx = self.begin(tenant).await.map_err(text)?;
-            let messages = tx.simple_query(PREPARED_STATEMENTS).await.map_err(text)?;
+            let messages = tx.simple_query(sql).await.map_err(text)?;
             tx.commit().await.map_err(text)?;
             messages
                 .iter()
