@@ -15,7 +15,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{Probe, World};
+use common::{Probe, World, assert_own_rows, committed_rows};
 use tenants_db::{Deadpool, Driver, Error, Hazard, Sqlx, TenantRouter};
 use tenants_test_support::citus;
 
@@ -72,19 +72,12 @@ where
                     }
                     seen
                 };
-                if let Some(foreign) = seen.iter().find(|s| !s.starts_with(&mine)) {
-                    panic!("tenant {} saw {foreign:?}", tenant.id);
-                }
+                assert_own_rows(tenant, &seen);
             }
             committed
         }));
     }
-    let mut committed: HashMap<String, usize> = HashMap::new();
-    for worker in workers {
-        for (tenant, n) in worker.await.unwrap() {
-            *committed.entry(tenant).or_default() += n;
-        }
-    }
+    let committed = committed_rows(workers).await;
     for tenant in tenants.iter() {
         // One more row, rolled back: the count read beside it is the committed rows'.
         let probe = format!("{}:count", tenant.id);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{CutAfter, Probe, Seen, World};
+use common::{CutAfter, Probe, Seen, World, assert_own_rows, committed_rows};
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantStatus};
 use tenants_db::{Deadpool, Driver, Error, Hazard, Sqlx, TenantRole, TenantRouter};
 
@@ -55,19 +55,12 @@ where
                     }
                     _ => router.session_read(tenant).await.unwrap(),
                 };
-                if let Some(foreign) = seen.iter().find(|s| !s.starts_with(&mine)) {
-                    panic!("tenant {} saw {foreign:?}", tenant.id);
-                }
+                assert_own_rows(tenant, &seen);
             }
             committed
         }));
     }
-    let mut committed: HashMap<String, usize> = HashMap::new();
-    for worker in workers {
-        for (tenant, n) in worker.await.unwrap() {
-            *committed.entry(tenant).or_default() += n;
-        }
-    }
+    let committed = committed_rows(workers).await;
     for tenant in tenants.iter() {
         let rows = router.session_read(tenant).await.unwrap();
         assert_eq!(

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Probe, Seen, World};
+use common::{Probe, Seen, World, assert_own_rows, committed_rows};
 use tenants_core::{DataModel, Tenant};
 use tenants_db::{ConnectionMode, Deadpool, Driver, Error, Hazard, Sqlx, TenantRouter};
 use tenants_test_support::{Pgbouncer, PgbouncerConfig};
@@ -77,20 +77,13 @@ where
                 let secret = format!("{mine}{worker}-{round}");
                 let seen = router.write_read_unprepared(tenant, &secret).await.unwrap();
                 assert!(seen.contains(&secret), "{secret} not read back");
-                if let Some(foreign) = seen.iter().find(|s| !s.starts_with(&mine)) {
-                    panic!("tenant {} saw {foreign:?}", tenant.id);
-                }
+                assert_own_rows(tenant, &seen);
                 *committed.entry(tenant.id.to_string()).or_default() += 1;
             }
             committed
         }));
     }
-    let mut committed: HashMap<String, usize> = HashMap::new();
-    for worker in workers {
-        for (tenant, n) in worker.await.unwrap() {
-            *committed.entry(tenant).or_default() += n;
-        }
-    }
+    let committed = committed_rows(workers).await;
     for tenant in tenants.iter() {
         let probe = format!("{}:last", tenant.id);
         let rows = router.write_read_unprepared(tenant, &probe).await.unwrap();

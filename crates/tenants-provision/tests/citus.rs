@@ -9,13 +9,15 @@
 //! cargo test --workspace --all-features --test citus -- --ignored
 //! ```
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tenants_core::{DataModel, Tenant};
 use tenants_db::{Sqlx, TenantRouter};
-use tenants_provision::{ApplyOptions, Finding, Format, Plan, Provisioner, TenantsFile};
+use tenants_provision::{ApplyOptions, Finding, Format, Provisioner, TenantsFile};
 use tenants_test_support::{CitusCluster, citus, tenants_dir, unique_name, with_params};
 
 const MIGRATION: &str = "
@@ -91,7 +93,7 @@ schema = "bb_{tag}"
     async fn applied() -> (Setup, Provisioner) {
         let setup = Setup::new();
         let provisioner = setup.provisioner().await;
-        apply(&provisioner).await;
+        common::apply_all(&provisioner).await;
         (setup, provisioner)
     }
 
@@ -131,16 +133,6 @@ schema = "bb_{tag}"
     }
 }
 
-async fn apply(provisioner: &Provisioner) -> Plan {
-    let plan = provisioner.plan().await.unwrap();
-    let report = provisioner
-        .apply(&plan, &ApplyOptions::new())
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{report}");
-    plan
-}
-
 /// What `citus_tables` and `citus_schemas` say about the file's objects.
 fn assert_distributed(setup: &Setup) {
     let tables = setup.psql(
@@ -176,7 +168,7 @@ fn assert_distributed(setup: &Setup) {
 async fn apply_distributes_the_tenants_and_converges() {
     let setup = Setup::new();
     let provisioner = setup.provisioner().await;
-    let plan = apply(&provisioner).await;
+    let plan = common::apply_all(&provisioner).await;
     let shown = plan.to_string();
     for expected in [
         "forward SET LOCAL to the Citus workers",
@@ -240,7 +232,7 @@ async fn doctor_reports_what_is_not_distributed() {
         );
     }
     assert_eq!(findings.len(), 3, "{findings:#?}");
-    apply(&provisioner).await;
+    common::apply_all(&provisioner).await;
     assert_eq!(provisioner.doctor().await.unwrap(), Vec::<Finding>::new());
     provisioner.close().await;
 }
@@ -407,7 +399,7 @@ async fn a_migration_of_several_statements_on_distributed_tables_names_the_remed
     let index = "CREATE INDEX todos_done ON todos (tenant_id, done)";
     std::fs::write(migrations.join("0003_done_index.sql"), index).unwrap();
     let provisioner = setup.provisioner().await;
-    apply(&provisioner).await;
+    common::apply_all(&provisioner).await;
     let t = &setup.tag;
     let columns = setup.psql(&format!(
         "SELECT count(*) FROM information_schema.columns \

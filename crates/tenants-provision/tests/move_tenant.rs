@@ -2,6 +2,8 @@
 //! record and nowhere else, an interrupted move resumes, a file's model change is
 //! planned as the same move, and every instance hears of it as a `TenantEvent`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -58,12 +60,7 @@ pool_tables = ["todos", "notes"]
 
     async fn provisioner(&self, tenants: &str) -> Provisioner {
         let provisioner = Provisioner::connect(self.file(tenants)).await.unwrap();
-        let plan = provisioner.plan().await.unwrap();
-        let report = provisioner
-            .apply(&plan, &ApplyOptions::new())
-            .await
-            .unwrap();
-        assert!(report.is_success(), "{report}");
+        common::apply_all(&provisioner).await;
         provisioner
     }
 

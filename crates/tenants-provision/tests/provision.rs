@@ -2,6 +2,8 @@
 //! declared objects, the grants hold, a second apply does nothing, failures stay
 //! with their tenant, and doctor finds the hazards.
 
+mod common;
+
 use std::path::PathBuf;
 
 use sqlx::Connection;
@@ -108,12 +110,7 @@ model = "pool"
     /// A provisioner whose whole plan has been applied successfully.
     async fn applied(&self, extra: &str) -> Provisioner {
         let provisioner = self.provisioner(extra).await;
-        let plan = provisioner.plan().await.unwrap();
-        let report = provisioner
-            .apply(&plan, &ApplyOptions::new())
-            .await
-            .unwrap();
-        assert!(report.is_success(), "{report}");
+        common::apply_all(&provisioner).await;
         provisioner
     }
 
@@ -621,12 +618,7 @@ async fn keys_of_pool_tables_lead_with_tenant_id() {
          DROP INDEX todos_title;
          CREATE UNIQUE INDEX todos_title ON todos (tenant_id, title);",
     );
-    let plan = provisioner.plan().await.unwrap();
-    let report = provisioner
-        .apply(&plan, &ApplyOptions::new())
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{report}");
+    common::apply_all(&provisioner).await;
     provisioner.close().await;
 }
 

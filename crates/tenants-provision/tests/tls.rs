@@ -1,8 +1,10 @@
 //! The provisioning engine on a PostgreSQL that takes TLS connections only
 //! (`hostssl` in `pg_hba.conf`), reached with `sslmode=verify-full`.
 
+mod common;
+
 use tenants_db::Error;
-use tenants_provision::{ApplyOptions, Environment, Format, Provisioner, TenantsFile};
+use tenants_provision::{Environment, Format, Provisioner, TenantsFile};
 use tenants_test_support::{tls_postgres, unique_name, with_params};
 
 #[tokio::test]
@@ -29,12 +31,7 @@ database = "silo_{t}"
     let file = TenantsFile::parse(&text, Format::Toml, "tenants.toml").unwrap();
     let env = Environment::empty().var("TLS_DATABASE_URL", &url);
     let provisioner = Provisioner::connect_with_env(file, env).await.unwrap();
-    let plan = provisioner.plan().await.unwrap();
-    let report = provisioner
-        .apply(&plan, &ApplyOptions::new())
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{report}");
+    common::apply_all(&provisioner).await;
     assert!(provisioner.plan().await.unwrap().is_empty());
     let schema = pg.psql(
         &url,

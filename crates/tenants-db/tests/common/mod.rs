@@ -314,6 +314,29 @@ pub struct Seen {
     pub fresh: bool,
 }
 
+/// Panics if `seen` holds a row of another tenant than `tenant` (every row the
+/// tests write starts with its tenant's id and a colon).
+pub fn assert_own_rows(tenant: &Tenant, seen: &[String]) {
+    let mine = format!("{}:", tenant.id);
+    if let Some(foreign) = seen.iter().find(|s| !s.starts_with(&mine)) {
+        panic!("tenant {} saw {foreign:?}", tenant.id);
+    }
+}
+
+/// The rows each tenant committed, summed over a leak hunt's workers (each
+/// returns its own counts by tenant id).
+pub async fn committed_rows(
+    workers: Vec<tokio::task::JoinHandle<std::collections::HashMap<String, usize>>>,
+) -> std::collections::HashMap<String, usize> {
+    let mut committed = std::collections::HashMap::new();
+    for worker in workers {
+        for (tenant, n) in worker.await.unwrap() {
+            *committed.entry(tenant).or_default() += n;
+        }
+    }
+    committed
+}
+
 /// What [`Probe::prepared_statements`] reads.
 const PREPARED_STATEMENTS: &str = "SELECT count(*) FROM pg_prepared_statements";
 
