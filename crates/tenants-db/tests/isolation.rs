@@ -448,6 +448,42 @@ async fn bridge_connections_keep_no_prepared_statements_deadpool() {
     bridge_connections_keep_no_prepared_statements::<Deadpool>().await;
 }
 
+/// A hostile handler that deallocates the statements sqlx keeps for its hand-out
+/// (`DEALLOCATE ALL`): the connection still comes back and serves the next tenant
+/// (closing a statement that is gone is no error in PostgreSQL's protocol).
+#[tokio::test]
+async fn a_handler_deallocating_its_statements_leaves_the_bridge_connection_usable_sqlx() {
+    let world = World::new(0, 2, 0);
+    let router: TenantRouter<Sqlx> = world
+        .router::<Sqlx>()
+        .bridge_connections(1)
+        .build()
+        .unwrap();
+    let (first, next) = (&world.bridge[0], &world.bridge[1]);
+    let backend = router.backend(first).await.unwrap();
+    let mut tx = router.begin(first).await.unwrap();
+    sqlx::query("SELECT count(*) FROM notes")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::raw_sql("DEALLOCATE ALL")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let secret = format!("{}:after", next.id);
+    assert_eq!(
+        router.write_read(next, &secret, true).await.unwrap(),
+        [secret]
+    );
+    assert_eq!(
+        router.backend(next).await.unwrap(),
+        backend,
+        "the connection was kept"
+    );
+    router.close().await;
+}
+
 /// A bridge tenant's own type (an enum of its schema, named as in every other
 /// schema), bound by a statement sqlx does not keep (`persistent(false)`, as behind
 /// a pooler): the next tenant on the connection gets its own type, not the type id
