@@ -36,9 +36,11 @@ use crate::{Error, Hazard, TenantRole, TenantRouter};
 /// [connection idle timeout](crate::RouterBuilder::connection_idle_timeout) are
 /// closed by the router's sweeper, and connections past the router's
 /// [connection lifetime](crate::RouterBuilder::connection_lifetime) are closed
-/// instead of handed out. A bridge-model connection whose previous user was
-/// another tenant gets its deadpool statement cache cleared first: the cache is
-/// keyed by SQL text, and the same text names another schema's tables.
+/// instead of handed out. A bridge-model connection keeps its deadpool statement
+/// cache from one tenant to the next while their schemas have the same shape (the
+/// same tables, columns and types: PostgreSQL parses a statement again for the new
+/// `search_path`), and has it cleared first when the next schema's shape differs:
+/// the cache is keyed by SQL text, and the same text names tables of another shape.
 ///
 /// # Examples
 ///
@@ -64,20 +66,22 @@ pub enum Deadpool {}
 
 impl Driver for Deadpool {}
 
-/// Per router: which bridge search path each pooled connection last served.
+/// Per router: for which bridge schema shape (fingerprint, or `search_path` where
+/// schemas share no statements) each pooled connection's cached statements were
+/// prepared.
 #[derive(Debug)]
-pub struct BridgePaths(moka::sync::Cache<deadpool_postgres::ObjectId, Arc<str>>);
+pub struct BridgeStatements(moka::sync::Cache<deadpool_postgres::ObjectId, Arc<str>>);
 
-impl Default for BridgePaths {
+impl Default for BridgeStatements {
     fn default() -> Self {
-        BridgePaths(moka::sync::Cache::new(10_000))
+        BridgeStatements(moka::sync::Cache::new(10_000))
     }
 }
 
 impl Backend for Deadpool {
     type Server = PgServer;
     type Pool = Pool;
-    type State = BridgePaths;
+    type State = BridgeStatements;
 
     fn parse_server(url: &str) -> Result<PgServer, Error> {
         parse_url(url)
@@ -246,10 +250,15 @@ impl Backend for Deadpool {
         pool.retain(|_, metrics| metrics.last_used() < idle);
     }
 
-    fn bridge_migrated(paths: &BridgePaths) {
-        // Every bridge connection then clears its statement cache at its next
-        // hand-out, as when it changes schema.
-        paths.0.invalidate_all();
+    const STATEMENTS_PER_CONNECTION: bool = true;
+
+    async fn schema_shape(pool: &Pool, sql: &str) -> Result<String, Error> {
+        let client = pool.get().await?;
+        let rows = client.simple_query(sql).await?;
+        Ok(first_row(&rows)
+            .and_then(|row| row.get(0))
+            .unwrap_or_default()
+            .to_owned())
     }
 
     async fn hazards(pool: &Pool) -> Result<Vec<Hazard>, Error> {
@@ -367,12 +376,12 @@ impl TenantRouter<Deadpool> {
                 Ok((pool.get().await?, scope))
             })
             .await?;
-        if let Some(path) = scope.search_path() {
-            let paths = &self.inner.driver_state.0;
+        if let Some(statements) = scope.statements() {
+            let kept = &self.inner.driver_state.0;
             let id = Object::id(&client);
-            if paths.get(&id).as_deref() != Some(path) {
+            if kept.get(&id).as_ref() != Some(statements) {
                 client.statement_cache.clear();
-                paths.insert(id, path.into());
+                kept.insert(id, statements.clone());
             }
         }
         Ok((client, scope))

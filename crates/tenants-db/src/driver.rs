@@ -37,10 +37,9 @@ pub(crate) mod sealed {
         /// handing it out (sqlx `max_lifetime`, deadpool `pre_recycle`).
         pub(crate) lifetime: Duration,
         /// Whether the driver may keep prepared statements by SQL text from one
-        /// hand-out to the next. Off for bridge pools, where the same text means
-        /// different tables per tenant: sqlx empties its cache when a connection
-        /// comes back (deadpool instead clears a connection's cache when its
-        /// schema changes).
+        /// hand-out to the next. Off for sqlx's bridge pool of the schemas not of
+        /// the common shape, where the same text means tables of another shape:
+        /// sqlx empties its cache when a connection comes back.
         #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
         pub(crate) statement_cache: bool,
         /// Whether the driver checks an idle connection with a round trip of its
@@ -137,11 +136,18 @@ pub(crate) mod sealed {
             channel: &'static str,
         ) -> impl Future<Output = Option<UnboundedReceiver<String>>> + Send;
 
-        /// A bridge tenant's schema was migrated: statements the driver cached for
-        /// bridge tenants may no longer match their tables.
-        fn bridge_migrated(state: &Self::State) {
-            let _ = state;
-        }
+        /// Whether the driver knows, per connection, which bridge schema shape its
+        /// cached statements were prepared for, and clears them when a hand-out
+        /// needs another (deadpool). Otherwise the router keeps one bridge pool for
+        /// the common shape and one whose statements last a hand-out (sqlx).
+        const STATEMENTS_PER_CONNECTION: bool = false;
+
+        /// Runs [`schema_shape_sql`](crate::shape::schema_shape_sql), a simple
+        /// query of one row and one text column, on a connection of `pool`.
+        fn schema_shape(
+            pool: &Self::Pool,
+            sql: &str,
+        ) -> impl Future<Output = Result<String, Error>> + Send;
 
         /// Runs [`HAZARDS_SQL`](crate::verify::HAZARDS_SQL) on a connection of `pool`.
         fn hazards(pool: &Self::Pool) -> impl Future<Output = Result<Vec<Hazard>, Error>> + Send;

@@ -53,6 +53,8 @@
 // Without a PostgreSQL driver only the setting's name is used.
 #![cfg_attr(not(any(feature = "sqlx", feature = "deadpool")), allow(dead_code))]
 
+use std::sync::Arc;
+
 use tenants_core::{SqlIdent, TenantId};
 
 /// The setting that row-level security policies of pool-model tables read:
@@ -100,6 +102,9 @@ pub(crate) struct Scope {
     tenant: Option<TenantId>,
     /// A bridge tenant's `search_path`.
     search_path: Option<String>,
+    /// A bridge tenant's: what the statements its connection kept must have been
+    /// prepared for (the schema's fingerprint, or its `search_path`).
+    statements: Option<Arc<str>>,
     /// The server is a Citus coordinator: see [`Scope::begin`].
     citus: bool,
 }
@@ -120,6 +125,7 @@ impl Scope {
         Scope {
             tenant: Some(tenant),
             search_path: None,
+            statements: None,
             citus: false,
         }
     }
@@ -132,6 +138,7 @@ impl Scope {
         Scope {
             tenant: Some(tenant),
             search_path: Some(search_path),
+            statements: None,
             citus: false,
         }
     }
@@ -142,8 +149,23 @@ impl Scope {
         Scope {
             tenant,
             search_path: None,
+            statements: None,
             citus: false,
         }
+    }
+
+    /// The same scope, for connections keeping statements prepared for
+    /// `statements` (a bridge schema's fingerprint or `search_path`).
+    pub(crate) fn with_statements(mut self, statements: Arc<str>) -> Self {
+        self.statements = Some(statements);
+        self
+    }
+
+    /// What the connection's kept statements must have been prepared for, for a
+    /// bridge tenant.
+    #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
+    pub(crate) fn statements(&self) -> Option<&Arc<str>> {
+        self.statements.as_ref()
     }
 
     /// The same scope on a Citus coordinator (`citus`), or on a plain server.

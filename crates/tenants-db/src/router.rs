@@ -15,7 +15,7 @@ use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 use crate::isolation::Scope;
 use crate::placement::active_model;
-use crate::shape::{Heard, Migrated, Shapes};
+use crate::shape::{Heard, Migrated, SchemaShapes, Shapes, schema_shape_sql};
 use crate::silo::{Identity, SiloKey, SiloPools};
 use crate::{ConnectionMode, Error, Hazard};
 
@@ -76,7 +76,19 @@ pub(crate) struct Inner<D: Backend> {
     /// The default server is a Citus coordinator.
     default_citus: bool,
     pool_model: D::Pool,
+    /// Bridge tenants' connections, whose prepared statements serve every schema
+    /// of one shape: all of them on a driver that knows each connection's last
+    /// shape ([`Backend::STATEMENTS_PER_CONNECTION`]), else those of the common
+    /// shape.
     bridge_model: D::Pool,
+    /// Bridge tenants of the other shapes, on a driver that does not know a
+    /// connection's last shape: prepared statements last one hand-out.
+    bridge_fallback: Option<D::Pool>,
+    /// The bridge schemas' fingerprints.
+    schema_shapes: SchemaShapes,
+    /// When the bridge pool's statements last went stale: a migration of the
+    /// shared database, or a new common shape.
+    bridge_shapes: Arc<Shapes>,
     /// The shared schemas as the tail of a bridge tenant's `search_path`
     /// (`, "shared"`), quoted once.
     shared_path: String,
@@ -290,7 +302,7 @@ impl<D: Driver> TenantRouter<D> {
             }
             Ok(())
         };
-        let shared = |pool: &D::Pool, scope: Scope| {
+        let refuse_shared = || {
             refuse_session(&inner.default_server, inner.default_mode)?;
             if session && inner.default_citus {
                 return Err(Error::SessionOnCitus {
@@ -298,6 +310,10 @@ impl<D: Driver> TenantRouter<D> {
                     server: inner.default_server.to_string(),
                 });
             }
+            Ok(())
+        };
+        let shared = |pool: &D::Pool, scope: Scope| {
+            refuse_shared()?;
             Ok(Target {
                 pool: pool.clone(),
                 scope: scope.on_citus(inner.default_citus),
@@ -306,10 +322,12 @@ impl<D: Driver> TenantRouter<D> {
         };
         match active_model(tenant)? {
             DataModel::Pool => shared(&inner.pool_model, Scope::pool(tenant.id)),
-            DataModel::Bridge { schema } => shared(
-                &inner.bridge_model,
-                Scope::bridge(tenant.id, schema, &inner.shared_path),
-            ),
+            DataModel::Bridge { schema } => {
+                refuse_shared()?;
+                let scope = Scope::bridge(tenant.id, schema, &inner.shared_path);
+                let (pool, statements) = self.bridge_pool(schema, &scope).await;
+                shared(pool, scope.with_statements(statements))
+            }
             DataModel::Silo { server, database } => {
                 let name = server.as_deref().unwrap_or(&inner.default_server);
                 let (name, server) =
@@ -336,6 +354,56 @@ impl<D: Driver> TenantRouter<D> {
         }
     }
 
+    /// The pool for a bridge tenant of `schema`, and the key of the statements its
+    /// connection may keep: the schema's fingerprint where schemas of one shape
+    /// share statements, else its `search_path`.
+    async fn bridge_pool(&self, schema: &SqlIdent, scope: &Scope) -> (&D::Pool, Arc<str>) {
+        let inner = &self.inner;
+        let shape = if inner.schema_shapes.share() {
+            self.schema_shape(schema).await
+        } else {
+            None
+        };
+        let Some(shape) = shape else {
+            // Statements kept for this schema alone (deadpool), or for one
+            // hand-out (sqlx).
+            let pool = inner
+                .bridge_fallback
+                .as_ref()
+                .unwrap_or(&inner.bridge_model);
+            return (pool, scope.search_path().unwrap_or_default().into());
+        };
+        let pool = match &inner.bridge_fallback {
+            Some(fallback) if inner.schema_shapes.common().as_ref() != Some(&shape) => fallback,
+            _ => &inner.bridge_model,
+        };
+        (pool, shape)
+    }
+
+    /// `schema`'s fingerprint, read on a bridge connection when not known yet;
+    /// `None` when it cannot be read (the hand-out then shares no statement, and
+    /// meets the same failure itself if the server is gone).
+    async fn schema_shape(&self, schema: &SqlIdent) -> Option<Arc<str>> {
+        let (inner, shapes) = (&self.inner, &self.inner.schema_shapes);
+        if let Some(shape) = shapes.get(schema) {
+            return Some(shape);
+        }
+        let generation = shapes.generation();
+        let read = D::schema_shape(&inner.bridge_model, &schema_shape_sql(schema)).await;
+        let shape: Arc<str> = match read {
+            Ok(shape) => shape.into(),
+            Err(error) => {
+                tracing::debug!(%error, %schema, "could not read the schema's shape");
+                return None;
+            }
+        };
+        if shapes.insert(schema, generation, shape.clone()) {
+            // sqlx's bridge connections hold the old common shape's statements.
+            inner.bridge_shapes.changed();
+        }
+        Some(shape)
+    }
+
     /// Open silo pools and their connections.
     pub fn stats(&self) -> RouterStats {
         let (open_silos, silo_connections) = self.inner.silos.stats();
@@ -353,6 +421,9 @@ impl<D: Driver> TenantRouter<D> {
         self.inner.silos.close().await;
         D::close(&self.inner.pool_model).await;
         D::close(&self.inner.bridge_model).await;
+        if let Some(fallback) = &self.inner.bridge_fallback {
+            D::close(fallback).await;
+        }
     }
 }
 
@@ -615,11 +686,15 @@ impl<D: Driver> RouterBuilder<D> {
             None,
             &settings(self.pool_connections, true),
         )?;
-        let bridge_model = D::open_pool(
-            &default.connect,
-            None,
-            &settings(self.bridge_connections, false),
-        )?;
+        let bridge_shapes = Arc::new(Shapes::default());
+        let bridge_settings = |statement_cache| PoolSettings {
+            shapes: Some(bridge_shapes.clone()),
+            ..settings(self.bridge_connections, statement_cache)
+        };
+        let bridge_model = D::open_pool(&default.connect, None, &bridge_settings(true))?;
+        let bridge_fallback = (!D::STATEMENTS_PER_CONNECTION)
+            .then(|| D::open_pool(&default.connect, None, &bridge_settings(false)))
+            .transpose()?;
         let silos = SiloPools::new(
             // Silo pools keep the driver's liveness check: a dead connection there
             // would read as a failed connect and start the silo's back-off.
@@ -642,6 +717,14 @@ impl<D: Driver> RouterBuilder<D> {
                 default_citus,
                 pool_model,
                 bridge_model,
+                bridge_fallback,
+                // Only a router that hears migrations knows when a fingerprint
+                // went stale (see `listen_for_migrations`).
+                schema_shapes: SchemaShapes::new(
+                    default_mode == ConnectionMode::Direct
+                        && tokio::runtime::Handle::try_current().is_ok(),
+                ),
+                bridge_shapes,
                 shared_path,
                 silos,
                 shapes,
@@ -674,6 +757,9 @@ impl<D: Driver> TenantRouter<D> {
                 inner.silos.sweep().await;
                 D::close_idle(&inner.pool_model, connection_idle);
                 D::close_idle(&inner.bridge_model, connection_idle);
+                if let Some(fallback) = &inner.bridge_fallback {
+                    D::close_idle(fallback, connection_idle);
+                }
             }
         });
     }
@@ -703,10 +789,14 @@ impl<D: Driver> TenantRouter<D> {
                 }
                 match heard {
                     Heard::Migrated(payload) => match Migrated::parse(payload) {
-                        Migrated::Shared => inner.shapes.changed(),
-                        Migrated::Schema(_) => {
+                        Migrated::Shared => {
+                            inner.shapes.changed();
+                            inner.bridge_shapes.changed();
+                        }
+                        Migrated::Schema(schema) => {
                             inner.shapes.heard_other();
-                            D::bridge_migrated(&inner.driver_state);
+                            let schema = SqlIdent::new(schema).ok();
+                            inner.schema_shapes.migrated(schema.as_ref());
                         }
                         Migrated::Database(database) => {
                             inner.shapes.heard_other();
@@ -716,6 +806,8 @@ impl<D: Driver> TenantRouter<D> {
                     },
                     Heard::Reconnected => {
                         inner.shapes.changed();
+                        inner.bridge_shapes.changed();
+                        inner.schema_shapes.migrated(None);
                         spawn.spawn(async move { inner.silos.retire(None).await });
                     }
                     Heard::Quiet => {}

@@ -10,8 +10,12 @@
 //! migration at its next hand-out (shared pools), or closes the migrated silo
 //! database's pool. New connections prepare their statements against the new shapes.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+use tenants_core::SqlIdent;
 
 use crate::driver::sealed::Backend;
 
@@ -20,8 +24,9 @@ use crate::driver::sealed::Backend;
 ///
 /// - empty: the shared database's own tables (the pool tables): the shared pools
 ///   retire every connection opened before it;
-/// - `schema:<schema>`: a bridge tenant's schema: each pooled connection forgets the
-///   statements it cached for bridge tenants (deadpool; sqlx caches none there);
+/// - `schema:<schema>`: a bridge tenant's schema: its shape is read again at its
+///   next hand-out, so it shares prepared statements only with schemas of its new
+///   shape ([`SchemaShapes`]);
 /// - `database:<database>`: a silo database: its pools close.
 ///
 /// The provisioning engine sends it after every migration run, whether the run
@@ -178,6 +183,175 @@ impl Shapes {
     }
 }
 
+/// What a bridge schema's objects look like to a prepared statement, as one
+/// fingerprint: its relations' columns (name, type, modifier), its own types, and
+/// its functions' signatures, read from the catalogs in one simple query. Two
+/// schemas with the same fingerprint give every statement the same parameter and
+/// result types, so a statement prepared for one runs for the other: PostgreSQL
+/// parses it again when `search_path` changed since its last use ("if the value of
+/// `search_path` changes from one use to the next, the statement will be re-parsed
+/// using the new `search_path`", PostgreSQL documentation of `PREPARE`), and refuses
+/// it rather than return another shape ("cached plan must not change result type").
+///
+/// A schema's own types count by type id, which no other schema shares: a schema
+/// with an enum of its own shares with none. Tables' row types do not count (every
+/// table has its own); a statement returning a whole row (`SELECT t FROM items t`)
+/// is refused in the next schema rather than read wrongly. A schema that does not
+/// exist has the empty schema's fingerprint.
+pub(crate) fn schema_shape_sql(schema: &SqlIdent) -> String {
+    // `SqlIdent` holds only a-z, 0-9 and '_': safe inside a literal.
+    let schema = schema.as_str();
+    format!(
+        "WITH s AS (SELECT oid FROM pg_namespace WHERE nspname = '{schema}') \
+         SELECT md5(coalesce(string_agg(item, E'\\n' ORDER BY item), '')) FROM ( \
+           SELECT format('relation %s (%s)', c.relname, string_agg( \
+                    format('%s %s %s', a.attname, a.atttypid, a.atttypmod), ', ' \
+                    ORDER BY a.attnum)) AS item \
+           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
+           WHERE c.relnamespace = (SELECT oid FROM s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+             AND a.attnum > 0 AND NOT a.attisdropped \
+           GROUP BY c.relname \
+           UNION ALL \
+           SELECT format('type %s %s', t.typname, t.oid) FROM pg_type t \
+           WHERE t.typnamespace = (SELECT oid FROM s) AND NOT EXISTS ( \
+             SELECT FROM pg_class r WHERE r.relkind <> 'c' AND (r.oid = t.typrelid \
+               OR r.oid = (SELECT e.typrelid FROM pg_type e WHERE e.oid = t.typelem))) \
+           UNION ALL \
+           SELECT format('function %s(%s) %s %s', p.proname, p.proargtypes, p.prorettype, \
+                         p.proretset) FROM pg_proc p \
+           WHERE p.pronamespace = (SELECT oid FROM s)) shape"
+    )
+}
+
+/// The router's bridge schemas by fingerprint ([`schema_shape_sql`]): which schemas
+/// may share prepared statements, and which shape most schemas have.
+///
+/// A schema's fingerprint holds until a migration announcement names the schema
+/// ([`Migrated::Schema`]), or every one's until the listener reconnects (an
+/// announcement may have been missed); either way it is read again at the
+/// schema's next hand-out. Behind a transaction pooler the router hears no
+/// announcement, so there each schema keeps statements of its own (`share` off).
+#[derive(Debug)]
+pub(crate) struct SchemaShapes {
+    share: bool,
+    /// Bumped by each announcement; a reading belongs to the generation it
+    /// started in.
+    generation: AtomicU64,
+    known: RwLock<Known>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    schemas: HashMap<SqlIdent, Reading>,
+    /// Readings older than this generation are stale (the last reconnection).
+    floor: u64,
+    /// How many known schemas have each fingerprint.
+    tally: HashMap<Arc<str>, usize>,
+    /// The fingerprint most known schemas have.
+    common: Option<Arc<str>>,
+}
+
+/// A schema's fingerprint (`None`: announced migrated since) and the generation
+/// it was read in (or announced in: readings that started before do not count).
+#[derive(Debug)]
+struct Reading {
+    generation: u64,
+    shape: Option<Arc<str>>,
+}
+
+/// Schemas [`SchemaShapes`] remembers before it forgets them all (about 100 bytes
+/// each): a router serving more reads fingerprints again.
+const KNOWN_SCHEMAS: usize = 100_000;
+
+impl SchemaShapes {
+    /// Shapes for a router that hears migrations (`share`) or not.
+    pub(crate) fn new(share: bool) -> Self {
+        SchemaShapes {
+            share,
+            generation: AtomicU64::new(0),
+            known: RwLock::new(Known::default()),
+        }
+    }
+
+    /// Whether schemas of one fingerprint share statements.
+    pub(crate) fn share(&self) -> bool {
+        self.share
+    }
+
+    /// The generation a reading that starts now belongs to.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// `schema`'s fingerprint, unless it is unknown or stale.
+    pub(crate) fn get(&self, schema: &SqlIdent) -> Option<Arc<str>> {
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        let reading = known.schemas.get(schema)?;
+        if reading.generation < known.floor {
+            return None;
+        }
+        reading.shape.clone()
+    }
+
+    /// Records `schema`'s fingerprint, read in `generation`, unless an announcement
+    /// came since. Returns whether the common fingerprint changed from one to
+    /// another (not from none).
+    pub(crate) fn insert(&self, schema: &SqlIdent, generation: u64, shape: Arc<str>) -> bool {
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        let announced = known.schemas.get(schema).map_or(0, |r| r.generation);
+        if generation < known.floor.max(announced) {
+            return false;
+        }
+        if known.schemas.len() >= KNOWN_SCHEMAS {
+            known.schemas.clear();
+            known.tally.clear();
+        }
+        known.set(schema, generation, Some(shape.clone()));
+        let count = known.tally.get(&shape).copied().unwrap_or(0);
+        let leader = known
+            .common
+            .as_ref()
+            .map_or(0, |common| known.tally.get(common).copied().unwrap_or(0));
+        if known.common.as_ref() == Some(&shape) || count <= leader {
+            return false;
+        }
+        known.common.replace(shape).is_some()
+    }
+
+    /// The fingerprint most known schemas have.
+    pub(crate) fn common(&self) -> Option<Arc<str>> {
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        known.common.clone()
+    }
+
+    /// `schema` was migrated (`None`: any may have been): its fingerprint is read
+    /// again, and a reading under way is not kept.
+    pub(crate) fn migrated(&self, schema: Option<&SqlIdent>) {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        match schema {
+            Some(schema) => known.set(schema, generation, None),
+            None => known.floor = generation,
+        }
+    }
+}
+
+impl Known {
+    fn set(&mut self, schema: &SqlIdent, generation: u64, shape: Option<Arc<str>>) {
+        if let Some(shape) = &shape {
+            *self.tally.entry(shape.clone()).or_default() += 1;
+        }
+        let old = self
+            .schemas
+            .insert(schema.clone(), Reading { generation, shape });
+        if let Some(old) = old.and_then(|r| r.shape)
+            && let Some(count) = self.tally.get_mut(&old)
+        {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +367,50 @@ mod tests {
             assert_eq!(Migrated::parse(&migrated.payload()), migrated);
         }
         assert_eq!(Migrated::parse("something:else"), Migrated::Shared);
+    }
+
+    fn schema(name: &str) -> SqlIdent {
+        SqlIdent::new(name).unwrap()
+    }
+
+    #[test]
+    fn the_common_shape_is_the_one_most_schemas_have() {
+        let shapes = SchemaShapes::new(true);
+        let (one, two): (Arc<str>, Arc<str>) = ("one".into(), "two".into());
+        let g = shapes.generation();
+        // The first shape read becomes the common one; that is no change.
+        assert!(!shapes.insert(&schema("a"), g, one.clone()));
+        assert!(!shapes.insert(&schema("b"), g, two.clone()));
+        assert_eq!(shapes.common(), Some(one.clone()));
+        // A tie keeps the common shape; a lead changes it.
+        assert!(shapes.insert(&schema("c"), g, two.clone()));
+        assert_eq!(shapes.common(), Some(two.clone()));
+        // `a` migrated to `two`: read again, it counts once, not twice.
+        shapes.migrated(Some(&schema("a")));
+        assert_eq!(shapes.get(&schema("a")), None);
+        assert_eq!(shapes.get(&schema("b")), Some(two.clone()));
+        assert!(!shapes.insert(&schema("a"), shapes.generation(), two.clone()));
+        let known = shapes.known.read().unwrap();
+        assert_eq!(known.tally[&one], 0);
+        assert_eq!(known.tally[&two], 3);
+    }
+
+    #[test]
+    fn a_reading_older_than_its_announcement_is_not_kept() {
+        let shapes = SchemaShapes::new(true);
+        let before = shapes.generation();
+        shapes.migrated(Some(&schema("a")));
+        assert!(!shapes.insert(&schema("a"), before, "stale".into()));
+        assert_eq!(shapes.get(&schema("a")), None);
+        // Another schema's reading of that generation stands.
+        shapes.insert(&schema("b"), before, "fresh".into());
+        assert_eq!(shapes.get(&schema("b")).as_deref(), Some("fresh"));
+        // A reconnection makes every reading stale.
+        shapes.migrated(None);
+        assert_eq!(shapes.get(&schema("b")), None);
+        assert!(!shapes.insert(&schema("b"), before, "stale".into()));
+        shapes.insert(&schema("b"), shapes.generation(), "fresh".into());
+        assert_eq!(shapes.get(&schema("b")).as_deref(), Some("fresh"));
     }
 
     #[test]

@@ -172,6 +172,13 @@ impl Backend for Sqlx {
         Ok(pool.connect_lazy_with(options))
     }
 
+    async fn schema_shape(pool: &PgPool, sql: &str) -> Result<String, Error> {
+        let row = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .fetch_one(pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     async fn subscribe(
         server: &PgConnectOptions,
         channel: &'static str,

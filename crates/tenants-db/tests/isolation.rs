@@ -412,40 +412,48 @@ async fn idle_connections_killed_are_replaced_deadpool() {
 
 /// A bridge connection serving many transactions of different tenants does not
 /// pile up prepared statements on the server (each holds its plan's memory for
-/// the backend's life): sqlx, whose statement cache is of no use across schemas,
-/// closes them when the connection comes back; deadpool when the schema changes.
-async fn bridge_connections_keep_no_prepared_statements<D: Driver>()
+/// the backend's life): schemas of one shape share one statement per SQL text,
+/// and a schema of another shape gets its own in place of theirs (deadpool clears
+/// the connection's cache; sqlx's second bridge pool closes them when the
+/// connection comes back).
+async fn bridge_connections_do_not_pile_up_prepared_statements<D: Driver>()
 where
     TenantRouter<D>: Probe,
 {
-    let world = World::new(0, 2, 0);
+    let world = World::new(0, 3, 0);
+    world.admin(&format!(
+        "ALTER TABLE {}.notes ADD COLUMN done boolean NOT NULL DEFAULT false",
+        schema_of(&world.bridge[2])
+    ));
     let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
     let tenants = world.tenants();
     for round in 0..20 {
         for tenant in &tenants {
             router
-                .write_read(tenant, &format!("{round}"), true)
+                .write_read(tenant, &format!("{}:{round}", tenant.id), true)
                 .await
                 .unwrap();
         }
     }
-    let held = router.prepared_statements(&tenants[0]).await.unwrap();
-    // The statements of one transaction at most (write_read prepares two).
-    assert!(
-        held <= 2,
-        "{held} prepared statements after 40 transactions"
-    );
+    for tenant in &tenants {
+        let held = router.prepared_statements(tenant).await.unwrap();
+        // The statements of one shape at most (write_read prepares two).
+        assert!(
+            held <= 2,
+            "{held} prepared statements after 60 transactions"
+        );
+    }
     router.close().await;
 }
 
 #[tokio::test]
-async fn bridge_connections_keep_no_prepared_statements_sqlx() {
-    bridge_connections_keep_no_prepared_statements::<Sqlx>().await;
+async fn bridge_connections_do_not_pile_up_prepared_statements_sqlx() {
+    bridge_connections_do_not_pile_up_prepared_statements::<Sqlx>().await;
 }
 
 #[tokio::test]
-async fn bridge_connections_keep_no_prepared_statements_deadpool() {
-    bridge_connections_keep_no_prepared_statements::<Deadpool>().await;
+async fn bridge_connections_do_not_pile_up_prepared_statements_deadpool() {
+    bridge_connections_do_not_pile_up_prepared_statements::<Deadpool>().await;
 }
 
 /// A hostile handler that deallocates the statements sqlx keeps for its hand-out
@@ -642,13 +650,9 @@ where
 {
     let world = World::new(0, 2, 0);
     let (old, new) = (&world.bridge[0], &world.bridge[1]);
-    let schema = |t: &Tenant| match &t.model {
-        DataModel::Bridge { schema } => schema.clone(),
-        _ => unreachable!(),
-    };
     world.admin(&format!(
         "ALTER TABLE {}.notes ADD COLUMN done boolean NOT NULL DEFAULT false",
-        schema(new)
+        schema_of(new)
     ));
     let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
     for tenant in [old, new] {
@@ -672,6 +676,125 @@ async fn bridge_statement_cache_sqlx() {
 #[tokio::test]
 async fn bridge_statement_cache_deadpool() {
     bridge_statement_cache::<Deadpool>().await;
+}
+
+/// The schema of a bridge tenant.
+fn schema_of(tenant: &Tenant) -> SqlIdent {
+    match &tenant.model {
+        DataModel::Bridge { schema } => schema.clone(),
+        _ => unreachable!("a bridge tenant"),
+    }
+}
+
+/// When the connection's backend last prepared a statement, in microseconds.
+const LAST_PREPARED: &str = "SELECT coalesce((extract(epoch FROM max(prepare_time)) * 1000000)::bigint, 0) \
+     FROM pg_prepared_statements";
+
+/// Bridge tenants whose schemas have the same shape share a connection's prepared
+/// statements: after each has been served once, alternating them through one
+/// connection prepares nothing more, and each still reads its own rows.
+async fn bridge_tenants_of_one_shape_share_statements<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(0, 3, 0);
+    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
+    let tenants = world.tenants();
+    for tenant in &tenants {
+        router
+            .write_read(tenant, &format!("{}:first", tenant.id), true)
+            .await
+            .unwrap();
+    }
+    let prepared = router.count(&tenants[0], LAST_PREPARED).await.unwrap();
+    assert!(prepared > 0, "no statement was prepared");
+    for round in 0..5 {
+        for tenant in &tenants {
+            let seen = router
+                .write_read(tenant, &format!("{}:{round}", tenant.id), true)
+                .await
+                .unwrap();
+            assert_eq!(seen.len(), round + 2, "{}: {seen:?}", tenant.id);
+            assert_own_rows(tenant, &seen);
+        }
+    }
+    let last = router.count(&tenants[1], LAST_PREPARED).await.unwrap();
+    assert_eq!(last, prepared, "statements were prepared again");
+    router.close().await;
+}
+
+#[tokio::test]
+async fn bridge_tenants_of_one_shape_share_statements_sqlx() {
+    bridge_tenants_of_one_shape_share_statements::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn bridge_tenants_of_one_shape_share_statements_deadpool() {
+    bridge_tenants_of_one_shape_share_statements::<Deadpool>().await;
+}
+
+/// Two of three bridge schemas migrated while the router runs, each announced on
+/// `tenants_migrated`: the migrated ones read their new columns and the other its
+/// old ones, through one connection, with no "cached plan must not change result
+/// type" error (the migrated schemas' shape is read again; on sqlx it becomes the
+/// common shape, and the connections holding the old one's statements retire).
+async fn announced_bridge_migrations_change_the_shared_statements<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(0, 3, 0);
+    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
+    let tenants = world.tenants();
+    for tenant in &tenants {
+        router.write_read(tenant, "row", true).await.unwrap();
+        assert_eq!(router.columns(tenant).await.unwrap(), ["id", "secret"]);
+    }
+    let heard = router.stats().migrations_heard;
+    for tenant in &tenants[1..] {
+        let schema = schema_of(tenant);
+        world.admin(&format!(
+            "ALTER TABLE {schema}.notes ADD COLUMN done boolean NOT NULL DEFAULT false; \
+             SELECT pg_notify('tenants_migrated', 'schema:{schema}')"
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while router.stats().migrations_heard < heard + 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "announcements not heard"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        for (i, tenant) in tenants.iter().enumerate() {
+            let expected: &[&str] = if i == 0 {
+                &["id", "secret"]
+            } else {
+                &["id", "secret", "done"]
+            };
+            assert_eq!(
+                router.columns(tenant).await.unwrap(),
+                expected,
+                "{}",
+                tenant.id
+            );
+        }
+    }
+    router.close().await;
+}
+
+// Several threads: `World::admin` blocks its thread while the rollbacks of the
+// probes' dropped transactions, which hold locks it waits for, run.
+#[tokio::test(flavor = "multi_thread")]
+async fn announced_bridge_migrations_change_the_shared_statements_sqlx() {
+    announced_bridge_migrations_change_the_shared_statements::<Sqlx>().await;
+}
+
+// Several threads: `World::admin` blocks its thread while the rollbacks of the
+// probes' dropped transactions, which hold locks it waits for, run.
+#[tokio::test(flavor = "multi_thread")]
+async fn announced_bridge_migrations_change_the_shared_statements_deadpool() {
+    announced_bridge_migrations_change_the_shared_statements::<Deadpool>().await;
 }
 
 /// The tenant roles' grants, not application code, decide: an admin deletes, a
