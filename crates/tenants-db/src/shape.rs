@@ -24,9 +24,9 @@ use crate::driver::sealed::Backend;
 ///
 /// - empty: the shared database's own tables (the pool tables): the shared pools
 ///   retire every connection opened before it;
-/// - `schema:<schema>`: a bridge tenant's schema: its shape is read again at its
-///   next hand-out, so it shares prepared statements only with schemas of its new
-///   shape ([`SchemaShapes`]);
+/// - `schema:<schema>`: a bridge tenant's schema: its shape (tables, columns,
+///   types) is read again at its next hand-out, so it shares prepared statements
+///   only with schemas of its new shape;
 /// - `database:<database>`: a silo database: its pools close.
 ///
 /// The provisioning engine sends it after every migration run, whether the run
