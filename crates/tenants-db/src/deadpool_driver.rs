@@ -252,6 +252,12 @@ impl Backend for Deadpool {
 
     const STATEMENTS_PER_CONNECTION: bool = true;
 
+    fn bridge_migrated(kept: &BridgeStatements) {
+        // Every bridge connection then clears its statement cache at its next
+        // hand-out, as when the shape changes.
+        kept.0.invalidate_all();
+    }
+
     async fn schema_shape(pool: &Pool, sql: &str) -> Result<String, Error> {
         let client = pool.get().await?;
         let rows = client.simple_query(sql).await?;

@@ -142,6 +142,13 @@ pub(crate) mod sealed {
         /// the common shape and one whose statements last a hand-out (sqlx).
         const STATEMENTS_PER_CONNECTION: bool = false;
 
+        /// Bridge connections' statements may not fit their schemas any more
+        /// (drivers with [`STATEMENTS_PER_CONNECTION`](Self::STATEMENTS_PER_CONNECTION)):
+        /// each connection forgets them at its next hand-out.
+        fn bridge_migrated(state: &Self::State) {
+            let _ = state;
+        }
+
         /// Runs [`schema_shape_sql`](crate::shape::schema_shape_sql), a simple
         /// query of one row and one text column, on a connection of `pool`.
         fn schema_shape(

@@ -71,7 +71,7 @@ pub const TENANT_SETTING: &str = "tenants.tenant_id";
 /// sequence values, held cursors or channels listened to. Every statement is allowed
 /// to any role (`DEFAULT` is the role that logged in) inside a transaction block, and
 /// none can fail on a live connection.
-const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; \
+pub(crate) const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; \
                              DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; ";
 
 /// On a Citus coordinator, what makes the tenant reach the workers in every

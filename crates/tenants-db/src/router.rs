@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tenants_core::{DataModel, SqlIdent, Tenant};
@@ -15,7 +15,7 @@ use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 use crate::isolation::Scope;
 use crate::placement::active_model;
-use crate::shape::{Heard, Migrated, SchemaShapes, Shapes, schema_shape_sql};
+use crate::shape::{Heard, Inserted, Migrated, SchemaShapes, Shapes, schema_shape_sql};
 use crate::silo::{Identity, SiloKey, SiloPools};
 use crate::{ConnectionMode, Error, Hazard};
 
@@ -79,16 +79,16 @@ pub(crate) struct Inner<D: Backend> {
     /// Bridge tenants' connections, whose prepared statements serve every schema
     /// of one shape: all of them on a driver that knows each connection's last
     /// shape ([`Backend::STATEMENTS_PER_CONNECTION`]), else those of the common
-    /// shape.
-    bridge_model: D::Pool,
+    /// shape; then the pool is replaced (the old one closed) whenever its
+    /// statements may have gone stale ([`Inner::bridge_statements_stale`]).
+    bridge_model: RwLock<D::Pool>,
+    /// How the bridge pools are opened.
+    bridge_settings: PoolSettings,
     /// Bridge tenants of the other shapes, on a driver that does not know a
     /// connection's last shape: prepared statements last one hand-out.
     bridge_fallback: Option<D::Pool>,
     /// The bridge schemas' fingerprints.
     schema_shapes: SchemaShapes,
-    /// When the bridge pool's statements last went stale: a migration of the
-    /// shared database, or a new common shape.
-    bridge_shapes: Arc<Shapes>,
     /// The shared schemas as the tail of a bridge tenant's `search_path`
     /// (`, "shared"`), quoted once.
     shared_path: String,
@@ -143,7 +143,7 @@ impl<D: Driver> fmt::Debug for TenantRouter<D> {
 /// How often a hand-out looks a silo pool up again after finding it closed.
 const SILO_RETRIES: usize = 3;
 
-/// A snapshot of the router's silo pools.
+/// A snapshot of the router's silo pools and migration listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouterStats {
@@ -154,6 +154,10 @@ pub struct RouterStats {
     pub silo_connections: usize,
     /// Migrations announced on [`MIGRATED_CHANNEL`](crate::MIGRATED_CHANNEL) that the router has heard.
     pub migrations_heard: u64,
+    /// Whether the router is listening on [`MIGRATED_CHANNEL`](crate::MIGRATED_CHANNEL)
+    /// now: only then do bridge tenants of one schema shape share prepared
+    /// statements (never behind a transaction pooler, where no session can listen).
+    pub listening: bool,
 }
 
 impl<D: Driver> TenantRouter<D> {
@@ -326,7 +330,7 @@ impl<D: Driver> TenantRouter<D> {
                 refuse_shared()?;
                 let scope = Scope::bridge(tenant.id, schema, &inner.shared_path);
                 let (pool, statements) = self.bridge_pool(schema, &scope).await;
-                shared(pool, scope.with_statements(statements))
+                shared(&pool, scope.with_statements(statements))
             }
             DataModel::Silo { server, database } => {
                 let name = server.as_deref().unwrap_or(&inner.default_server);
@@ -357,7 +361,7 @@ impl<D: Driver> TenantRouter<D> {
     /// The pool for a bridge tenant of `schema`, and the key of the statements its
     /// connection may keep: the schema's fingerprint where schemas of one shape
     /// share statements, else its `search_path`.
-    async fn bridge_pool(&self, schema: &SqlIdent, scope: &Scope) -> (&D::Pool, Arc<str>) {
+    async fn bridge_pool(&self, schema: &SqlIdent, scope: &Scope) -> (D::Pool, Arc<str>) {
         let inner = &self.inner;
         let shape = if inner.schema_shapes.share() {
             self.schema_shape(schema).await
@@ -367,15 +371,17 @@ impl<D: Driver> TenantRouter<D> {
         let Some(shape) = shape else {
             // Statements kept for this schema alone (deadpool), or for one
             // hand-out (sqlx).
-            let pool = inner
-                .bridge_fallback
-                .as_ref()
-                .unwrap_or(&inner.bridge_model);
+            let pool = match &inner.bridge_fallback {
+                Some(fallback) => fallback.clone(),
+                None => inner.bridge_model(),
+            };
             return (pool, scope.search_path().unwrap_or_default().into());
         };
         let pool = match &inner.bridge_fallback {
-            Some(fallback) if inner.schema_shapes.common().as_ref() != Some(&shape) => fallback,
-            _ => &inner.bridge_model,
+            Some(fallback) if inner.schema_shapes.common().as_ref() != Some(&shape) => {
+                fallback.clone()
+            }
+            _ => inner.bridge_model(),
         };
         (pool, shape)
     }
@@ -389,19 +395,24 @@ impl<D: Driver> TenantRouter<D> {
             return Some(shape);
         }
         let generation = shapes.generation();
-        let read = D::schema_shape(&inner.bridge_model, &schema_shape_sql(schema)).await;
+        let read = D::schema_shape(&inner.bridge_model(), &schema_shape_sql(schema)).await;
         let shape: Arc<str> = match read {
             Ok(shape) => shape.into(),
             Err(error) => {
-                tracing::debug!(%error, %schema, "could not read the schema's shape");
+                tracing::warn!(%error, %schema, "could not read the schema's shape");
                 return None;
             }
         };
-        if shapes.insert(schema, generation, shape.clone()) {
-            // sqlx's bridge connections hold the old common shape's statements.
-            inner.bridge_shapes.changed();
+        match shapes.insert(schema, generation, shape.clone()) {
+            Inserted::Kept => Some(shape),
+            // Its statements are the old common shape's.
+            Inserted::NewCommon => {
+                inner.bridge_statements_stale();
+                Some(shape)
+            }
+            // Maybe read before a migration of the schema: share nothing on it.
+            Inserted::Stale => None,
         }
-        Some(shape)
     }
 
     /// Open silo pools and their connections.
@@ -411,6 +422,7 @@ impl<D: Driver> TenantRouter<D> {
             open_silos,
             silo_connections,
             migrations_heard: self.inner.shapes.heard(),
+            listening: self.inner.schema_shapes.share(),
         }
     }
 
@@ -420,9 +432,45 @@ impl<D: Driver> TenantRouter<D> {
         self.inner.closed.store(true, Ordering::Relaxed);
         self.inner.silos.close().await;
         D::close(&self.inner.pool_model).await;
-        D::close(&self.inner.bridge_model).await;
+        D::close(&self.inner.bridge_model()).await;
         if let Some(fallback) = &self.inner.bridge_fallback {
             D::close(fallback).await;
+        }
+    }
+}
+
+impl<D: Backend> Inner<D> {
+    /// The pool of bridge tenants of the common shape (of all, on deadpool).
+    fn bridge_model(&self) -> D::Pool {
+        self.bridge_model
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The bridge connections' statements may not fit their schemas any more:
+    /// deadpool clears each connection's cache at its next hand-out; sqlx's pool
+    /// of the common shape is replaced by a new one, and the old one closes as
+    /// its connections come back (a hand-out that finds it closed takes the
+    /// new one).
+    fn bridge_statements_stale(&self) {
+        if D::STATEMENTS_PER_CONNECTION {
+            D::bridge_migrated(&self.driver_state);
+            return;
+        }
+        let Some(server) = self.servers.get(&self.default_server) else {
+            return;
+        };
+        let Ok(fresh) = D::open_pool(&server.connect, None, &self.bridge_settings) else {
+            // The settings opened the first pool; a failure here leaves the old one.
+            return;
+        };
+        let old = std::mem::replace(
+            &mut *self.bridge_model.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { D::close(&old).await });
         }
     }
 }
@@ -546,6 +594,9 @@ impl<D: Driver> RouterBuilder<D> {
     }
 
     /// Connections of the shared pool serving bridge-model tenants (default 10).
+    /// On sqlx, bridge tenants whose schema's shape is not the common one have a
+    /// second pool of this size (see [`Sqlx`](crate::Sqlx)); a pool replaced after
+    /// a migration closes its connections as they come back.
     pub fn bridge_connections(mut self, max: u32) -> Self {
         self.bridge_connections = max;
         self
@@ -686,14 +737,13 @@ impl<D: Driver> RouterBuilder<D> {
             None,
             &settings(self.pool_connections, true),
         )?;
-        let bridge_shapes = Arc::new(Shapes::default());
-        let bridge_settings = |statement_cache| PoolSettings {
-            shapes: Some(bridge_shapes.clone()),
-            ..settings(self.bridge_connections, statement_cache)
-        };
-        let bridge_model = D::open_pool(&default.connect, None, &bridge_settings(true))?;
+        let bridge_settings = settings(self.bridge_connections, true);
+        let bridge_model = D::open_pool(&default.connect, None, &bridge_settings)?;
         let bridge_fallback = (!D::STATEMENTS_PER_CONNECTION)
-            .then(|| D::open_pool(&default.connect, None, &bridge_settings(false)))
+            .then(|| {
+                let settings = settings(self.bridge_connections, false);
+                D::open_pool(&default.connect, None, &settings)
+            })
             .transpose()?;
         let silos = SiloPools::new(
             // Silo pools keep the driver's liveness check: a dead connection there
@@ -716,15 +766,11 @@ impl<D: Driver> RouterBuilder<D> {
                 default_mode,
                 default_citus,
                 pool_model,
-                bridge_model,
+                bridge_model: RwLock::new(bridge_model),
+                bridge_settings,
                 bridge_fallback,
-                // Only a router that hears migrations knows when a fingerprint
-                // went stale (see `listen_for_migrations`).
-                schema_shapes: SchemaShapes::new(
-                    default_mode == ConnectionMode::Direct
-                        && tokio::runtime::Handle::try_current().is_ok(),
-                ),
-                bridge_shapes,
+                // Sharing starts once the migration listener listens.
+                schema_shapes: SchemaShapes::default(),
                 shared_path,
                 silos,
                 shapes,
@@ -756,7 +802,7 @@ impl<D: Driver> TenantRouter<D> {
                 let Some(inner) = inner.upgrade() else { return };
                 inner.silos.sweep().await;
                 D::close_idle(&inner.pool_model, connection_idle);
-                D::close_idle(&inner.bridge_model, connection_idle);
+                D::close_idle(&inner.bridge_model(), connection_idle);
                 if let Some(fallback) = &inner.bridge_fallback {
                     D::close_idle(fallback, connection_idle);
                 }
@@ -791,12 +837,15 @@ impl<D: Driver> TenantRouter<D> {
                     Heard::Migrated(payload) => match Migrated::parse(payload) {
                         Migrated::Shared => {
                             inner.shapes.changed();
-                            inner.bridge_shapes.changed();
+                            inner.schema_shapes.migrated(None);
                         }
                         Migrated::Schema(schema) => {
                             inner.shapes.heard_other();
                             let schema = SqlIdent::new(schema).ok();
                             inner.schema_shapes.migrated(schema.as_ref());
+                            // A statement prepared in the schema between its
+                            // migration and now has its new shape.
+                            inner.bridge_statements_stale();
                         }
                         Migrated::Database(database) => {
                             inner.shapes.heard_other();
@@ -804,10 +853,10 @@ impl<D: Driver> TenantRouter<D> {
                             spawn.spawn(async move { inner.silos.retire(Some(&database)).await });
                         }
                     },
+                    Heard::Listening => inner.schema_shapes.listening(true),
+                    Heard::Lost => inner.schema_shapes.listening(false),
                     Heard::Reconnected => {
                         inner.shapes.changed();
-                        inner.bridge_shapes.changed();
-                        inner.schema_shapes.migrated(None);
                         spawn.spawn(async move { inner.silos.retire(None).await });
                     }
                     Heard::Quiet => {}

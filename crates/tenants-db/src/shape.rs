@@ -9,15 +9,20 @@
 //! with a connection of its own, retires every connection opened before the
 //! migration at its next hand-out (shared pools), or closes the migrated silo
 //! database's pool. New connections prepare their statements against the new shapes.
+//!
+//! Bridge tenants share prepared statements between schemas of one shape, known
+//! by a fingerprint of each schema's catalog entries ([`schema_shape_sql`],
+//! [`SchemaShapes`]), read again when a migration of the schema is announced.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tenants_core::SqlIdent;
 
 use crate::driver::sealed::Backend;
+use crate::isolation::RESET_SESSION;
 
 /// The channel on which migrations are announced, on the shared database (the
 /// default server's). The payload names what was migrated:
@@ -86,8 +91,10 @@ const LISTEN_QUIET: Duration = Duration::from_secs(5);
 
 /// Listens on [`MIGRATED_CHANNEL`] of `server`'s database (on a connection of its
 /// own, connecting again after a loss) until `heard` returns `false`: `heard` gets
-/// each announcement's payload, [`Heard::Reconnected`] once listening again after
-/// a loss, and [`Heard::Quiet`] every few seconds without either.
+/// [`Heard::Listening`] each time the listening starts, [`Heard::Reconnected`]
+/// after it when it follows a loss, each announcement's payload,
+/// [`Heard::Lost`] when the connection ends, and [`Heard::Quiet`] every few
+/// seconds without any of these.
 pub(crate) async fn listen<D: Backend>(
     server: D::Server,
     mut heard: impl FnMut(Heard<'_>) -> bool,
@@ -101,6 +108,9 @@ pub(crate) async fn listen<D: Backend>(
             }
             continue;
         };
+        if !heard(Heard::Listening) {
+            return;
+        }
         if std::mem::take(&mut lost) && !heard(Heard::Reconnected) {
             return;
         }
@@ -116,6 +126,9 @@ pub(crate) async fn listen<D: Backend>(
             }
         }
         lost = true;
+        if !heard(Heard::Lost) {
+            return;
+        }
     }
 }
 
@@ -124,9 +137,14 @@ pub(crate) async fn listen<D: Backend>(
 pub(crate) enum Heard<'a> {
     /// A migration ran on the database named (empty: the shared database).
     Migrated(&'a str),
+    /// Listening (again): announcements from now on are heard.
+    Listening,
     /// The listening connection was lost and opened again: announcements in
     /// between were missed.
     Reconnected,
+    /// The listening connection was lost: announcements are missed until
+    /// [`Heard::Listening`].
+    Lost,
     /// Nothing for a while (a chance to stop listening when the router is gone).
     Quiet,
 }
@@ -198,11 +216,17 @@ impl Shapes {
 /// table has its own); a statement returning a whole row (`SELECT t FROM items t`)
 /// is refused in the next schema rather than read wrongly. A schema that does not
 /// exist has the empty schema's fingerprint.
+///
+/// It runs on a pooled connection: in the same message, the session is first put
+/// back as it connected and `search_path` set to `pg_catalog` alone, so that
+/// nothing a handler left (a temporary `pg_class`, a function or operator of a
+/// schema put before `pg_catalog`) answers in place of the catalogs.
 pub(crate) fn schema_shape_sql(schema: &SqlIdent) -> String {
     // `SqlIdent` holds only a-z, 0-9 and '_': safe inside a literal.
     let schema = schema.as_str();
     format!(
-        "WITH s AS (SELECT oid FROM pg_namespace WHERE nspname = '{schema}') \
+        "{RESET_SESSION}SET search_path = pg_catalog; \
+         WITH s AS (SELECT oid FROM pg_namespace WHERE nspname = '{schema}') \
          SELECT md5(coalesce(string_agg(item, E'\\n' ORDER BY item), '')) FROM ( \
            SELECT format('relation %s (%s)', c.relname, string_agg( \
                     format('%s %s %s', a.attname, a.atttypid, a.atttypmod), ', ' \
@@ -227,13 +251,15 @@ pub(crate) fn schema_shape_sql(schema: &SqlIdent) -> String {
 /// may share prepared statements, and which shape most schemas have.
 ///
 /// A schema's fingerprint holds until a migration announcement names the schema
-/// ([`Migrated::Schema`]), or every one's until the listener reconnects (an
-/// announcement may have been missed); either way it is read again at the
-/// schema's next hand-out. Behind a transaction pooler the router hears no
-/// announcement, so there each schema keeps statements of its own (`share` off).
+/// ([`Migrated::Schema`]), or every one's until an announcement names the shared
+/// database or the listener starts or stops listening (an announcement may have
+/// been missed); either way it is read again at the schema's next hand-out.
+/// Schemas share statements only while the router listens: behind a transaction
+/// pooler it never does, and there each schema keeps statements of its own.
 #[derive(Debug)]
 pub(crate) struct SchemaShapes {
-    share: bool,
+    /// The router is listening for announcements now.
+    share: AtomicBool,
     /// Bumped by each announcement; a reading belongs to the generation it
     /// started in.
     generation: AtomicU64,
@@ -251,6 +277,17 @@ struct Known {
     common: Option<Arc<str>>,
 }
 
+/// What became of a reading given to [`SchemaShapes::insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// Kept; the common shape is as it was (or was none).
+    Kept,
+    /// Kept, and now the common shape: another one was before.
+    NewCommon,
+    /// Not kept: an announcement came while it was read, so it may be stale.
+    Stale,
+}
+
 /// A schema's fingerprint (`None`: announced migrated since) and the generation
 /// it was read in (or announced in: readings that started before do not count).
 #[derive(Debug)]
@@ -263,19 +300,28 @@ struct Reading {
 /// each): a router serving more reads fingerprints again.
 const KNOWN_SCHEMAS: usize = 100_000;
 
-impl SchemaShapes {
-    /// Shapes for a router that hears migrations (`share`) or not.
-    pub(crate) fn new(share: bool) -> Self {
+impl Default for SchemaShapes {
+    fn default() -> Self {
         SchemaShapes {
-            share,
+            share: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             known: RwLock::new(Known::default()),
         }
     }
+}
 
-    /// Whether schemas of one fingerprint share statements.
+impl SchemaShapes {
+    /// Whether schemas of one fingerprint share statements: while the router is
+    /// listening for announcements.
     pub(crate) fn share(&self) -> bool {
-        self.share
+        self.share.load(Ordering::Acquire)
+    }
+
+    /// The router started (`true`) or stopped listening: every reading so far
+    /// may have missed an announcement.
+    pub(crate) fn listening(&self, listening: bool) {
+        self.migrated(None);
+        self.share.store(listening, Ordering::Release);
     }
 
     /// The generation a reading that starts now belongs to.
@@ -294,17 +340,19 @@ impl SchemaShapes {
     }
 
     /// Records `schema`'s fingerprint, read in `generation`, unless an announcement
-    /// came since. Returns whether the common fingerprint changed from one to
-    /// another (not from none).
-    pub(crate) fn insert(&self, schema: &SqlIdent, generation: u64, shape: Arc<str>) -> bool {
+    /// came since.
+    pub(crate) fn insert(&self, schema: &SqlIdent, generation: u64, shape: Arc<str>) -> Inserted {
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         let announced = known.schemas.get(schema).map_or(0, |r| r.generation);
         if generation < known.floor.max(announced) {
-            return false;
+            return Inserted::Stale;
         }
-        if known.schemas.len() >= KNOWN_SCHEMAS {
+        if known.schemas.len() >= KNOWN_SCHEMAS && !known.schemas.contains_key(schema) {
+            // Forgetting the announcements too: readings under way count as stale.
             known.schemas.clear();
             known.tally.clear();
+            known.floor = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            return Inserted::Stale;
         }
         known.set(schema, generation, Some(shape.clone()));
         let count = known.tally.get(&shape).copied().unwrap_or(0);
@@ -313,9 +361,12 @@ impl SchemaShapes {
             .as_ref()
             .map_or(0, |common| known.tally.get(common).copied().unwrap_or(0));
         if known.common.as_ref() == Some(&shape) || count <= leader {
-            return false;
+            return Inserted::Kept;
         }
-        known.common.replace(shape).is_some()
+        match known.common.replace(shape) {
+            Some(_) => Inserted::NewCommon,
+            None => Inserted::Kept,
+        }
     }
 
     /// The fingerprint most known schemas have.
@@ -347,7 +398,10 @@ impl Known {
         if let Some(old) = old.and_then(|r| r.shape)
             && let Some(count) = self.tally.get_mut(&old)
         {
-            *count = count.saturating_sub(1);
+            *count -= 1;
+            if *count == 0 {
+                self.tally.remove(&old);
+            }
         }
     }
 }
@@ -375,40 +429,55 @@ mod tests {
 
     #[test]
     fn the_common_shape_is_the_one_most_schemas_have() {
-        let shapes = SchemaShapes::new(true);
+        let shapes = SchemaShapes::default();
         let (one, two): (Arc<str>, Arc<str>) = ("one".into(), "two".into());
         let g = shapes.generation();
         // The first shape read becomes the common one; that is no change.
-        assert!(!shapes.insert(&schema("a"), g, one.clone()));
-        assert!(!shapes.insert(&schema("b"), g, two.clone()));
+        assert_eq!(shapes.insert(&schema("a"), g, one.clone()), Inserted::Kept);
+        assert_eq!(shapes.insert(&schema("b"), g, two.clone()), Inserted::Kept);
         assert_eq!(shapes.common(), Some(one.clone()));
         // A tie keeps the common shape; a lead changes it.
-        assert!(shapes.insert(&schema("c"), g, two.clone()));
+        assert_eq!(
+            shapes.insert(&schema("c"), g, two.clone()),
+            Inserted::NewCommon
+        );
         assert_eq!(shapes.common(), Some(two.clone()));
         // `a` migrated to `two`: read again, it counts once, not twice.
         shapes.migrated(Some(&schema("a")));
         assert_eq!(shapes.get(&schema("a")), None);
         assert_eq!(shapes.get(&schema("b")), Some(two.clone()));
-        assert!(!shapes.insert(&schema("a"), shapes.generation(), two.clone()));
+        let now = shapes.generation();
+        assert_eq!(
+            shapes.insert(&schema("a"), now, two.clone()),
+            Inserted::Kept
+        );
         let known = shapes.known.read().unwrap();
-        assert_eq!(known.tally[&one], 0);
+        assert_eq!(known.tally.get(&one), None);
         assert_eq!(known.tally[&two], 3);
     }
 
     #[test]
     fn a_reading_older_than_its_announcement_is_not_kept() {
-        let shapes = SchemaShapes::new(true);
+        let shapes = SchemaShapes::default();
         let before = shapes.generation();
         shapes.migrated(Some(&schema("a")));
-        assert!(!shapes.insert(&schema("a"), before, "stale".into()));
+        assert_eq!(
+            shapes.insert(&schema("a"), before, "stale".into()),
+            Inserted::Stale
+        );
         assert_eq!(shapes.get(&schema("a")), None);
         // Another schema's reading of that generation stands.
         shapes.insert(&schema("b"), before, "fresh".into());
         assert_eq!(shapes.get(&schema("b")).as_deref(), Some("fresh"));
-        // A reconnection makes every reading stale.
-        shapes.migrated(None);
+        // Listening (again) makes every reading stale, and turns sharing on.
+        assert!(!shapes.share());
+        shapes.listening(true);
+        assert!(shapes.share());
         assert_eq!(shapes.get(&schema("b")), None);
-        assert!(!shapes.insert(&schema("b"), before, "stale".into()));
+        assert_eq!(
+            shapes.insert(&schema("b"), before, "stale".into()),
+            Inserted::Stale
+        );
         shapes.insert(&schema("b"), shapes.generation(), "fresh".into());
         assert_eq!(shapes.get(&schema("b")).as_deref(), Some("fresh"));
     }

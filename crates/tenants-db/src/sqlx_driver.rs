@@ -25,11 +25,13 @@ use crate::{Error, Hazard, TenantRole, TenantRouter};
 /// The sqlx driver for [`TenantRouter`]: `TenantRouter<Sqlx>` hands out
 /// [`sqlx::Transaction`]s and [`sqlx::pool::PoolConnection`]s.
 ///
-/// Pools are sqlx `PgPool`s. On the bridge-model pool, sqlx's prepared statement
-/// cache lasts one hand-out: it is emptied (the statements closed on the server)
-/// when the connection comes back. The cache is keyed by SQL text, and the same
-/// text names different tables in different tenants' schemas (PostgreSQL would
-/// refuse a cached statement whose result columns changed with the schema).
+/// Pools are sqlx `PgPool`s. sqlx's prepared statement cache is keyed by SQL text,
+/// and the same text names different tables in different tenants' schemas, so
+/// bridge tenants are served by two pools: one for the schemas of the shape most
+/// schemas have (the same tables, columns and types), whose statements they
+/// share (PostgreSQL parses a statement again for the new `search_path`), and one
+/// for the others, whose cache lasts one hand-out: it is emptied (the statements
+/// closed on the server) when the connection comes back.
 ///
 /// # Examples
 ///

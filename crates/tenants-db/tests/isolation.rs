@@ -457,17 +457,29 @@ async fn bridge_connections_do_not_pile_up_prepared_statements_deadpool() {
 }
 
 /// A hostile handler that deallocates the statements sqlx keeps for its hand-out
-/// (`DEALLOCATE ALL`): the connection still comes back and serves the next tenant
-/// (closing a statement that is gone is no error in PostgreSQL's protocol).
+/// (`DEALLOCATE ALL`) on sqlx's bridge pool whose statements last one hand-out
+/// (for schemas not of the common shape): the connection still comes back and
+/// serves the next tenant (closing a statement that is gone is no error in
+/// PostgreSQL's protocol).
 #[tokio::test]
 async fn a_handler_deallocating_its_statements_leaves_the_bridge_connection_usable_sqlx() {
-    let world = World::new(0, 2, 0);
+    let world = World::new(0, 3, 0);
+    // Three shapes: the first tenant's is the common one, the others share a
+    // connection of the second pool.
+    for (tenant, column) in world.bridge[1..].iter().zip(["x", "y"]) {
+        world.admin(&format!(
+            "ALTER TABLE {}.notes ADD COLUMN {column} int",
+            schema_of(tenant)
+        ));
+    }
     let router: TenantRouter<Sqlx> = world
         .router::<Sqlx>()
         .bridge_connections(1)
         .build()
         .unwrap();
-    let (first, next) = (&world.bridge[0], &world.bridge[1]);
+    until_listening(&router).await;
+    router.read(&world.bridge[0]).await.unwrap();
+    let (first, next) = (&world.bridge[1], &world.bridge[2]);
     let backend = router.backend(first).await.unwrap();
     let mut tx = router.begin(first).await.unwrap();
     sqlx::query("SELECT count(*) FROM notes")
@@ -496,10 +508,11 @@ async fn a_handler_deallocating_its_statements_leaves_the_bridge_connection_usab
 /// schema), bound by a statement sqlx does not keep (`persistent(false)`, as behind
 /// a pooler): the next tenant on the connection gets its own type, not the type id
 /// sqlx looked up for the previous one. sqlx forgets those ids only when its
-/// statement cache is emptied, which the bridge pool does at every return.
+/// statement cache is emptied, which its bridge pool for schemas not of the common
+/// shape (all but one here: each has a type of its own) does at every return.
 #[tokio::test]
 async fn a_bridge_tenants_own_types_are_its_own_sqlx() {
-    let world = World::new(0, 2, 0);
+    let world = World::new(0, 3, 0);
     for tenant in &world.bridge {
         let DataModel::Bridge { schema } = &tenant.model else {
             unreachable!()
@@ -517,7 +530,9 @@ async fn a_bridge_tenants_own_types_are_its_own_sqlx() {
         .bridge_connections(1)
         .build()
         .unwrap();
-    for tenant in &world.bridge {
+    until_listening(&router).await;
+    // The second and third tenants take turns on one connection.
+    for tenant in world.bridge.iter().chain(&world.bridge[1..]) {
         let mut tx = router.begin(tenant).await.unwrap();
         sqlx::query("INSERT INTO feelings (m) VALUES ($1)")
             .bind(Mood("happy"))
@@ -527,6 +542,11 @@ async fn a_bridge_tenants_own_types_are_its_own_sqlx() {
             .unwrap_or_else(|e| panic!("{}: {e}", tenant.id));
         tx.commit().await.unwrap();
     }
+    assert_eq!(
+        router.backend(&world.bridge[1]).await.unwrap(),
+        router.backend(&world.bridge[2]).await.unwrap(),
+        "one connection"
+    );
     router.close().await;
 }
 
@@ -628,6 +648,7 @@ async fn the_migration_listener_comes_back<D: Driver>() {
         wait("the announcement after reconnecting");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(router.stats().listening);
     router.close().await;
 }
 
@@ -686,6 +707,19 @@ fn schema_of(tenant: &Tenant) -> SqlIdent {
     }
 }
 
+/// Waits until the router listens for migration announcements: bridge schemas
+/// share statements only from then on.
+async fn until_listening<D: Driver>(router: &TenantRouter<D>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !router.stats().listening {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the router never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// When the connection's backend last prepared a statement, in microseconds.
 const LAST_PREPARED: &str = "SELECT coalesce((extract(epoch FROM max(prepare_time)) * 1000000)::bigint, 0) \
      FROM pg_prepared_statements";
@@ -699,6 +733,7 @@ where
 {
     let world = World::new(0, 3, 0);
     let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
+    until_listening(&router).await;
     let tenants = world.tenants();
     for tenant in &tenants {
         router
@@ -734,16 +769,20 @@ async fn bridge_tenants_of_one_shape_share_statements_deadpool() {
 }
 
 /// Two of three bridge schemas migrated while the router runs, each announced on
-/// `tenants_migrated`: the migrated ones read their new columns and the other its
-/// old ones, through one connection, with no "cached plan must not change result
-/// type" error (the migrated schemas' shape is read again; on sqlx it becomes the
-/// common shape, and the connections holding the old one's statements retire).
-async fn announced_bridge_migrations_change_the_shared_statements<D: Driver>()
-where
+/// `tenants_migrated` with `payload` (the schema's own announcement, or the empty
+/// one that stands for any migration): the migrated ones read their new columns
+/// and the other its old ones, through one connection, with no "cached plan must
+/// not change result type" error (the migrated schemas' shape is read again; on
+/// sqlx it becomes the common shape, and the pool holding the old one's
+/// statements is replaced).
+async fn announced_bridge_migrations_change_the_shared_statements<D: Driver>(
+    payload: fn(&SqlIdent) -> String,
+) where
     TenantRouter<D>: Probe,
 {
     let world = World::new(0, 3, 0);
     let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
+    until_listening(&router).await;
     let tenants = world.tenants();
     for tenant in &tenants {
         router.write_read(tenant, "row", true).await.unwrap();
@@ -754,7 +793,8 @@ where
         let schema = schema_of(tenant);
         world.admin(&format!(
             "ALTER TABLE {schema}.notes ADD COLUMN done boolean NOT NULL DEFAULT false; \
-             SELECT pg_notify('tenants_migrated', 'schema:{schema}')"
+             SELECT pg_notify('tenants_migrated', '{}')",
+            payload(&schema)
         ));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -783,18 +823,74 @@ where
     router.close().await;
 }
 
-// Several threads: `World::admin` blocks its thread while the rollbacks of the
-// probes' dropped transactions, which hold locks it waits for, run.
-#[tokio::test(flavor = "multi_thread")]
-async fn announced_bridge_migrations_change_the_shared_statements_sqlx() {
-    announced_bridge_migrations_change_the_shared_statements::<Sqlx>().await;
+/// The application role's own default `search_path` puts a schema with empty
+/// tables named `pg_class`, `pg_type` and `pg_proc` before the catalogs, which any role may do for itself
+/// (`ALTER ROLE CURRENT_USER SET search_path = ..`): the shapes the router reads
+/// still come from the catalogs, so two bridge schemas of different shapes do not
+/// share statements (they would fail with "cached plan must not change result
+/// type").
+async fn schema_shapes_are_read_from_the_catalogs<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(0, 2, 0);
+    let (old, new) = (&world.bridge[0], &world.bridge[1]);
+    let decoy = format!("{}_decoy", schema_of(old));
+    world.admin(&format!(
+        "ALTER TABLE {}.notes ADD COLUMN done boolean NOT NULL DEFAULT false;
+         CREATE SCHEMA {decoy};
+         CREATE TABLE {decoy}.pg_class (LIKE pg_catalog.pg_class);
+         CREATE TABLE {decoy}.pg_type (LIKE pg_catalog.pg_type);
+         CREATE TABLE {decoy}.pg_proc (LIKE pg_catalog.pg_proc);
+         GRANT USAGE ON SCHEMA {decoy} TO {app};
+         GRANT SELECT ON ALL TABLES IN SCHEMA {decoy} TO {app};
+         ALTER ROLE {app} SET search_path = {decoy}, pg_catalog;",
+        schema_of(new),
+        app = world.app
+    ));
+    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
+    until_listening(&router).await;
+    for tenant in [old, new] {
+        let secret = format!("{}:row", tenant.id);
+        router.write_read(tenant, &secret, true).await.unwrap();
+    }
+    for _ in 0..3 {
+        assert_eq!(router.columns(old).await.unwrap(), ["id", "secret"]);
+        assert_eq!(router.columns(new).await.unwrap(), ["id", "secret", "done"]);
+    }
+    router.close().await;
+}
+
+#[tokio::test]
+async fn schema_shapes_are_read_from_the_catalogs_sqlx() {
+    schema_shapes_are_read_from_the_catalogs::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn schema_shapes_are_read_from_the_catalogs_deadpool() {
+    schema_shapes_are_read_from_the_catalogs::<Deadpool>().await;
+}
+
+fn schema_payload(schema: &SqlIdent) -> String {
+    format!("schema:{schema}")
+}
+
+fn empty_payload(_: &SqlIdent) -> String {
+    String::new()
 }
 
 // Several threads: `World::admin` blocks its thread while the rollbacks of the
 // probes' dropped transactions, which hold locks it waits for, run.
 #[tokio::test(flavor = "multi_thread")]
+async fn announced_bridge_migrations_change_the_shared_statements_sqlx() {
+    announced_bridge_migrations_change_the_shared_statements::<Sqlx>(schema_payload).await;
+    announced_bridge_migrations_change_the_shared_statements::<Sqlx>(empty_payload).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn announced_bridge_migrations_change_the_shared_statements_deadpool() {
-    announced_bridge_migrations_change_the_shared_statements::<Deadpool>().await;
+    announced_bridge_migrations_change_the_shared_statements::<Deadpool>(schema_payload).await;
+    announced_bridge_migrations_change_the_shared_statements::<Deadpool>(empty_payload).await;
 }
 
 /// The tenant roles' grants, not application code, decide: an admin deletes, a

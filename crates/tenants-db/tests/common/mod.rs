@@ -764,8 +764,12 @@ mod deadpool_probe {
                 .await
                 .map_err(text)?;
             tx.execute(&insert, &[&secret]).await.map_err(text)?;
+            let select = tx
+                .prepare_cached("SELECT secret FROM notes")
+                .await
+                .map_err(text)?;
             let seen = tx
-                .query("SELECT secret FROM notes", &[])
+                .query(&select, &[])
                 .await
                 .map_err(text)?
                 .iter()
