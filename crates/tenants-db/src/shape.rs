@@ -202,8 +202,9 @@ impl Shapes {
 }
 
 /// What a bridge schema's objects look like to a prepared statement, as one
-/// fingerprint: its relations' columns (name, type, modifier), its own types, and
-/// its functions' signatures, read from the catalogs in one simple query. Two
+/// fingerprint (SHA-256, hex): its relations' columns (name, type, modifier,
+/// collation), its own types, and its functions' signatures (arguments, results),
+/// read from the catalogs in one simple query. Two
 /// schemas with the same fingerprint give every statement the same parameter and
 /// result types, so a statement prepared for one runs for the other: PostgreSQL
 /// parses it again when `search_path` changed since its last use ("if the value of
@@ -227,22 +228,25 @@ pub(crate) fn schema_shape_sql(schema: &SqlIdent) -> String {
     format!(
         "{RESET_SESSION}SET search_path = pg_catalog; \
          WITH s AS (SELECT oid FROM pg_namespace WHERE nspname = '{schema}') \
-         SELECT md5(coalesce(string_agg(item, E'\\n' ORDER BY item), '')) FROM ( \
-           SELECT format('relation %s (%s)', c.relname, string_agg( \
-                    format('%s %s %s', a.attname, a.atttypid, a.atttypmod), ', ' \
-                    ORDER BY a.attnum)) AS item \
+         SELECT encode(sha256(convert_to( \
+                  coalesce(string_agg(item, E'\\n' ORDER BY item), ''), 'UTF8')), 'hex') \
+         FROM ( \
+           SELECT format('relation %I (%s)', c.relname, string_agg( \
+                    format('%I %s %s %s', a.attname, a.atttypid, a.atttypmod, a.attcollation), \
+                    ', ' ORDER BY a.attnum)) AS item \
            FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
            WHERE c.relnamespace = (SELECT oid FROM s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
              AND a.attnum > 0 AND NOT a.attisdropped \
            GROUP BY c.relname \
            UNION ALL \
-           SELECT format('type %s %s', t.typname, t.oid) FROM pg_type t \
+           SELECT format('type %I %s', t.typname, t.oid) FROM pg_type t \
            WHERE t.typnamespace = (SELECT oid FROM s) AND NOT EXISTS ( \
              SELECT FROM pg_class r WHERE r.relkind <> 'c' AND (r.oid = t.typrelid \
                OR r.oid = (SELECT e.typrelid FROM pg_type e WHERE e.oid = t.typelem))) \
            UNION ALL \
-           SELECT format('function %s(%s) %s %s', p.proname, p.proargtypes, p.prorettype, \
-                         p.proretset) FROM pg_proc p \
+           SELECT format('function %I(%s) %s %s %s %s', p.proname, p.proargtypes, \
+                         p.prorettype, p.proretset, p.proallargtypes, p.proargmodes) \
+           FROM pg_proc p \
            WHERE p.pronamespace = (SELECT oid FROM s)) shape"
     )
 }
