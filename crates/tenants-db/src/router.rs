@@ -448,6 +448,13 @@ impl<D: Backend> Inner<D> {
             .clone()
     }
 
+    /// Whether connections may hold statements of schemas of `shape` that other
+    /// schemas run: any shape on deadpool, the common one on sqlx (the other
+    /// pool's statements last one hand-out).
+    fn shared(&self, shape: &Arc<str>) -> bool {
+        D::STATEMENTS_PER_CONNECTION || self.schema_shapes.common().as_ref() == Some(shape)
+    }
+
     /// The bridge connections' statements may not fit their schemas any more:
     /// deadpool clears each connection's cache at its next hand-out; sqlx's pool
     /// of the common shape is replaced by a new one, and the old one closes as
@@ -837,15 +844,19 @@ impl<D: Driver> TenantRouter<D> {
                     Heard::Migrated(payload) => match Migrated::parse(payload) {
                         Migrated::Shared => {
                             inner.shapes.changed();
-                            inner.schema_shapes.migrated(None);
+                            let _ = inner.schema_shapes.migrated(None);
                         }
                         Migrated::Schema(schema) => {
                             inner.shapes.heard_other();
                             let schema = SqlIdent::new(schema).ok();
-                            inner.schema_shapes.migrated(schema.as_ref());
+                            let before = inner.schema_shapes.migrated(schema.as_ref());
                             // A statement prepared in the schema between its
-                            // migration and now has its new shape.
-                            inner.bridge_statements_stale();
+                            // migration and now has its new shape, under the old
+                            // one's name. A schema the router never served (a new
+                            // tenant's) left nothing.
+                            if schema.is_none() || before.is_some_and(|b| inner.shared(&b)) {
+                                inner.bridge_statements_stale();
+                            }
                         }
                         Migrated::Database(database) => {
                             inner.shapes.heard_other();

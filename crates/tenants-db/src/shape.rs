@@ -324,7 +324,7 @@ impl SchemaShapes {
     /// The router started (`true`) or stopped listening: every reading so far
     /// may have missed an announcement.
     pub(crate) fn listening(&self, listening: bool) {
-        self.migrated(None);
+        let _ = self.migrated(None);
         self.share.store(listening, Ordering::Release);
     }
 
@@ -380,33 +380,45 @@ impl SchemaShapes {
     }
 
     /// `schema` was migrated (`None`: any may have been): its fingerprint is read
-    /// again, and a reading under way is not kept.
-    pub(crate) fn migrated(&self, schema: Option<&SqlIdent>) {
+    /// again, and a reading under way is not kept. Returns the schema's fingerprint
+    /// before, if it was known: connections may hold statements it shares.
+    pub(crate) fn migrated(&self, schema: Option<&SqlIdent>) -> Option<Arc<str>> {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         match schema {
             Some(schema) => known.set(schema, generation, None),
-            None => known.floor = generation,
+            None => {
+                known.floor = generation;
+                None
+            }
         }
     }
 }
 
 impl Known {
-    fn set(&mut self, schema: &SqlIdent, generation: u64, shape: Option<Arc<str>>) {
+    /// Records a reading; returns the one before.
+    fn set(
+        &mut self,
+        schema: &SqlIdent,
+        generation: u64,
+        shape: Option<Arc<str>>,
+    ) -> Option<Arc<str>> {
         if let Some(shape) = &shape {
             *self.tally.entry(shape.clone()).or_default() += 1;
         }
         let old = self
             .schemas
             .insert(schema.clone(), Reading { generation, shape });
-        if let Some(old) = old.and_then(|r| r.shape)
-            && let Some(count) = self.tally.get_mut(&old)
+        let old = old.and_then(|r| r.shape);
+        if let Some(old) = &old
+            && let Some(count) = self.tally.get_mut(old)
         {
             *count -= 1;
             if *count == 0 {
-                self.tally.remove(&old);
+                self.tally.remove(old);
             }
         }
+        old
     }
 }
 
@@ -447,7 +459,8 @@ mod tests {
         );
         assert_eq!(shapes.common(), Some(two.clone()));
         // `a` migrated to `two`: read again, it counts once, not twice.
-        shapes.migrated(Some(&schema("a")));
+        assert_eq!(shapes.migrated(Some(&schema("a"))), Some(one.clone()));
+        assert_eq!(shapes.migrated(Some(&schema("new"))), None);
         assert_eq!(shapes.get(&schema("a")), None);
         assert_eq!(shapes.get(&schema("b")), Some(two.clone()));
         let now = shapes.generation();
@@ -464,7 +477,7 @@ mod tests {
     fn a_reading_older_than_its_announcement_is_not_kept() {
         let shapes = SchemaShapes::default();
         let before = shapes.generation();
-        shapes.migrated(Some(&schema("a")));
+        let _ = shapes.migrated(Some(&schema("a")));
         assert_eq!(
             shapes.insert(&schema("a"), before, "stale".into()),
             Inserted::Stale
