@@ -4,6 +4,9 @@
 //! work (the application filtering by tenant itself: `WHERE tenant_id = $1` for the
 //! pool model, schema-qualified names for bridge, a pool per database for silo).
 //!
+//! Bridge tenants share prepared statements between schemas of one shape
+//! (`bridge_statement_sharing`).
+//!
 //! - W1: a transaction holding one point query.
 //! - W2: one point query outside a transaction (autocommit on the raw pool; the
 //!   router's session-scoped connection: `acquire` on sqlx, `client` on deadpool).
@@ -186,6 +189,7 @@ fn benches(c: &mut Criterion) {
             .server("main", &setup.app)
             .pool_connections(CLIENTS as u32)
             .bridge_connections(CLIENTS as u32)
+            .bridge_statement_sharing(true)
             .silo_connections_per_tenant(1)
             .silo_budget(TENANTS as u32)
             .build()
@@ -315,6 +319,7 @@ fn benches(c: &mut Criterion) {
             .server("main", &setup.app)
             .pool_connections(CLIENTS as u32)
             .bridge_connections(CLIENTS as u32)
+            .bridge_statement_sharing(true)
             .silo_connections_per_tenant(1)
             .silo_budget(TENANTS as u32)
             .build()

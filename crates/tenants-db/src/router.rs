@@ -81,7 +81,9 @@ pub(crate) struct Inner<D: Backend> {
     /// shape ([`Backend::STATEMENTS_PER_CONNECTION`]), else those of the common
     /// shape; then the pool is replaced (the old one closed) whenever its
     /// statements may have gone stale ([`Inner::bridge_statements_stale`]).
-    bridge_model: RwLock<D::Pool>,
+    bridge_model: RwLock<BridgeModel<D>>,
+    /// Replaced bridge pools still closing, for [`TenantRouter::close`] to wait on.
+    retiring: std::sync::Mutex<Vec<D::Pool>>,
     /// How the bridge pools are opened.
     bridge_settings: PoolSettings,
     /// Bridge tenants of the other shapes, on a driver that does not know a
@@ -100,6 +102,15 @@ pub(crate) struct Inner<D: Backend> {
     /// What the driver keeps per router (only deadpool keeps anything).
     #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) driver_state: D::State,
+}
+
+/// The bridge pool whose connections keep statements from one hand-out to the
+/// next, and the shape they were prepared for (sqlx; `None` until a shape is
+/// common), read and replaced together so that no hand-out takes a pool made for
+/// another shape than the one it checked.
+struct BridgeModel<D: Backend> {
+    pool: D::Pool,
+    shape: Option<Arc<str>>,
 }
 
 /// A server the router knows: where it is, and how it is reached.
@@ -155,8 +166,9 @@ pub struct RouterStats {
     /// Migrations announced on [`MIGRATED_CHANNEL`](crate::MIGRATED_CHANNEL) that the router has heard.
     pub migrations_heard: u64,
     /// Whether the router is listening on [`MIGRATED_CHANNEL`](crate::MIGRATED_CHANNEL)
-    /// now: only then do bridge tenants of one schema shape share prepared
-    /// statements (never behind a transaction pooler, where no session can listen).
+    /// now (never behind a transaction pooler, where no session can listen): only
+    /// then do bridge tenants of one schema shape share prepared statements, with
+    /// [`RouterBuilder::bridge_statement_sharing`] on.
     pub listening: bool,
 }
 
@@ -179,6 +191,7 @@ impl<D: Driver> TenantRouter<D> {
             connection_idle: Duration::from_secs(60),
             connection_lifetime: DEFAULT_CONNECTION_LIFETIME,
             acquire_timeout: Duration::from_secs(10),
+            bridge_statement_sharing: false,
             driver: PhantomData,
         }
     }
@@ -377,11 +390,14 @@ impl<D: Driver> TenantRouter<D> {
             };
             return (pool, scope.search_path().unwrap_or_default().into());
         };
-        let pool = match &inner.bridge_fallback {
-            Some(fallback) if inner.schema_shapes.common().as_ref() != Some(&shape) => {
-                fallback.clone()
-            }
-            _ => inner.bridge_model(),
+        let Some(fallback) = &inner.bridge_fallback else {
+            return (inner.bridge_model(), shape);
+        };
+        let model = inner.bridge_model.read().unwrap_or_else(|e| e.into_inner());
+        let pool = if model.shape.as_ref() == Some(&shape) {
+            model.pool.clone()
+        } else {
+            fallback.clone()
         };
         (pool, shape)
     }
@@ -404,10 +420,8 @@ impl<D: Driver> TenantRouter<D> {
             }
         };
         match shapes.insert(schema, generation, shape.clone()) {
-            Inserted::Kept => Some(shape),
-            // Its statements are the old common shape's.
-            Inserted::NewCommon => {
-                inner.bridge_statements_stale();
+            Inserted::Kept | Inserted::NewCommon => {
+                inner.follow_common_shape();
                 Some(shape)
             }
             // Maybe read before a migration of the schema: share nothing on it.
@@ -422,17 +436,31 @@ impl<D: Driver> TenantRouter<D> {
             open_silos,
             silo_connections,
             migrations_heard: self.inner.shapes.heard(),
-            listening: self.inner.schema_shapes.share(),
+            listening: self.inner.schema_shapes.is_listening(),
         }
     }
 
     /// Closes every pool, waiting for checked-out connections to come back; the
     /// migration listener closes its connection within a few seconds.
     pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Relaxed);
+        // Under the bridge pool's lock: no replacement starts after this.
+        {
+            let _model = self.inner.bridge_model.write();
+            self.inner.closed.store(true, Ordering::Relaxed);
+        }
         self.inner.silos.close().await;
         D::close(&self.inner.pool_model).await;
         D::close(&self.inner.bridge_model()).await;
+        let retiring = std::mem::take(
+            &mut *self
+                .inner
+                .retiring
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for pool in retiring {
+            D::close(&pool).await;
+        }
         if let Some(fallback) = &self.inner.bridge_fallback {
             D::close(fallback).await;
         }
@@ -442,10 +470,26 @@ impl<D: Driver> TenantRouter<D> {
 impl<D: Backend> Inner<D> {
     /// The pool of bridge tenants of the common shape (of all, on deadpool).
     fn bridge_model(&self) -> D::Pool {
-        self.bridge_model
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let model = self.bridge_model.read().unwrap_or_else(|e| e.into_inner());
+        model.pool.clone()
+    }
+
+    /// Makes the sqlx bridge pool that keeps statements the common shape's: a
+    /// pool made for another shape is replaced.
+    fn follow_common_shape(&self) {
+        if D::STATEMENTS_PER_CONNECTION {
+            return;
+        }
+        let common = self.schema_shapes.common();
+        let mut model = self.bridge_model.write().unwrap_or_else(|e| e.into_inner());
+        if model.shape == common {
+            return;
+        }
+        // Until a shape is common no tenant was given the pool: nothing to drop.
+        if model.shape.is_some() {
+            self.replace_bridge_pool(&mut model);
+        }
+        model.shape = common;
     }
 
     /// Whether connections may hold statements of schemas of `shape` that other
@@ -465,6 +509,16 @@ impl<D: Backend> Inner<D> {
             D::bridge_migrated(&self.driver_state);
             return;
         }
+        let mut model = self.bridge_model.write().unwrap_or_else(|e| e.into_inner());
+        self.replace_bridge_pool(&mut model);
+    }
+
+    /// Puts a new pool in place of `model`'s and closes the old one in the
+    /// background (as its connections come back), unless the router is closed.
+    fn replace_bridge_pool(&self, model: &mut BridgeModel<D>) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let Some(server) = self.servers.get(&self.default_server) else {
             return;
         };
@@ -472,10 +526,10 @@ impl<D: Backend> Inner<D> {
             // The settings opened the first pool; a failure here leaves the old one.
             return;
         };
-        let old = std::mem::replace(
-            &mut *self.bridge_model.write().unwrap_or_else(|e| e.into_inner()),
-            fresh,
-        );
+        let old = std::mem::replace(&mut model.pool, fresh);
+        let mut retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
+        retiring.retain(|pool| !D::is_empty(pool));
+        retiring.push(old.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { D::close(&old).await });
         }
@@ -498,6 +552,7 @@ pub struct RouterBuilder<D> {
     connection_idle: Duration,
     connection_lifetime: Duration,
     acquire_timeout: Duration,
+    bridge_statement_sharing: bool,
     driver: PhantomData<fn() -> D>,
 }
 
@@ -597,6 +652,33 @@ impl<D: Driver> RouterBuilder<D> {
     /// Connections of the shared pool serving pool-model tenants (default 10).
     pub fn pool_connections(mut self, max: u32) -> Self {
         self.pool_connections = max;
+        self
+    }
+
+    /// Whether bridge tenants whose schemas have the same shape (the same tables,
+    /// columns and types) share prepared statements (default off). On, a bridge
+    /// statement is prepared once per connection and shape rather than once per
+    /// hand-out: one round trip less per statement (on the router bench, a
+    /// transaction with one point query went from 0.53–0.67 to 0.78–0.96 × the
+    /// raw pool). PostgreSQL parses a statement again when `search_path`
+    /// changed since its last use, and refuses one whose result would change
+    /// shape, so no tenant reads another's tables through it. What it asks:
+    ///
+    /// - migrations of bridge schemas are announced
+    ///   (`pg_notify('tenants_migrated', 'schema:<name>')`, as `tenants migrate`
+    ///   does): until then, the statements shared with a migrated schema fail
+    ///   ("cached plan must not change result type") on the connections that keep
+    ///   them;
+    /// - no statement returns a table's whole row (`SELECT t FROM items t`):
+    ///   every table has a row type of its own, so such a statement fails in
+    ///   every other schema for the life of the connection that keeps it (or use
+    ///   unnamed statements for it: sqlx `.persistent(false)`, tokio-postgres
+    ///   `query` with a `&str`).
+    ///
+    /// Schemas share only while the router listens for announcements
+    /// ([`RouterStats::listening`]): never behind a transaction pooler.
+    pub fn bridge_statement_sharing(mut self, share: bool) -> Self {
+        self.bridge_statement_sharing = share;
         self
     }
 
@@ -773,11 +855,15 @@ impl<D: Driver> RouterBuilder<D> {
                 default_mode,
                 default_citus,
                 pool_model,
-                bridge_model: RwLock::new(bridge_model),
+                bridge_model: RwLock::new(BridgeModel {
+                    pool: bridge_model,
+                    shape: None,
+                }),
+                retiring: std::sync::Mutex::new(Vec::new()),
                 bridge_settings,
                 bridge_fallback,
                 // Sharing starts once the migration listener listens.
-                schema_shapes: SchemaShapes::default(),
+                schema_shapes: SchemaShapes::new(self.bridge_statement_sharing),
                 shared_path,
                 silos,
                 shapes,

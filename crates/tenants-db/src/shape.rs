@@ -91,8 +91,8 @@ const LISTEN_QUIET: Duration = Duration::from_secs(5);
 
 /// Listens on [`MIGRATED_CHANNEL`] of `server`'s database (on a connection of its
 /// own, connecting again after a loss) until `heard` returns `false`: `heard` gets
-/// [`Heard::Listening`] each time the listening starts, [`Heard::Reconnected`]
-/// after it when it follows a loss, each announcement's payload,
+/// [`Heard::Reconnected`] when listening starts again after a loss, then
+/// [`Heard::Listening`] each time it starts, each announcement's payload,
 /// [`Heard::Lost`] when the connection ends, and [`Heard::Quiet`] every few
 /// seconds without any of these.
 pub(crate) async fn listen<D: Backend>(
@@ -108,10 +108,11 @@ pub(crate) async fn listen<D: Backend>(
             }
             continue;
         };
-        if !heard(Heard::Listening) {
+        // What a loss may have made stale goes first, then sharing starts.
+        if std::mem::take(&mut lost) && !heard(Heard::Reconnected) {
             return;
         }
-        if std::mem::take(&mut lost) && !heard(Heard::Reconnected) {
+        if !heard(Heard::Listening) {
             return;
         }
         loop {
@@ -262,8 +263,10 @@ pub(crate) fn schema_shape_sql(schema: &SqlIdent) -> String {
 /// pooler it never does, and there each schema keeps statements of its own.
 #[derive(Debug)]
 pub(crate) struct SchemaShapes {
+    /// Sharing is on for the router ([`RouterBuilder::bridge_statement_sharing`](crate::RouterBuilder::bridge_statement_sharing)).
+    enabled: bool,
     /// The router is listening for announcements now.
-    share: AtomicBool,
+    listening: AtomicBool,
     /// Bumped by each announcement; a reading belongs to the generation it
     /// started in.
     generation: AtomicU64,
@@ -300,14 +303,13 @@ struct Reading {
     shape: Option<Arc<str>>,
 }
 
-/// Schemas [`SchemaShapes`] remembers before it forgets them all (about 100 bytes
-/// each): a router serving more reads fingerprints again.
-const KNOWN_SCHEMAS: usize = 100_000;
-
-impl Default for SchemaShapes {
-    fn default() -> Self {
+impl SchemaShapes {
+    /// The shapes of a router that shares statements between schemas (`enabled`)
+    /// or not.
+    pub(crate) fn new(enabled: bool) -> Self {
         SchemaShapes {
-            share: AtomicBool::new(false),
+            enabled,
+            listening: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             known: RwLock::new(Known::default()),
         }
@@ -318,14 +320,19 @@ impl SchemaShapes {
     /// Whether schemas of one fingerprint share statements: while the router is
     /// listening for announcements.
     pub(crate) fn share(&self) -> bool {
-        self.share.load(Ordering::Acquire)
+        self.enabled && self.listening.load(Ordering::Acquire)
+    }
+
+    /// Whether the router is listening for announcements now.
+    pub(crate) fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
     }
 
     /// The router started (`true`) or stopped listening: every reading so far
     /// may have missed an announcement.
     pub(crate) fn listening(&self, listening: bool) {
         let _ = self.migrated(None);
-        self.share.store(listening, Ordering::Release);
+        self.listening.store(listening, Ordering::Release);
     }
 
     /// The generation a reading that starts now belongs to.
@@ -349,13 +356,6 @@ impl SchemaShapes {
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         let announced = known.schemas.get(schema).map_or(0, |r| r.generation);
         if generation < known.floor.max(announced) {
-            return Inserted::Stale;
-        }
-        if known.schemas.len() >= KNOWN_SCHEMAS && !known.schemas.contains_key(schema) {
-            // Forgetting the announcements too: readings under way count as stale.
-            known.schemas.clear();
-            known.tally.clear();
-            known.floor = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
             return Inserted::Stale;
         }
         known.set(schema, generation, Some(shape.clone()));
@@ -445,7 +445,7 @@ mod tests {
 
     #[test]
     fn the_common_shape_is_the_one_most_schemas_have() {
-        let shapes = SchemaShapes::default();
+        let shapes = SchemaShapes::new(true);
         let (one, two): (Arc<str>, Arc<str>) = ("one".into(), "two".into());
         let g = shapes.generation();
         // The first shape read becomes the common one; that is no change.
@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn a_reading_older_than_its_announcement_is_not_kept() {
-        let shapes = SchemaShapes::default();
+        let shapes = SchemaShapes::new(true);
         let before = shapes.generation();
         let _ = shapes.migrated(Some(&schema("a")));
         assert_eq!(

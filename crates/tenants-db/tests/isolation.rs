@@ -425,7 +425,7 @@ where
         "ALTER TABLE {}.notes ADD COLUMN done boolean NOT NULL DEFAULT false",
         schema_of(&world.bridge[2])
     ));
-    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
+    let router: TenantRouter<D> = sharing_router(&world).await;
     let tenants = world.tenants();
     for round in 0..20 {
         for tenant in &tenants {
@@ -472,12 +472,7 @@ async fn a_handler_deallocating_its_statements_leaves_the_bridge_connection_usab
             schema_of(tenant)
         ));
     }
-    let router: TenantRouter<Sqlx> = world
-        .router::<Sqlx>()
-        .bridge_connections(1)
-        .build()
-        .unwrap();
-    until_listening(&router).await;
+    let router: TenantRouter<Sqlx> = sharing_router(&world).await;
     router.read(&world.bridge[0]).await.unwrap();
     let (first, next) = (&world.bridge[1], &world.bridge[2]);
     let backend = router.backend(first).await.unwrap();
@@ -525,12 +520,7 @@ async fn a_bridge_tenants_own_types_are_its_own_sqlx() {
             app = world.app
         ));
     }
-    let router: TenantRouter<Sqlx> = world
-        .router::<Sqlx>()
-        .bridge_connections(1)
-        .build()
-        .unwrap();
-    until_listening(&router).await;
+    let router: TenantRouter<Sqlx> = sharing_router(&world).await;
     // The second and third tenants take turns on one connection.
     for tenant in world.bridge.iter().chain(&world.bridge[1..]) {
         let mut tx = router.begin(tenant).await.unwrap();
@@ -707,8 +697,21 @@ fn schema_of(tenant: &Tenant) -> SqlIdent {
     }
 }
 
-/// Waits until the router listens for migration announcements: bridge schemas
-/// share statements only from then on.
+/// A router whose bridge tenants of one shape share statements, on one bridge
+/// connection (on sqlx, one per bridge pool), once it listens for migration
+/// announcements (schemas share only from then on).
+async fn sharing_router<D: Driver>(world: &World) -> TenantRouter<D> {
+    let router = world
+        .router::<D>()
+        .bridge_connections(1)
+        .bridge_statement_sharing(true)
+        .build()
+        .unwrap();
+    until_listening(&router).await;
+    router
+}
+
+/// Waits until the router listens for migration announcements.
 async fn until_listening<D: Driver>(router: &TenantRouter<D>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !router.stats().listening {
@@ -732,8 +735,7 @@ where
     TenantRouter<D>: Probe,
 {
     let world = World::new(0, 3, 0);
-    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
-    until_listening(&router).await;
+    let router: TenantRouter<D> = sharing_router(&world).await;
     let tenants = world.tenants();
     for tenant in &tenants {
         router
@@ -781,8 +783,7 @@ async fn announced_bridge_migrations_change_the_shared_statements<D: Driver>(
     TenantRouter<D>: Probe,
 {
     let world = World::new(0, 3, 0);
-    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
-    until_listening(&router).await;
+    let router: TenantRouter<D> = sharing_router(&world).await;
     let tenants = world.tenants();
     for tenant in &tenants {
         router.write_read(tenant, "row", true).await.unwrap();
@@ -848,8 +849,7 @@ where
         schema_of(new),
         app = world.app
     ));
-    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
-    until_listening(&router).await;
+    let router: TenantRouter<D> = sharing_router(&world).await;
     for tenant in [old, new] {
         let secret = format!("{}:row", tenant.id);
         router.write_read(tenant, &secret, true).await.unwrap();
@@ -869,6 +869,93 @@ async fn schema_shapes_are_read_from_the_catalogs_sqlx() {
 #[tokio::test]
 async fn schema_shapes_are_read_from_the_catalogs_deadpool() {
     schema_shapes_are_read_from_the_catalogs::<Deadpool>().await;
+}
+
+/// A bridge schema migrated, and served a statement new to the connection
+/// before its migration is announced: the statement, prepared in the new shape
+/// under the old shape's key, does not reach the schemas still of the old shape
+/// once the announcement is heard.
+async fn statements_prepared_before_an_announcement_are_dropped<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(0, 3, 0);
+    let router: TenantRouter<D> = sharing_router(&world).await;
+    let tenants = world.tenants();
+    for tenant in &tenants {
+        let secret = format!("{}:row", tenant.id);
+        router.write_read(tenant, &secret, true).await.unwrap();
+    }
+    let (migrated, schema) = (&tenants[2], schema_of(&tenants[2]));
+    world.admin(&format!(
+        "ALTER TABLE {schema}.notes ADD COLUMN done boolean NOT NULL DEFAULT false"
+    ));
+    const NEW_TEXT: &str = "SELECT * FROM notes WHERE true";
+    assert_eq!(
+        router.columns_of(migrated, NEW_TEXT).await.unwrap(),
+        ["id", "secret", "done"]
+    );
+    let heard = router.stats().migrations_heard;
+    world.admin(&format!(
+        "SELECT pg_notify('tenants_migrated', 'schema:{schema}')"
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while router.stats().migrations_heard <= heard {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "announcement not heard"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for tenant in &tenants[..2] {
+        assert_eq!(
+            router.columns_of(tenant, NEW_TEXT).await.unwrap(),
+            ["id", "secret"],
+            "{}",
+            tenant.id
+        );
+    }
+    router.close().await;
+}
+
+// Several threads: see `announced_bridge_migrations_change_the_shared_statements_sqlx`.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_prepared_before_an_announcement_are_dropped_sqlx() {
+    statements_prepared_before_an_announcement_are_dropped::<Sqlx>().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_prepared_before_an_announcement_are_dropped_deadpool() {
+    statements_prepared_before_an_announcement_are_dropped::<Deadpool>().await;
+}
+
+/// Each bridge schema has an enum `mood` of its own that no column uses: its
+/// type id alone tells the schemas apart, so a statement comparing a value with
+/// it never runs with the other schema's type.
+#[tokio::test]
+async fn a_bridge_tenants_own_type_in_no_column_is_its_own_sqlx() {
+    let world = World::new(0, 2, 0);
+    for tenant in &world.bridge {
+        world.admin(&format!(
+            "CREATE TYPE {schema}.mood AS ENUM ('happy', 'sad');
+             GRANT USAGE ON TYPE {schema}.mood TO {app};",
+            schema = schema_of(tenant),
+            app = world.app
+        ));
+    }
+    let router: TenantRouter<Sqlx> = sharing_router(&world).await;
+    for _ in 0..2 {
+        for tenant in &world.bridge {
+            let mut tx = router.begin(tenant).await.unwrap();
+            let happy: bool = sqlx::query_scalar("SELECT $1 = 'happy'::mood")
+                .bind(Mood("happy"))
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", tenant.id));
+            assert!(happy);
+        }
+    }
+    router.close().await;
 }
 
 fn schema_payload(schema: &SqlIdent) -> String {

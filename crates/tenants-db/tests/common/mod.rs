@@ -450,7 +450,17 @@ pub trait Probe: Clone + Send + Sync + 'static {
 
     /// In a tenant transaction: `SELECT * FROM notes` through the driver's
     /// statement cache; the column names.
-    fn columns(&self, tenant: &Tenant) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+    fn columns(&self, tenant: &Tenant) -> impl Future<Output = Result<Vec<String>, String>> + Send {
+        self.columns_of(tenant, "SELECT * FROM notes")
+    }
+
+    /// In a tenant transaction: `sql` through the driver's statement cache; the
+    /// column names of its first row.
+    fn columns_of(
+        &self,
+        tenant: &Tenant,
+        sql: &'static str,
+    ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 
     /// Begins a tenant transaction, reads its backend pid, lets `kill` terminate
     /// that backend, then runs one more statement: its error.
@@ -693,12 +703,13 @@ mod sqlx_probe {
             Ok(done.rows_affected())
         }
 
-        async fn columns(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
+        async fn columns_of(
+            &self,
+            tenant: &Tenant,
+            sql: &'static str,
+        ) -> Result<Vec<String>, String> {
             let mut tx = self.begin(tenant).await.map_err(text)?;
-            let rows = sqlx::query("SELECT * FROM notes")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(text)?;
+            let rows = sqlx::query(sql).fetch_all(&mut *tx).await.map_err(text)?;
             let row = rows.first().ok_or("no rows")?;
             Ok(row.columns().iter().map(|c| c.name().to_owned()).collect())
         }
@@ -910,12 +921,13 @@ mod deadpool_probe {
             Ok(done)
         }
 
-        async fn columns(&self, tenant: &Tenant) -> Result<Vec<String>, String> {
+        async fn columns_of(
+            &self,
+            tenant: &Tenant,
+            sql: &'static str,
+        ) -> Result<Vec<String>, String> {
             let tx = self.begin(tenant).await.map_err(text)?;
-            let select = tx
-                .prepare_cached("SELECT * FROM notes")
-                .await
-                .map_err(text)?;
+            let select = tx.prepare_cached(sql).await.map_err(text)?;
             let rows = tx.query(&select, &[]).await.map_err(text)?;
             let row = rows.first().ok_or("no rows")?;
             Ok(row.columns().iter().map(|c| c.name().to_owned()).collect())
