@@ -659,7 +659,7 @@ impl<D: Driver> RouterBuilder<D> {
     /// columns and types) share prepared statements (default off). On, a bridge
     /// statement is prepared once per connection and shape rather than once per
     /// hand-out: one round trip less per statement (on the router bench, a
-    /// transaction with one point query went from 0.53–0.67 to 0.78–0.96 × the
+    /// transaction with one point query went from 0.53–0.67 to 0.69–0.99 × the
     /// raw pool). PostgreSQL parses a statement again when `search_path`
     /// changed since its last use, and refuses one whose result would change
     /// shape, so no tenant reads another's tables through it. What it asks:
