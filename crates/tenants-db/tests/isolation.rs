@@ -17,8 +17,8 @@ use tenants_db::{Deadpool, Driver, Error, Hazard, Sqlx, TenantRole, TenantRouter
 
 /// Many tenants of every model, many concurrent workers, pools far smaller than
 /// the workers (connections are reused constantly, silo pools are closed and
-/// reopened within a budget smaller than the silo tenants): every row any worker
-/// sees must be its own tenant's.
+/// reopened within a budget smaller than the silo tenants), bridge tenants sharing
+/// statements: every row any worker sees must be its own tenant's.
 async fn leak_hunt<D: Driver>()
 where
     TenantRouter<D>: Probe,
@@ -28,10 +28,12 @@ where
         .router::<D>()
         .pool_connections(2)
         .bridge_connections(2)
+        .bridge_statement_sharing(true)
         .silo_connections_per_tenant(1)
         .silo_budget(3)
         .build()
         .unwrap();
+    until_listening(&router).await;
     let tenants = Arc::new(world.tenants());
     let mut workers = Vec::new();
     for worker in 0..24usize {
