@@ -510,7 +510,10 @@ impl<D: Backend> Inner<D> {
             return;
         }
         let mut model = self.bridge_model.write().unwrap_or_else(|e| e.into_inner());
-        self.replace_bridge_pool(&mut model);
+        // Until a shape is common no tenant was given the pool.
+        if model.shape.is_some() {
+            self.replace_bridge_pool(&mut model);
+        }
     }
 
     /// Puts a new pool in place of `model`'s and closes the old one in the
@@ -940,7 +943,13 @@ impl<D: Driver> TenantRouter<D> {
                             // migration and now has its new shape, under the old
                             // one's name. A schema the router never served (a new
                             // tenant's) left nothing.
-                            if schema.is_none() || before.is_some_and(|b| inner.shared(&b)) {
+                            let stale = match before {
+                                Some(shape) => inner.shared(&shape),
+                                // Never read: without sharing, deadpool keeps each
+                                // schema's statements from one hand-out to the next.
+                                None => schema.is_none() || !inner.schema_shapes.share(),
+                            };
+                            if stale {
                                 inner.bridge_statements_stale();
                             }
                         }

@@ -960,6 +960,53 @@ async fn a_bridge_tenants_own_type_in_no_column_is_its_own_sqlx() {
     router.close().await;
 }
 
+/// Without statement sharing, one bridge tenant served twice in a row on one
+/// connection, its schema migrated and announced in between: the statement the
+/// connection kept for the schema is dropped, and the next read sees the new
+/// columns.
+async fn an_announced_migration_drops_the_schemas_own_statements<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(0, 1, 0);
+    let router: TenantRouter<D> = world.router::<D>().bridge_connections(1).build().unwrap();
+    until_listening(&router).await;
+    let tenant = &world.bridge[0];
+    let secret = format!("{}:row", tenant.id);
+    router.write_read(tenant, &secret, true).await.unwrap();
+    assert_eq!(router.columns(tenant).await.unwrap(), ["id", "secret"]);
+    let heard = router.stats().migrations_heard;
+    let schema = schema_of(tenant);
+    world.admin(&format!(
+        "ALTER TABLE {schema}.notes ADD COLUMN done boolean NOT NULL DEFAULT false; \
+         SELECT pg_notify('tenants_migrated', 'schema:{schema}')"
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while router.stats().migrations_heard <= heard {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "announcement not heard"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        router.columns(tenant).await.unwrap(),
+        ["id", "secret", "done"]
+    );
+    router.close().await;
+}
+
+// Several threads: see `announced_bridge_migrations_change_the_shared_statements_sqlx`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_announced_migration_drops_the_schemas_own_statements_sqlx() {
+    an_announced_migration_drops_the_schemas_own_statements::<Sqlx>().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_announced_migration_drops_the_schemas_own_statements_deadpool() {
+    an_announced_migration_drops_the_schemas_own_statements::<Deadpool>().await;
+}
+
 fn schema_payload(schema: &SqlIdent) -> String {
     format!("schema:{schema}")
 }
