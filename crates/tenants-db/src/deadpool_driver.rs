@@ -382,12 +382,12 @@ impl TenantRouter<Deadpool> {
                 Ok((pool.get().await?, scope))
             })
             .await?;
-        if let Some(statements) = scope.statements() {
+        if let Some(key) = scope.statements_key() {
             let kept = &self.inner.driver_state.0;
             let id = Object::id(&client);
-            if kept.get(&id).as_ref() != Some(statements) {
+            if kept.get(&id).as_deref() != Some(key) {
                 client.statement_cache.clear();
-                kept.insert(id, statements.clone());
+                kept.insert(id, key.into());
             }
         }
         Ok((client, scope))

@@ -102,9 +102,9 @@ pub(crate) struct Scope {
     tenant: Option<TenantId>,
     /// A bridge tenant's `search_path`.
     search_path: Option<String>,
-    /// A bridge tenant's: what the statements its connection kept must have been
-    /// prepared for (the schema's fingerprint, or its `search_path`).
-    statements: Option<Arc<str>>,
+    /// A bridge tenant's schema's fingerprint, when schemas of one shape share
+    /// statements.
+    shape: Option<Arc<str>>,
     /// The server is a Citus coordinator: see [`Scope::begin`].
     citus: bool,
 }
@@ -125,7 +125,7 @@ impl Scope {
         Scope {
             tenant: Some(tenant),
             search_path: None,
-            statements: None,
+            shape: None,
             citus: false,
         }
     }
@@ -138,7 +138,7 @@ impl Scope {
         Scope {
             tenant: Some(tenant),
             search_path: Some(search_path),
-            statements: None,
+            shape: None,
             citus: false,
         }
     }
@@ -149,23 +149,23 @@ impl Scope {
         Scope {
             tenant,
             search_path: None,
-            statements: None,
+            shape: None,
             citus: false,
         }
     }
 
-    /// The same scope, for connections keeping statements prepared for
-    /// `statements` (a bridge schema's fingerprint or `search_path`).
-    pub(crate) fn with_statements(mut self, statements: Arc<str>) -> Self {
-        self.statements = Some(statements);
+    /// The same scope, with the bridge schema's fingerprint (`None`: its
+    /// statements are its own).
+    pub(crate) fn with_shape(mut self, shape: Option<Arc<str>>) -> Self {
+        self.shape = shape;
         self
     }
 
-    /// What the connection's kept statements must have been prepared for, for a
-    /// bridge tenant.
+    /// What a bridge tenant's connection may keep statements for: its schema's
+    /// fingerprint when schemas of one shape share them, else its `search_path`.
     #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
-    pub(crate) fn statements(&self) -> Option<&Arc<str>> {
-        self.statements.as_ref()
+    pub(crate) fn statements_key(&self) -> Option<&str> {
+        self.shape.as_deref().or(self.search_path.as_deref())
     }
 
     /// The same scope on a Citus coordinator (`citus`), or on a plain server.

@@ -15,7 +15,7 @@ use crate::driver::sealed::Backend;
 use crate::driver::sealed::PoolSettings;
 use crate::isolation::Scope;
 use crate::placement::active_model;
-use crate::shape::{Heard, Inserted, Migrated, SchemaShapes, Shapes, schema_shape_sql};
+use crate::shape::{Heard, Migrated, SchemaShapes, Shapes, schema_shape_sql};
 use crate::silo::{Identity, SiloKey, SiloPools};
 use crate::{ConnectionMode, Error, Hazard};
 
@@ -342,8 +342,8 @@ impl<D: Driver> TenantRouter<D> {
             DataModel::Bridge { schema } => {
                 refuse_shared()?;
                 let scope = Scope::bridge(tenant.id, schema, &inner.shared_path);
-                let (pool, statements) = self.bridge_pool(schema, &scope).await;
-                shared(&pool, scope.with_statements(statements))
+                let (pool, shape) = self.bridge_pool(schema).await;
+                shared(&pool, scope.with_shape(shape))
             }
             DataModel::Silo { server, database } => {
                 let name = server.as_deref().unwrap_or(&inner.default_server);
@@ -371,10 +371,10 @@ impl<D: Driver> TenantRouter<D> {
         }
     }
 
-    /// The pool for a bridge tenant of `schema`, and the key of the statements its
-    /// connection may keep: the schema's fingerprint where schemas of one shape
-    /// share statements, else its `search_path`.
-    async fn bridge_pool(&self, schema: &SqlIdent, scope: &Scope) -> (D::Pool, Arc<str>) {
+    /// The pool for a bridge tenant of `schema`, and the schema's fingerprint
+    /// where schemas of one shape share statements (`None`: its connection keeps
+    /// statements for it alone, by its `search_path`).
+    async fn bridge_pool(&self, schema: &SqlIdent) -> (D::Pool, Option<Arc<str>>) {
         let inner = &self.inner;
         let shape = if inner.schema_shapes.share() {
             self.schema_shape(schema).await
@@ -388,10 +388,10 @@ impl<D: Driver> TenantRouter<D> {
                 Some(fallback) => fallback.clone(),
                 None => inner.bridge_model(),
             };
-            return (pool, scope.search_path().unwrap_or_default().into());
+            return (pool, None);
         };
         let Some(fallback) = &inner.bridge_fallback else {
-            return (inner.bridge_model(), shape);
+            return (inner.bridge_model(), Some(shape));
         };
         let model = inner.bridge_model.read().unwrap_or_else(|e| e.into_inner());
         let pool = if model.shape.as_ref() == Some(&shape) {
@@ -399,7 +399,7 @@ impl<D: Driver> TenantRouter<D> {
         } else {
             fallback.clone()
         };
-        (pool, shape)
+        (pool, Some(shape))
     }
 
     /// `schema`'s fingerprint, read on a bridge connection when not known yet;
@@ -419,14 +419,13 @@ impl<D: Driver> TenantRouter<D> {
                 return None;
             }
         };
-        match shapes.insert(schema, generation, shape.clone()) {
-            Inserted::Kept | Inserted::NewCommon => {
-                inner.follow_common_shape();
-                Some(shape)
-            }
-            // Maybe read before a migration of the schema: share nothing on it.
-            Inserted::Stale => None,
+        // A reading that raced a migration of the schema may be stale: share
+        // nothing on it.
+        if !shapes.insert(schema, generation, shape.clone()) {
+            return None;
         }
+        inner.follow_common_shape();
+        Some(shape)
     }
 
     /// Open silo pools and their connections.
@@ -493,10 +492,14 @@ impl<D: Backend> Inner<D> {
     }
 
     /// Whether connections may hold statements of schemas of `shape` that other
-    /// schemas run: any shape on deadpool, the common one on sqlx (the other
-    /// pool's statements last one hand-out).
+    /// schemas run: any shape on deadpool, the shape of the pool that keeps them
+    /// on sqlx (the other pool's statements last one hand-out).
     fn shared(&self, shape: &Arc<str>) -> bool {
-        D::STATEMENTS_PER_CONNECTION || self.schema_shapes.common().as_ref() == Some(shape)
+        if D::STATEMENTS_PER_CONNECTION {
+            return true;
+        }
+        let model = self.bridge_model.read().unwrap_or_else(|e| e.into_inner());
+        model.shape.as_ref() == Some(shape)
     }
 
     /// The bridge connections' statements may not fit their schemas any more:

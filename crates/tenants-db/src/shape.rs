@@ -284,17 +284,6 @@ struct Known {
     common: Option<Arc<str>>,
 }
 
-/// What became of a reading given to [`SchemaShapes::insert`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Inserted {
-    /// Kept; the common shape is as it was (or was none).
-    Kept,
-    /// Kept, and now the common shape: another one was before.
-    NewCommon,
-    /// Not kept: an announcement came while it was read, so it may be stale.
-    Stale,
-}
-
 /// A schema's fingerprint (`None`: announced migrated since) and the generation
 /// it was read in (or announced in: readings that started before do not count).
 #[derive(Debug)]
@@ -350,13 +339,14 @@ impl SchemaShapes {
         reading.shape.clone()
     }
 
-    /// Records `schema`'s fingerprint, read in `generation`, unless an announcement
-    /// came since.
-    pub(crate) fn insert(&self, schema: &SqlIdent, generation: u64, shape: Arc<str>) -> Inserted {
+    /// Records `schema`'s fingerprint, read in `generation`, and makes it the
+    /// common one if more schemas have it now; returns `false`, keeping nothing,
+    /// when an announcement came since (the reading may be stale).
+    pub(crate) fn insert(&self, schema: &SqlIdent, generation: u64, shape: Arc<str>) -> bool {
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         let announced = known.schemas.get(schema).map_or(0, |r| r.generation);
         if generation < known.floor.max(announced) {
-            return Inserted::Stale;
+            return false;
         }
         known.set(schema, generation, Some(shape.clone()));
         let count = known.tally.get(&shape).copied().unwrap_or(0);
@@ -364,13 +354,10 @@ impl SchemaShapes {
             .common
             .as_ref()
             .map_or(0, |common| known.tally.get(common).copied().unwrap_or(0));
-        if known.common.as_ref() == Some(&shape) || count <= leader {
-            return Inserted::Kept;
+        if count > leader {
+            known.common = Some(shape);
         }
-        match known.common.replace(shape) {
-            Some(_) => Inserted::NewCommon,
-            None => Inserted::Kept,
-        }
+        true
     }
 
     /// The fingerprint most known schemas have.
@@ -448,15 +435,12 @@ mod tests {
         let shapes = SchemaShapes::new(true);
         let (one, two): (Arc<str>, Arc<str>) = ("one".into(), "two".into());
         let g = shapes.generation();
-        // The first shape read becomes the common one; that is no change.
-        assert_eq!(shapes.insert(&schema("a"), g, one.clone()), Inserted::Kept);
-        assert_eq!(shapes.insert(&schema("b"), g, two.clone()), Inserted::Kept);
+        // The first shape read becomes the common one.
+        assert!(shapes.insert(&schema("a"), g, one.clone()));
+        assert!(shapes.insert(&schema("b"), g, two.clone()));
         assert_eq!(shapes.common(), Some(one.clone()));
         // A tie keeps the common shape; a lead changes it.
-        assert_eq!(
-            shapes.insert(&schema("c"), g, two.clone()),
-            Inserted::NewCommon
-        );
+        assert!(shapes.insert(&schema("c"), g, two.clone()));
         assert_eq!(shapes.common(), Some(two.clone()));
         // `a` migrated to `two`: read again, it counts once, not twice.
         assert_eq!(shapes.migrated(Some(&schema("a"))), Some(one.clone()));
@@ -464,10 +448,7 @@ mod tests {
         assert_eq!(shapes.get(&schema("a")), None);
         assert_eq!(shapes.get(&schema("b")), Some(two.clone()));
         let now = shapes.generation();
-        assert_eq!(
-            shapes.insert(&schema("a"), now, two.clone()),
-            Inserted::Kept
-        );
+        assert!(shapes.insert(&schema("a"), now, two.clone()));
         let known = shapes.known.read().unwrap();
         assert_eq!(known.tally.get(&one), None);
         assert_eq!(known.tally[&two], 3);
@@ -478,24 +459,18 @@ mod tests {
         let shapes = SchemaShapes::new(true);
         let before = shapes.generation();
         let _ = shapes.migrated(Some(&schema("a")));
-        assert_eq!(
-            shapes.insert(&schema("a"), before, "stale".into()),
-            Inserted::Stale
-        );
+        assert!(!shapes.insert(&schema("a"), before, "stale".into()));
         assert_eq!(shapes.get(&schema("a")), None);
         // Another schema's reading of that generation stands.
-        shapes.insert(&schema("b"), before, "fresh".into());
+        assert!(shapes.insert(&schema("b"), before, "fresh".into()));
         assert_eq!(shapes.get(&schema("b")).as_deref(), Some("fresh"));
         // Listening (again) makes every reading stale, and turns sharing on.
         assert!(!shapes.share());
         shapes.listening(true);
         assert!(shapes.share());
         assert_eq!(shapes.get(&schema("b")), None);
-        assert_eq!(
-            shapes.insert(&schema("b"), before, "stale".into()),
-            Inserted::Stale
-        );
-        shapes.insert(&schema("b"), shapes.generation(), "fresh".into());
+        assert!(!shapes.insert(&schema("b"), before, "stale".into()));
+        assert!(shapes.insert(&schema("b"), shapes.generation(), "fresh".into()));
         assert_eq!(shapes.get(&schema("b")).as_deref(), Some("fresh"));
     }
 
