@@ -15,7 +15,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{Probe, World, assert_own_rows, committed_rows};
+use common::{Probe, World, assert_own_rows, committed_rows, until_listening};
 use tenants_db::{Deadpool, Driver, Error, Hazard, Sqlx, TenantRouter};
 use tenants_test_support::citus;
 
@@ -43,9 +43,12 @@ where
         .citus("main")
         .pool_connections(3)
         .bridge_connections(3)
+        .bridge_statement_sharing(true)
         .build()
         .unwrap();
     router.verify().await.unwrap();
+    // Bridge schemas of one shape share statements through the coordinator.
+    until_listening(&router).await;
     let tenants = Arc::new(world.tenants());
     let mut workers = Vec::new();
     for worker in 0..12usize {

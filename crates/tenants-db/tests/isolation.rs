@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{CutAfter, Probe, Seen, World, assert_own_rows, committed_rows};
+use common::{CutAfter, Probe, Seen, World, assert_own_rows, committed_rows, until_listening};
 use tenants_core::{DataModel, SqlIdent, Tenant, TenantStatus};
 use tenants_db::{Deadpool, Driver, Error, Hazard, Sqlx, TenantRole, TenantRouter};
 
@@ -217,13 +217,17 @@ where
     TenantRouter<D>: Probe,
 {
     let world = World::new(2, 2, 1);
+    // With sharing on, the next bridge tenant's first hand-out also reads its
+    // schema's shape on the connection the hostile handler used.
     let router: TenantRouter<D> = world
         .router::<D>()
         .pool_connections(1)
         .bridge_connections(1)
+        .bridge_statement_sharing(true)
         .silo_connections_per_tenant(1)
         .build()
         .unwrap();
+    until_listening(&router).await;
     let pairs = [
         (&world.pool[0], &world.pool[1]),
         (&world.bridge[0], &world.bridge[1]),
@@ -718,18 +722,6 @@ async fn sharing_router<D: Driver>(world: &World) -> TenantRouter<D> {
         .unwrap();
     until_listening(&router).await;
     router
-}
-
-/// Waits until the router listens for migration announcements.
-async fn until_listening<D: Driver>(router: &TenantRouter<D>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !router.stats().listening {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the router never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// When the connection's backend last prepared a statement, in microseconds.

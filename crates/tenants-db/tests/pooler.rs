@@ -52,6 +52,7 @@ where
         .connection_mode("main", ConnectionMode::TransactionPooler)
         .pool_connections(8)
         .bridge_connections(8)
+        .bridge_statement_sharing(true)
         .silo_connections_per_tenant(2)
         .silo_budget(6)
         .build()
@@ -94,6 +95,8 @@ where
             tenant.id
         );
     }
+    // Sharing asked for, but no announcement can be heard behind the pooler: none.
+    assert!(!router.stats().listening);
     router.close().await;
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Probe, World};
+use common::{Probe, World, until_listening};
 use tenants_core::{DataModel, Tenant};
 use tenants_db::{Deadpool, Error, PgCatalog, Sqlx, TenantRouter};
 use tenants_test_support::{
@@ -231,8 +231,19 @@ async fn channel_binding_require_is_honoured_or_refused() {
 async fn every_model_is_served_over_tls_on_both_drivers() {
     let world = World::on(tls_postgres(), 2, 2, 2);
     assert!(world.app_url().contains("sslmode=verify-full"));
-    let sqlx: TenantRouter<Sqlx> = world.router().build().unwrap();
-    let deadpool: TenantRouter<Deadpool> = world.router().build().unwrap();
+    // Bridge schemas share statements: their shapes are read over TLS too.
+    let sqlx: TenantRouter<Sqlx> = world
+        .router()
+        .bridge_statement_sharing(true)
+        .build()
+        .unwrap();
+    let deadpool: TenantRouter<Deadpool> = world
+        .router()
+        .bridge_statement_sharing(true)
+        .build()
+        .unwrap();
+    until_listening(&sqlx).await;
+    until_listening(&deadpool).await;
     for tenant in world.tenants() {
         let secret = format!("{}:tls", tenant.id);
         let seen = sqlx.write_read(&tenant, &secret, true).await.unwrap();

@@ -314,6 +314,19 @@ pub struct Seen {
     pub fresh: bool,
 }
 
+/// Waits until `router` listens for migration announcements (bridge schemas
+/// share statements only from then on).
+pub async fn until_listening<D: tenants_db::Driver>(router: &TenantRouter<D>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !router.stats().listening {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the router never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Panics if `seen` holds a row of another tenant than `tenant` (every row the
 /// tests write starts with its tenant's id and a colon).
 pub fn assert_own_rows(tenant: &Tenant, seen: &[String]) {
