@@ -210,36 +210,71 @@ pub(crate) fn span(id: TenantId) -> Option<tracing::Span> {
 /// keep the tenant (`format!("{}/todos/{id}", prefix.as_str())`). With axum, it is an
 /// extractor (`StrippedPrefix`, or `Option<StrippedPrefix>` on routes also served
 /// without a tenant).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StrippedPrefix(pub Arc<str>);
+#[derive(Clone)]
+pub struct StrippedPrefix {
+    // The request's path and query as they came, the prefix being their first `len`
+    // bytes: kept as they are rather than copied, which would allocate per request.
+    original: PathAndQuery,
+    len: usize,
+}
 
 impl StrippedPrefix {
     /// The prefix, as it was in the path: `/t/acme`.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.original.as_str().get(..self.len).unwrap_or_default()
+    }
+}
+
+impl PartialEq for StrippedPrefix {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for StrippedPrefix {}
+
+impl fmt::Debug for StrippedPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StrippedPrefix")
+            .field(&self.as_str())
+            .finish()
     }
 }
 
 /// Removes the first `len` bytes of the path (`/t/acme/todos?x` → `/todos?x`), and
-/// records them as the request's [`StrippedPrefix`].
+/// records them as the request's [`StrippedPrefix`]. Leaves the request as it is when
+/// `len` does not end inside the path.
 fn strip_prefix(parts: &mut Parts, len: usize) {
-    let path = parts.uri.path();
-    let (Some(prefix), Some(rest)) = (path.get(..len), path.get(len..)) else {
+    let Some(original) = parts.uri.path_and_query() else {
         return;
     };
-    let prefix = StrippedPrefix(prefix.into());
-    let rest = if rest.is_empty() { "/" } else { rest };
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{rest}?{query}"),
-        None => rest.to_owned(),
-    };
-    let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    if let Ok(pq) = PathAndQuery::try_from(path_and_query) {
-        uri.path_and_query = Some(pq);
+    let path = original.path();
+    if len > path.len() || !path.is_char_boundary(len) {
+        return;
     }
-    if let Ok(uri) = Uri::from_parts(uri) {
-        parts.uri = uri;
-        parts.extensions.insert(prefix);
+    // The rest of the path and the query are one slice of the original.
+    let stripped = match (&path[len..], original.query()) {
+        ("", None) => Ok(PathAndQuery::from_static("/")),
+        ("", Some(query)) => PathAndQuery::try_from(format!("/?{query}")),
+        _ => PathAndQuery::try_from(&original.as_str()[len..]),
+    };
+    let Ok(stripped) = stripped else {
+        return;
+    };
+    // A server receives the origin form (`/t/acme/todos`): no scheme or authority to
+    // copy; a proxy's absolute form keeps both.
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = parts.uri.scheme().cloned();
+    uri.authority = parts.uri.authority().cloned();
+    uri.path_and_query = Some(stripped);
+    let Ok(uri) = Uri::from_parts(uri) else {
+        return;
+    };
+    if let Some(original) = std::mem::replace(&mut parts.uri, uri)
+        .into_parts()
+        .path_and_query
+    {
+        parts.extensions.insert(StrippedPrefix { original, len });
     }
 }
 
@@ -265,5 +300,44 @@ mod tests {
             .into_parts();
         strip_prefix(&mut parts, 7);
         assert_eq!(parts.uri, "http://h.test/");
+    }
+
+    fn stripped(uri: &str, len: usize) -> (String, Option<String>) {
+        let (mut parts, ()) = Request::get(uri).body(()).unwrap().into_parts();
+        strip_prefix(&mut parts, len);
+        let prefix = parts.extensions.get::<StrippedPrefix>();
+        (parts.uri.to_string(), prefix.map(|p| p.as_str().to_owned()))
+    }
+
+    #[test]
+    fn strips_every_form_of_the_rest() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(stripped("/t/acme", 7), ("/".into(), some("/t/acme")));
+        assert_eq!(
+            stripped("/t/acme?x=1", 7),
+            ("/?x=1".into(), some("/t/acme"))
+        );
+        assert_eq!(stripped("/t/acme/", 7), ("/".into(), some("/t/acme")));
+        assert_eq!(
+            stripped("http://h.test:8080/t/acme/a?b", 7),
+            ("http://h.test:8080/a?b".into(), some("/t/acme"))
+        );
+        // The query is not the path: a length past the path changes nothing.
+        assert_eq!(stripped("/t/acme?x=1", 9), ("/t/acme?x=1".into(), None));
+    }
+
+    #[test]
+    fn prefixes_compare_by_their_text() {
+        let prefix = |uri: &str| {
+            let (mut parts, ()) = Request::get(uri).body(()).unwrap().into_parts();
+            strip_prefix(&mut parts, 7);
+            parts.extensions.remove::<StrippedPrefix>().unwrap()
+        };
+        assert_eq!(prefix("/t/acme/a"), prefix("/t/acme/b?c"));
+        assert_ne!(prefix("/t/acme/a"), prefix("/t/beta/a"));
+        assert_eq!(
+            format!("{:?}", prefix("/t/acme/a")),
+            r#"StrippedPrefix("/t/acme")"#
+        );
     }
 }
