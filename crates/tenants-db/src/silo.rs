@@ -3,7 +3,7 @@
 //! new connection checked before its first hand-out.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,11 +34,18 @@ pub(crate) struct Silo<P> {
     pub(crate) identity: Arc<Identity>,
     /// What each transaction must carry: the tenant setting, behind a pooler.
     pub(crate) scope: Scope,
+    /// Hand-outs so far, counted up to [`MOST_USES`].
+    uses: AtomicU64,
+    /// How much the pool is worth keeping when the budget is spent: its uses plus
+    /// the budget's age at its last hand-out ([`SiloPools::pool`]).
+    worth: AtomicU64,
     /// Milliseconds since the cache's epoch at the last hand-out.
     last_used: AtomicU64,
     /// The budget this pool reserved (its connection cap); given back once the pool
     /// has closed.
     reserved: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Chosen to make room: no other caller making room counts on it.
+    chosen: AtomicBool,
 }
 
 /// The open silo pools.
@@ -46,15 +53,26 @@ pub(crate) struct Silo<P> {
 /// Budget: every open pool reserves its per-tenant connection cap from one semaphore
 /// of `budget` permits before it exists, and gives the reservation back only after
 /// it has closed, so the connections of all silo pools together never exceed the
-/// budget, whatever the driver does inside a pool. When the budget is spent, the
-/// least recently used pool with nothing checked out is closed to make room (the way
-/// pgbouncer evicts idle server connections at its user limit); when every pool is
-/// busy, the caller waits up to the acquire timeout.
+/// budget, whatever the driver does inside a pool. When the budget is spent, the pool
+/// least worth keeping among those with nothing checked out is closed to make room;
+/// when every pool is busy, the caller waits up to the acquire timeout.
+///
+/// Worth is least-frequently-used with dynamic aging (LFU-DA, Arlitt et al., "Evaluating
+/// content management techniques for Web proxy caches", 2000): a pool's hand-outs
+/// (counted up to [`MOST_USES`], as TinyLFU's counters saturate) plus the budget's
+/// age at its last hand-out, the age being the worth of the last pool closed for
+/// room; the least recently used goes first among equals. A tenant seen once is
+/// closed before one in steady use, however recent, so under skewed traffic the
+/// budget keeps the busy tenants' connections (pgbouncer, closing the least
+/// recently used idle server connection at its user limit, reconnects them); the
+/// age lets a tenant that stopped being busy go after a bounded number of closes.
 pub(crate) struct SiloPools<D: Backend> {
     pools: moka::future::Cache<SiloKey, Arc<Silo<D::Pool>>>,
     /// Evicted pools whose connections are still closing; they hold their budget.
     closing: Closing<D::Pool>,
     budget: Arc<Semaphore>,
+    /// The worth of the last pool closed for room (never decreasing).
+    age: AtomicU64,
     limit: u32,
     settings: PoolSettings,
     epoch: Instant,
@@ -86,6 +104,7 @@ impl<D: Backend> SiloPools<D> {
         SiloPools {
             pools,
             closing,
+            age: AtomicU64::new(0),
             budget: Arc::new(Semaphore::new(budget as usize)),
             limit: budget,
             settings,
@@ -109,6 +128,10 @@ impl<D: Backend> SiloPools<D> {
                 .await
                 .map_err(Error::unshare)?,
         };
+        let uses = (silo.uses.load(Ordering::Relaxed) + 1).min(MOST_USES);
+        silo.uses.store(uses, Ordering::Relaxed);
+        let age = self.age.load(Ordering::Relaxed);
+        silo.worth.store(uses + age, Ordering::Relaxed);
         silo.last_used.store(self.now(), Ordering::Relaxed);
         Ok(silo)
     }
@@ -135,8 +158,11 @@ impl<D: Backend> SiloPools<D> {
             pool,
             identity,
             scope: Scope::silo((!direct).then_some(key.tenant)),
+            uses: AtomicU64::new(0),
+            worth: AtomicU64::new(0),
             last_used: AtomicU64::new(self.now()),
             reserved: Mutex::new(Some(reserved)),
+            chosen: AtomicBool::new(false),
         }))
     }
 
@@ -148,7 +174,7 @@ impl<D: Backend> SiloPools<D> {
             if let Ok(permit) = self.budget.clone().try_acquire_many_owned(share) {
                 return Ok(permit);
             }
-            self.close_least_recently_used().await;
+            self.close_least_worth_keeping().await;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::BudgetExhausted {
@@ -167,17 +193,33 @@ impl<D: Backend> SiloPools<D> {
         }
     }
 
-    /// Closes the least recently used pool that has no connection checked out.
-    async fn close_least_recently_used(&self) {
-        let victim = self
-            .pools
-            .iter()
-            .filter(|(_, silo)| D::in_use(&silo.pool) == 0)
-            .min_by_key(|(_, silo)| silo.last_used.load(Ordering::Relaxed))
-            .map(|(key, _)| key);
-        if let Some(key) = victim {
+    /// Closes the pool least worth keeping among those with no connection checked
+    /// out, and ages the budget to its worth. Callers making room at once choose
+    /// different pools: two closing one would leave the second waiting for room
+    /// that the first takes.
+    async fn close_least_worth_keeping(&self) {
+        loop {
+            let victim = self
+                .pools
+                .iter()
+                .filter(|(_, silo)| {
+                    !silo.chosen.load(Ordering::Relaxed) && D::in_use(&silo.pool) == 0
+                })
+                .min_by_key(|(_, silo)| {
+                    let worth = silo.worth.load(Ordering::Relaxed);
+                    (worth, silo.last_used.load(Ordering::Relaxed))
+                });
+            let Some((key, silo)) = victim else {
+                return;
+            };
+            if silo.chosen.swap(true, Ordering::AcqRel) {
+                continue;
+            }
             tracing::debug!(server = %key.server, database = %key.database, "closing idle silo pool for budget");
+            self.age
+                .fetch_max(silo.worth.load(Ordering::Relaxed), Ordering::Relaxed);
             self.pools.invalidate(&*key).await;
+            return;
         }
     }
 
@@ -235,6 +277,10 @@ impl<D: Backend> SiloPools<D> {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
+
+/// The count of hand-outs a silo pool's worth stops growing at: one busy for a
+/// long time outlives one busy now by no more than this many steps of the age.
+const MOST_USES: u64 = 15;
 
 /// Evicted silo pools still closing.
 struct Closing<P>(Arc<Mutex<Vec<Arc<Silo<P>>>>>);

@@ -101,6 +101,96 @@ async fn budget_bounds_connections_deadpool() {
     budget_bounds_connections::<Deadpool>().await;
 }
 
+/// The databases other than `except` that `role` holds connections to, as
+/// PostgreSQL lists them, once at most `most` are listed (a closed connection's
+/// server process is listed until it has exited).
+async fn connected(admin: &sqlx::PgPool, role: &str, except: &str, most: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut listed: Vec<String> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_stat_activity WHERE usename = $1 AND datname <> $2",
+        )
+        .bind(role)
+        .bind(except)
+        .fetch_all(admin)
+        .await
+        .unwrap();
+        if listed.len() <= most || tokio::time::Instant::now() > deadline {
+            listed.sort();
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn database(tenant: &Tenant) -> String {
+    match &tenant.model {
+        DataModel::Silo { database, .. } => database.as_str().to_owned(),
+        _ => unreachable!("a silo tenant"),
+    }
+}
+
+/// When the budget is spent, a tenant seen once makes room before a busy one, even
+/// a busy one less recently used; a tenant that stops being busy makes room after a
+/// bounded number of others.
+async fn the_budget_keeps_busy_tenants<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(0, 0, 12);
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .silo_connections_per_tenant(1)
+        .silo_budget(2)
+        .build()
+        .unwrap();
+    let admin = sqlx::PgPool::connect(world.pg.admin_url()).await.unwrap();
+    let [busy, once, next, rest @ ..] = world.silo.as_slice() else {
+        unreachable!("twelve silo tenants")
+    };
+    // sqlx gives a connection back to its pool in a task of its own, and only a
+    // pool with nothing checked out can make room: each hand-out waits for that.
+    let use_once = async |tenant: &Tenant| {
+        router.session_read(tenant).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for _ in 0..10 {
+        use_once(busy).await;
+    }
+    use_once(once).await;
+    use_once(next).await;
+    let mut kept = vec![database(busy), database(next)];
+    kept.sort();
+    assert_eq!(
+        connected(&admin, &world.app, &world.database, 2).await,
+        kept,
+        "the tenant seen once makes room, not the busy one"
+    );
+    // Each newcomer is worth one more than the last closed: the ninth after `next`
+    // is worth as much as ten hand-outs, and the busy tenant, older, goes first.
+    for tenant in rest {
+        use_once(tenant).await;
+        let listed = connected(&admin, &world.app, &world.database, 2).await;
+        assert!(listed.contains(&database(tenant)), "{listed:?}");
+    }
+    let listed = connected(&admin, &world.app, &world.database, 2).await;
+    assert!(
+        !listed.contains(&database(busy)),
+        "a tenant no longer busy keeps its connection forever: {listed:?}"
+    );
+    router.close().await;
+}
+
+#[tokio::test]
+async fn the_budget_keeps_busy_tenants_sqlx() {
+    the_budget_keeps_busy_tenants::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn the_budget_keeps_busy_tenants_deadpool() {
+    the_budget_keeps_busy_tenants::<Deadpool>().await;
+}
+
 async fn idle_silos_close<D: Driver>()
 where
     TenantRouter<D>: Probe,
