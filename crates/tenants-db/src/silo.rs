@@ -158,8 +158,10 @@ impl<D: Backend> SiloPools<D> {
             pool,
             identity,
             scope: Scope::silo((!direct).then_some(key.tenant)),
+            // Worth its coming first hand-out already, and the most recent among
+            // equals: of the pools worth as little, the last to make room.
             uses: AtomicU64::new(0),
-            worth: AtomicU64::new(0),
+            worth: AtomicU64::new(1 + self.age.load(Ordering::Relaxed)),
             last_used: AtomicU64::new(self.now()),
             reserved: Mutex::new(Some(reserved)),
             chosen: AtomicBool::new(false),
