@@ -283,6 +283,17 @@ impl Backend for Deadpool {
     }
 }
 
+/// Sends `sql` (statements that cannot fail on a live connection) without waiting
+/// for the answer, so that it reaches the server ahead of whatever the caller sends
+/// next on `client`.
+fn send_ahead(client: &tokio_postgres::Client, sql: &str) -> Result<(), Error> {
+    if let Some(sent) = client.batch_execute(sql).now_or_never() {
+        // Answered at once: only a closed connection does that.
+        sent?;
+    }
+    Ok(())
+}
+
 /// The first row of a simple query's answer.
 fn first_row(messages: &[SimpleQueryMessage]) -> Option<&tokio_postgres::SimpleQueryRow> {
     messages.iter().find_map(|message| match message {
@@ -300,7 +311,18 @@ fn users(pool: &Pool) -> usize {
 }
 
 impl TenantRouter<Deadpool> {
-    /// Begins a transaction that sees only `tenant`'s data, in one round trip.
+    /// Begins a transaction that sees only `tenant`'s data, with no round trip of
+    /// its own.
+    ///
+    /// The message that opens it (the session put back as it connected, `BEGIN`,
+    /// the tenant's settings) goes ahead of the caller's first statement, as a
+    /// [session's](Self::client) does: tokio-postgres sends a request when its
+    /// future is first polled and the server answers in order. None of its
+    /// statements can fail on a live connection; on a dead one, the caller's first
+    /// statement fails too. (On a Citus coordinator, where the transaction opens in
+    /// two messages, and in [`begin_as`](Self::begin_as), whose role can be
+    /// refused, the opening is awaited instead, one round trip, and its errors are
+    /// returned here.)
     ///
     /// Call [`commit`](TenantTransaction::commit) to keep its work; dropping it (or
     /// [`rollback`](TenantTransaction::rollback)) undoes it.
@@ -342,6 +364,10 @@ impl TenantRouter<Deadpool> {
             client: Some(client),
         };
         let opening = scope.begin(role.as_ref());
+        if role.is_none() && opening.then.is_none() {
+            send_ahead(&transaction, &opening.first)?;
+            return Ok(transaction);
+        }
         transaction.batch_execute(&opening.first).await?;
         if let Some(then) = &opening.then {
             transaction.batch_execute(then).await?;
@@ -367,10 +393,7 @@ impl TenantRouter<Deadpool> {
     /// survives a statement: use [`begin`](Self::begin) there.
     pub async fn client(&self, tenant: &Tenant) -> Result<Client, Error> {
         let (client, scope) = self.connection(tenant, true).await?;
-        if let Some(sent) = client.batch_execute(&scope.session()).now_or_never() {
-            // Answered at once: only a closed connection does that.
-            sent?;
-        }
+        send_ahead(&client, &scope.session())?;
         Ok(client)
     }
 
