@@ -29,7 +29,8 @@
 //! tenant setting (pool and bridge; silo connections are opened with it), the schema
 //! search path (bridge) and, when asked, the tenant's role, all transaction-local,
 //! so nothing outlives `COMMIT` or `ROLLBACK`. It costs no round trip beyond the
-//! `BEGIN` every transaction sends. See [`TENANT_SETTING`] for the statements,
+//! `BEGIN` every transaction sends (on deadpool, not even that: `begin` sends it
+//! ahead of the caller's first statement without waiting). See [`TENANT_SETTING`] for the statements,
 //! [`ConnectionMode`] for servers behind a transaction pooler,
 //! [`RouterBuilder::citus`] for a Citus coordinator (two messages there, so what
 //! the workers receive holds no `BEGIN`),
