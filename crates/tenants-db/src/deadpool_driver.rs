@@ -283,9 +283,9 @@ impl Backend for Deadpool {
     }
 }
 
-/// Sends `sql` (statements that cannot fail on a live connection) without waiting
-/// for the answer, so that it reaches the server ahead of whatever the caller sends
-/// next on `client`.
+/// Sends `sql` without waiting for the answer, so that it reaches the server ahead
+/// of whatever the caller sends next on `client`. `sql` must be written so that its
+/// failure fails what follows (an opening from [`Scope`](crate::isolation::Scope)).
 fn send_ahead(client: &tokio_postgres::Client, sql: &str) -> Result<(), Error> {
     if let Some(sent) = client.batch_execute(sql).now_or_never() {
         // Answered at once: only a closed connection does that.
@@ -317,9 +317,11 @@ impl TenantRouter<Deadpool> {
     /// The message that opens it (the session put back as it connected, `BEGIN`,
     /// the tenant's settings) goes ahead of the caller's first statement, as a
     /// [session's](Self::client) does: tokio-postgres sends a request when its
-    /// future is first polled and the server answers in order. None of its
-    /// statements can fail on a live connection; on a dead one, the caller's first
-    /// statement fails too. (On a Citus coordinator, where the transaction opens in
+    /// future is first polled and the server answers in order. If the opening
+    /// fails (a dead connection, or a `DISCARD TEMP` that a handler's hoard of
+    /// temporary tables makes fail), the caller's statements fail too: everything
+    /// that can fail follows `BEGIN`, and a failure there aborts the transaction.
+    /// (On a Citus coordinator, where the transaction opens in
     /// two messages, and in [`begin_as`](Self::begin_as), whose role can be
     /// refused, the opening is awaited instead, one round trip, and its errors are
     /// returned here.)
@@ -378,13 +380,14 @@ impl TenantRouter<Deadpool> {
     /// A client scoped to `tenant` for work outside a transaction (each statement
     /// commits on its own), with no round trip of its own.
     ///
-    /// One statement, sent ahead of the caller's first, puts the session back as it
+    /// One message, sent ahead of the caller's first statement, puts the session back as it
     /// connected (whatever a previous user set: role, `search_path`, any setting)
     /// and then makes the tenant's settings for the session; a silo connection
     /// keeps the tenant setting it was opened with. tokio-postgres sends a request
     /// when its future is first polled and the server answers in order, so the
-    /// settings are in place before anything the caller sends. (These statements
-    /// cannot fail on a live connection; on a dead one, the caller's fail too.)
+    /// settings are in place before anything the caller sends. (They run between
+    /// `BEGIN` and `COMMIT`: if one fails, the session is left in an aborted
+    /// transaction and the caller's statements fail too.)
     ///
     /// # Errors
     ///

@@ -5,10 +5,10 @@
 //! no round trip of its own (it rides on the `BEGIN` every transaction sends anyway):
 //!
 //! ```sql
-//! SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL;
-//! DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; -- whatever an earlier user left
+//! SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; -- settings an earlier user left
 //! SET LOCAL ROLE "tenant_acme_customer";               -- only with a role
 //! BEGIN;
+//! DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; -- state an earlier user left
 //! SET LOCAL tenants.tenant_id = 'acme';                -- pool and bridge
 //! SET LOCAL search_path = "acme", "public"             -- bridge only
 //! ```
@@ -38,12 +38,23 @@
 //! costs no round trip either. Prepared statements stay: the drivers' caches own
 //! them. Session advisory locks stay too (releasing them needs a `SELECT`).
 //!
-//! The role is set before `BEGIN` on purpose: PostgreSQL folds statements that
+//! Where each statement goes, around `BEGIN`: PostgreSQL folds statements that
 //! precede `BEGIN` in one message into the transaction, but if one of them fails no
-//! transaction is opened, so a refused role can never leave an aborted transaction
-//! on a pooled connection. What follows `BEGIN` cannot fail. `SET` rather than
-//! `SELECT set_config(..)`: a utility statement costs the server no planning and
-//! returns no row.
+//! transaction is opened and the rest of the message is skipped, while a failure
+//! after `BEGIN` leaves the transaction aborted, so that every later statement of the
+//! caller fails too. Drivers that send the opening ahead of the caller's first
+//! statement without waiting for its answer (deadpool) rely on that. So before
+//! `BEGIN` come only the settings' resets, which cannot fail on a live connection,
+//! and the role, whose refusal (the application role not a member of it) must not
+//! leave an aborted transaction on a pooled connection of a driver that awaits the
+//! opening; the rest follows `BEGIN`. `DISCARD TEMP` can fail: it locks each
+//! temporary relation, and a handler that left more than the server's lock table
+//! holds (`max_locks_per_transaction`) makes it fail with "out of shared memory";
+//! had it preceded `BEGIN`, the caller's statements would have run outside any
+//! transaction, without the tenant's settings, against the leftover temporary
+//! tables. A session hand-out wraps the same statements in `BEGIN` .. `COMMIT`
+//! for the same reason. `SET` rather than `SELECT set_config(..)`: a utility
+//! statement costs the server no planning and returns no row.
 //!
 //! The simple-query protocol has no parameters, so the values are literals and
 //! identifiers. They only ever come from validated types, never from request text:
@@ -66,13 +77,17 @@ use tenants_core::{SqlIdent, TenantId};
 /// the policies of a pool tenant moved to its own database keep working.
 pub const TENANT_SETTING: &str = "tenants.tenant_id";
 
-/// Puts a session back as it connected: the role and session authorization of its
-/// start, every setting at its value from connection start, no temporary tables,
-/// sequence values, held cursors or channels listened to. Every statement is allowed
-/// to any role (`DEFAULT` is the role that logged in) inside a transaction block, and
-/// none can fail on a live connection.
-pub(crate) const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; \
-                             DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; ";
+/// Puts a session's settings back as at its start: the role and session
+/// authorization, every other setting. Every statement is allowed to any role
+/// (`DEFAULT` is the role that logged in), in a transaction block or not, and none
+/// can fail on a live connection outside an aborted transaction.
+pub(crate) const RESET_SETTINGS: &str =
+    "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; ";
+
+/// Drops what else a session keeps: temporary tables, sequence values, held
+/// cursors, channels listened to. Allowed in a transaction block; `DISCARD TEMP` can
+/// fail (see the module documentation), so it runs after `BEGIN`.
+pub(crate) const DISCARD_STATE: &str = "DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; ";
 
 /// On a Citus coordinator, what makes the tenant reach the workers in every
 /// transaction, whatever the role's or the database's defaults say (any role may
@@ -196,8 +211,9 @@ impl Scope {
     /// whatever the role's own defaults.
     pub(crate) fn begin(&self, role: Option<&SqlIdent>) -> Opening {
         let mut sql = String::with_capacity(160);
-        sql.push_str(RESET_SESSION);
+        sql.push_str(RESET_SETTINGS);
         if self.citus {
+            sql.push_str(DISCARD_STATE);
             sql.push_str(CITUS_FORWARDING);
             self.push_role(&mut sql, role);
             self.push_settings(&mut sql, "SET LOCAL ");
@@ -208,27 +224,34 @@ impl Scope {
             };
         }
         self.push_role(&mut sql, role);
-        sql.push_str("BEGIN");
-        if self.tenant.is_some() {
-            sql.push_str("; ");
-            self.push_settings(&mut sql, "SET LOCAL ");
-        }
+        sql.push_str("BEGIN; ");
+        sql.push_str(DISCARD_STATE);
+        self.push_settings(&mut sql, "SET LOCAL ");
         Opening {
-            first: sql,
+            first: sql.trim_end_matches([' ', ';']).to_owned(),
             then: None,
         }
     }
 
     /// Scopes a whole session (a connection handed out outside a transaction): the
     /// session put back as it connected, then the tenant's settings (none for a silo
-    /// connection, which carries its tenant from the start). Every session hand-out
-    /// runs it first, so nothing a previous user left reaches the next. (Citus
+    /// connection, which carries its tenant from the start), in a transaction of its
+    /// own, so that if anything in it fails the session is left in an aborted
+    /// transaction and every statement of the caller fails too (see the module
+    /// documentation). Every session hand-out runs it first, so nothing a previous
+    /// user left reaches the next. (Citus
     /// forwards no session setting to its workers: the router refuses sessions of
     /// pool tenants there.)
     pub(crate) fn session(&self) -> String {
-        let mut sql = String::with_capacity(128);
-        sql.push_str(RESET_SESSION);
-        self.push_settings(&mut sql, "SET ");
+        let mut sql = String::with_capacity(160);
+        sql.push_str(RESET_SETTINGS);
+        sql.push_str("BEGIN; ");
+        sql.push_str(DISCARD_STATE);
+        if self.tenant.is_some() {
+            self.push_settings(&mut sql, "SET ");
+            sql.push_str("; ");
+        }
+        sql.push_str("COMMIT");
         sql
     }
 
@@ -296,36 +319,42 @@ mod tests {
         SqlIdent::new(s).unwrap()
     }
 
-    const RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; \
-                         DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *; ";
+    const RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; ";
+    const DISCARD: &str = "DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL; UNLISTEN *";
 
     #[test]
     fn pool_begin_resets_the_session_and_sets_only_the_tenant() {
         let scope = Scope::pool("acme".parse().unwrap());
         assert_eq!(
             scope.begin(None).first,
-            format!("{RESET}BEGIN; SET LOCAL tenants.tenant_id = 'acme'")
+            format!("{RESET}BEGIN; {DISCARD}; SET LOCAL tenants.tenant_id = 'acme'")
         );
         assert_eq!(scope.begin(None).then, None);
         assert_eq!(
             scope.session(),
-            format!("{RESET}SET tenants.tenant_id = 'acme'")
+            format!("{RESET}BEGIN; {DISCARD}; SET tenants.tenant_id = 'acme'; COMMIT")
         );
     }
 
     #[test]
     fn silo_sets_the_tenant_only_behind_a_pooler() {
-        assert_eq!(Scope::silo(None).begin(None).first, format!("{RESET}BEGIN"));
+        assert_eq!(
+            Scope::silo(None).begin(None).first,
+            format!("{RESET}BEGIN; {DISCARD}")
+        );
         assert_eq!(
             Scope::silo(None)
                 .begin(Some(&ident("tenant_acme_admin")))
                 .first,
-            format!("{RESET}SET LOCAL ROLE \"tenant_acme_admin\"; BEGIN")
+            format!("{RESET}SET LOCAL ROLE \"tenant_acme_admin\"; BEGIN; {DISCARD}")
         );
-        assert_eq!(Scope::silo(None).session(), RESET);
+        assert_eq!(
+            Scope::silo(None).session(),
+            format!("{RESET}BEGIN; {DISCARD}; COMMIT")
+        );
         assert_eq!(
             Scope::silo(Some("acme".parse().unwrap())).begin(None).first,
-            format!("{RESET}BEGIN; SET LOCAL tenants.tenant_id = 'acme'")
+            format!("{RESET}BEGIN; {DISCARD}; SET LOCAL tenants.tenant_id = 'acme'")
         );
     }
 
@@ -335,14 +364,15 @@ mod tests {
         assert_eq!(
             scope.begin(Some(&ident("tenant_acme_customer"))).first,
             format!(
-                "{RESET}SET LOCAL ROLE \"tenant_acme_customer\"; BEGIN; \
+                "{RESET}SET LOCAL ROLE \"tenant_acme_customer\"; BEGIN; {DISCARD}; \
                  SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\", \"public\""
             )
         );
         assert_eq!(
             scope.session(),
             format!(
-                "{RESET}SET tenants.tenant_id = 'acme'; SET search_path = \"acme\", \"public\""
+                "{RESET}BEGIN; {DISCARD}; SET tenants.tenant_id = 'acme'; \
+                 SET search_path = \"acme\", \"public\"; COMMIT"
             )
         );
     }
@@ -356,7 +386,7 @@ mod tests {
             opening.then.as_deref(),
             Some(
                 format!(
-                    "{RESET}{CITUS_FORWARDING}SET LOCAL ROLE \"tenant_acme_customer\"; \
+                    "{RESET}{DISCARD}; {CITUS_FORWARDING}SET LOCAL ROLE \"tenant_acme_customer\"; \
                      SET LOCAL tenants.tenant_id = 'acme'; SET LOCAL search_path = \"acme\""
                 )
                 .as_str()

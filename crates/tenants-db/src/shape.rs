@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tenants_core::SqlIdent;
 
 use crate::driver::sealed::Backend;
-use crate::isolation::RESET_SESSION;
+use crate::isolation::{DISCARD_STATE, RESET_SETTINGS};
 
 /// The channel on which migrations are announced, on the shared database (the
 /// default server's). The payload names what was migrated:
@@ -227,7 +227,7 @@ pub(crate) fn schema_shape_sql(schema: &SqlIdent) -> String {
     // `SqlIdent` holds only a-z, 0-9 and '_': safe inside a literal.
     let schema = schema.as_str();
     format!(
-        "{RESET_SESSION}SET search_path = pg_catalog; \
+        "{RESET_SETTINGS}{DISCARD_STATE}SET search_path = pg_catalog; \
          WITH s AS (SELECT oid FROM pg_namespace WHERE nspname = '{schema}') \
          SELECT encode(sha256(convert_to( \
                   coalesce(string_agg(item, E'\\n' ORDER BY item), ''), 'UTF8')), 'hex') \

@@ -309,6 +309,62 @@ async fn handlers_leave_nothing_behind_deadpool() {
     handlers_leave_nothing_behind::<Deadpool>().await;
 }
 
+/// A handler that leaves, on a session hand-out, a temporary `notes` of its own
+/// (temporary tables come first on every search path) and more temporary tables
+/// than one transaction can lock (on a server whose lock table is small): the next
+/// hand-out's `DISCARD TEMP` fails ("out of shared memory"). The next tenant's work
+/// on that connection, in a transaction or in a session, must then fail, not run
+/// without its settings against the leftover `notes`.
+async fn a_failed_reset_fails_the_next_tenants_work<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::on(tenants_test_support::postgres_with_few_locks(), 2, 2, 0);
+    let router: TenantRouter<D> = world
+        .router::<D>()
+        .pool_connections(1)
+        .bridge_connections(1)
+        .build()
+        .unwrap();
+    // One statement, committing as it goes: the tables outnumber what one
+    // transaction could lock while creating them.
+    let hoard = "DO $$ BEGIN \
+                 CREATE TEMP TABLE notes (id bigserial PRIMARY KEY, secret text NOT NULL); \
+                 INSERT INTO notes (secret) VALUES ('planted'); COMMIT; \
+                 FOR i IN 1..2000 LOOP \
+                   EXECUTE format('CREATE TEMP TABLE hoard_%s (x text PRIMARY KEY)', i); \
+                   COMMIT; \
+                 END LOOP; END $$";
+    for (hostile, next) in [
+        (&world.pool[0], &world.pool[1]),
+        (&world.bridge[0], &world.bridge[1]),
+    ] {
+        router.leave_behind(hostile, hoard, false).await.unwrap();
+        let secret = format!("{}:x", next.id);
+        let in_transaction = router.write_read(next, &secret, true).await;
+        assert!(
+            in_transaction.is_err(),
+            "{}'s transaction ran after a failed reset: {in_transaction:?}",
+            next.id
+        );
+        let in_session = router.session_read(next).await;
+        assert!(
+            in_session.is_err(),
+            "{}'s session ran after a failed reset: {in_session:?}",
+            next.id
+        );
+    }
+    router.close().await;
+}
+
+// Both drivers in one test, one after the other: at once, one's hoard could take
+// the lock table's last entries while the other's creates its own.
+#[tokio::test]
+async fn a_failed_reset_fails_the_next_tenants_work_sqlx_and_deadpool() {
+    a_failed_reset_fails_the_next_tenants_work::<Sqlx>().await;
+    a_failed_reset_fails_the_next_tenants_work::<Deadpool>().await;
+}
+
 /// A backend killed in the middle of a tenant transaction: the caller gets an
 /// error promptly (no hang), and the next transaction on the same one-connection
 /// pool gets a working connection at once.

@@ -75,6 +75,31 @@ pub fn postgres() -> &'static TestServer {
     })
 }
 
+static FEW_LOCKS: OnceLock<TestServer> = OnceLock::new();
+
+/// A second cluster of this process, started on first use, whose shared lock table
+/// is small (`max_locks_per_transaction = 10`: about 3,000 locks in all, where
+/// [`postgres`] has 19,200), for tests that exhaust it (a session holding more
+/// temporary tables than one transaction can lock) without failing the tests that
+/// share [`postgres`] meanwhile. Always a cluster of its own, even with
+/// `TENANTS_TEST_DATABASE_URL` set.
+///
+/// # Panics
+///
+/// Panics with installation instructions when PostgreSQL's binaries are missing.
+pub fn postgres_with_few_locks() -> &'static TestServer {
+    FEW_LOCKS.get_or_init(|| {
+        let setup = ClusterSetup {
+            options: "-c max_locks_per_transaction=10".into(),
+            ..ClusterSetup::default()
+        };
+        let started = find_bin_dir()
+            .ok_or_else(|| "initdb was not found".to_owned())
+            .and_then(|bin| Cluster::start(&bin, &setup));
+        started.unwrap_or_else(|why| panic!("{why}\n\n{INSTALL_HINT}"))
+    })
+}
+
 /// A name unique within this machine's test runs, for databases and roles:
 /// `{prefix}_{pid}_{counter}`, lowercase and a valid SQL identifier for a valid prefix.
 pub fn unique_name(prefix: &str) -> String {
