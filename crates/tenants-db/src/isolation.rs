@@ -239,9 +239,8 @@ impl Scope {
     /// own, so that if anything in it fails the session is left in an aborted
     /// transaction and every statement of the caller fails too (see the module
     /// documentation). Every session hand-out runs it first, so nothing a previous
-    /// user left reaches the next. (Citus
-    /// forwards no session setting to its workers: the router refuses sessions of
-    /// pool tenants there.)
+    /// user left reaches the next. (Citus forwards no session setting to its
+    /// workers: the router refuses sessions of pool tenants there.)
     pub(crate) fn session(&self) -> String {
         let mut sql = String::with_capacity(160);
         sql.push_str(RESET_SETTINGS);
