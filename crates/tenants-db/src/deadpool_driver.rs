@@ -378,16 +378,16 @@ impl TenantRouter<Deadpool> {
     }
 
     /// A client scoped to `tenant` for work outside a transaction (each statement
-    /// commits on its own), with no round trip of its own.
+    /// commits on its own).
     ///
-    /// One message, sent ahead of the caller's first statement, puts the session back as it
-    /// connected (whatever a previous user set: role, `search_path`, any setting)
-    /// and then makes the tenant's settings for the session; a silo connection
-    /// keeps the tenant setting it was opened with. tokio-postgres sends a request
-    /// when its future is first polled and the server answers in order, so the
-    /// settings are in place before anything the caller sends. (They run between
-    /// `BEGIN` and `COMMIT`: if one fails, the session is left in an aborted
-    /// transaction and the caller's statements fail too.)
+    /// One message puts the session back as it connected (whatever a previous user
+    /// set: role, `search_path`, any setting) and then makes the tenant's settings
+    /// for the session; a silo connection keeps the tenant setting it was opened
+    /// with. Unlike [`begin`](Self::begin)'s, it is awaited (one round trip): with no
+    /// transaction to abort, nothing would make the caller's statements fail if it
+    /// failed (a handler that left more temporary tables than the server can lock
+    /// at once makes its `DISCARD TEMP` fail), and they would run without the
+    /// tenant's settings, against the leftover tables.
     ///
     /// # Errors
     ///
@@ -396,7 +396,7 @@ impl TenantRouter<Deadpool> {
     /// survives a statement: use [`begin`](Self::begin) there.
     pub async fn client(&self, tenant: &Tenant) -> Result<Client, Error> {
         let (client, scope) = self.connection(tenant, true).await?;
-        send_ahead(&client, &scope.session())?;
+        client.batch_execute(&scope.session()).await?;
         Ok(client)
     }
 

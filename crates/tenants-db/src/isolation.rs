@@ -52,8 +52,8 @@
 //! holds (`max_locks_per_transaction`) makes it fail with "out of shared memory";
 //! had it preceded `BEGIN`, the caller's statements would have run outside any
 //! transaction, without the tenant's settings, against the leftover temporary
-//! tables. A session hand-out wraps the same statements in `BEGIN` .. `COMMIT`
-//! for the same reason. `SET` rather than `SELECT set_config(..)`: a utility
+//! tables. A session hand-out has no transaction to abort, so its opening is
+//! always awaited ([`Scope::session`]). `SET` rather than `SELECT set_config(..)`: a utility
 //! statement costs the server no planning and returns no row.
 //!
 //! The simple-query protocol has no parameters, so the values are literals and
@@ -235,22 +235,18 @@ impl Scope {
 
     /// Scopes a whole session (a connection handed out outside a transaction): the
     /// session put back as it connected, then the tenant's settings (none for a silo
-    /// connection, which carries its tenant from the start), in a transaction of its
-    /// own, so that if anything in it fails the session is left in an aborted
-    /// transaction and every statement of the caller fails too (see the module
-    /// documentation). Every session hand-out runs it first, so nothing a previous
-    /// user left reaches the next. (Citus forwards no session setting to its
+    /// connection, which carries its tenant from the start). Every session hand-out
+    /// runs it first and waits for its answer, so nothing a previous user left
+    /// reaches the next: outside a transaction block nothing would make the caller's
+    /// statements fail after a failed `DISCARD TEMP` (see the module documentation),
+    /// and wrapping it in `BEGIN` .. `COMMIT` would commit a transaction a previous
+    /// session user left open. (Citus forwards no session setting to its
     /// workers: the router refuses sessions of pool tenants there.)
     pub(crate) fn session(&self) -> String {
         let mut sql = String::with_capacity(160);
         sql.push_str(RESET_SETTINGS);
-        sql.push_str("BEGIN; ");
         sql.push_str(DISCARD_STATE);
-        if self.tenant.is_some() {
-            self.push_settings(&mut sql, "SET ");
-            sql.push_str("; ");
-        }
-        sql.push_str("COMMIT");
+        self.push_settings(&mut sql, "SET ");
         sql
     }
 
@@ -331,7 +327,7 @@ mod tests {
         assert_eq!(scope.begin(None).then, None);
         assert_eq!(
             scope.session(),
-            format!("{RESET}BEGIN; {DISCARD}; SET tenants.tenant_id = 'acme'; COMMIT")
+            format!("{RESET}{DISCARD}; SET tenants.tenant_id = 'acme'")
         );
     }
 
@@ -347,10 +343,7 @@ mod tests {
                 .first,
             format!("{RESET}SET LOCAL ROLE \"tenant_acme_admin\"; BEGIN; {DISCARD}")
         );
-        assert_eq!(
-            Scope::silo(None).session(),
-            format!("{RESET}BEGIN; {DISCARD}; COMMIT")
-        );
+        assert_eq!(Scope::silo(None).session(), format!("{RESET}{DISCARD}; "));
         assert_eq!(
             Scope::silo(Some("acme".parse().unwrap())).begin(None).first,
             format!("{RESET}BEGIN; {DISCARD}; SET LOCAL tenants.tenant_id = 'acme'")
@@ -370,8 +363,8 @@ mod tests {
         assert_eq!(
             scope.session(),
             format!(
-                "{RESET}BEGIN; {DISCARD}; SET tenants.tenant_id = 'acme'; \
-                 SET search_path = \"acme\", \"public\"; COMMIT"
+                "{RESET}{DISCARD}; SET tenants.tenant_id = 'acme'; \
+                 SET search_path = \"acme\", \"public\""
             )
         );
     }

@@ -365,6 +365,43 @@ async fn a_failed_reset_fails_the_next_tenants_work_sqlx_and_deadpool() {
     a_failed_reset_fails_the_next_tenants_work::<Deadpool>().await;
 }
 
+/// A session handler that returns its connection inside an open transaction (a
+/// `BEGIN`, a write, then an early return): the next tenant's session hand-out on
+/// that connection must not commit the write (its opening runs no `COMMIT`).
+async fn an_abandoned_transaction_is_not_committed_by_the_next_session<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    let world = World::new(2, 0, 0);
+    let router: TenantRouter<D> = world.router::<D>().pool_connections(1).build().unwrap();
+    let (abandoning, next) = (&world.pool[0], &world.pool[1]);
+    let abandoned = format!("{}:abandoned", abandoning.id);
+    let sql = format!("BEGIN; INSERT INTO notes (secret) VALUES ('{abandoned}')");
+    router.leave_behind(abandoning, &sql, false).await.unwrap();
+    let _ = router.session_read(next).await;
+    // Closing the router ends the connection: only what was committed survives.
+    router.close().await;
+    let fresh: TenantRouter<D> = world.router::<D>().build().unwrap();
+    let seen = fresh.read(abandoning).await.unwrap();
+    fresh.close().await;
+    assert!(
+        !seen.contains(&abandoned),
+        "{}'s session committed {}'s abandoned write: {seen:?}",
+        next.id,
+        abandoning.id
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_transaction_is_not_committed_by_the_next_session_sqlx() {
+    an_abandoned_transaction_is_not_committed_by_the_next_session::<Sqlx>().await;
+}
+
+#[tokio::test]
+async fn an_abandoned_transaction_is_not_committed_by_the_next_session_deadpool() {
+    an_abandoned_transaction_is_not_committed_by_the_next_session::<Deadpool>().await;
+}
+
 /// A backend killed in the middle of a tenant transaction: the caller gets an
 /// error promptly (no hang), and the next transaction on the same one-connection
 /// pool gets a working connection at once.
