@@ -13,18 +13,23 @@ use common::{PASSWORD, Probe, World};
 use tenants_core::{DataModel, Tenant};
 use tenants_db::{Deadpool, Driver, Error, Sqlx, TenantRouter};
 
-/// Open connections of `role` to databases other than `except`, as PostgreSQL
-/// counts them.
-async fn connections(admin: &sqlx::PgPool, role: &str, except: &str) -> usize {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND datname <> $2",
+/// The databases other than `except` that `role` holds connections to, one entry
+/// per connection, as PostgreSQL lists them.
+async fn listed(admin: &sqlx::PgPool, role: &str, except: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT datname::text FROM pg_stat_activity WHERE usename = $1 AND datname <> $2",
     )
     .bind(role)
     .bind(except)
-    .fetch_one(admin)
+    .fetch_all(admin)
     .await
-    .unwrap();
-    n as usize
+    .unwrap()
+}
+
+/// Open connections of `role` to databases other than `except`, as PostgreSQL
+/// counts them.
+async fn connections(admin: &sqlx::PgPool, role: &str, except: &str) -> usize {
+    listed(admin, role, except).await.len()
 }
 
 async fn budget_bounds_connections<D: Driver>()
@@ -107,14 +112,7 @@ async fn budget_bounds_connections_deadpool() {
 async fn connected(admin: &sqlx::PgPool, role: &str, except: &str, most: usize) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let mut listed: Vec<String> = sqlx::query_scalar(
-            "SELECT datname::text FROM pg_stat_activity WHERE usename = $1 AND datname <> $2",
-        )
-        .bind(role)
-        .bind(except)
-        .fetch_all(admin)
-        .await
-        .unwrap();
+        let mut listed = listed(admin, role, except).await;
         if listed.len() <= most || tokio::time::Instant::now() > deadline {
             listed.sort();
             return listed;
