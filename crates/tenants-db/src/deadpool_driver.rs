@@ -315,9 +315,9 @@ impl TenantRouter<Deadpool> {
     /// its own.
     ///
     /// The message that opens it (the session put back as it connected, `BEGIN`,
-    /// the tenant's settings) goes ahead of the caller's first statement, as a
-    /// [session's](Self::client) does: tokio-postgres sends a request when its
-    /// future is first polled and the server answers in order. If the opening
+    /// the tenant's settings) goes ahead of the caller's first statement without
+    /// waiting for its answer: tokio-postgres sends a request when its future is
+    /// first polled and the server answers in order. If the opening
     /// fails (a dead connection, or a `DISCARD TEMP` that a handler's hoard of
     /// temporary tables makes fail), the caller's statements fail too: everything
     /// that can fail follows `BEGIN`, and a failure there aborts the transaction.

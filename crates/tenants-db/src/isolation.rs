@@ -42,8 +42,8 @@
 //! precede `BEGIN` in one message into the transaction, but if one of them fails no
 //! transaction is opened and the rest of the message is skipped, while a failure
 //! after `BEGIN` leaves the transaction aborted, so that every later statement of the
-//! caller fails too. Drivers that send the opening ahead of the caller's first
-//! statement without waiting for its answer (deadpool) rely on that. So before
+//! caller fails too. A driver that sends the opening ahead of the caller's first
+//! statement without waiting for its answer (deadpool's `begin`) relies on that. So before
 //! `BEGIN` come only the settings' resets, which cannot fail on a live connection,
 //! and the role, whose refusal (the application role not a member of it) must not
 //! leave an aborted transaction on a pooled connection of a driver that awaits the
@@ -53,8 +53,8 @@
 //! had it preceded `BEGIN`, the caller's statements would have run outside any
 //! transaction, without the tenant's settings, against the leftover temporary
 //! tables. A session hand-out has no transaction to abort, so its opening is
-//! always awaited ([`Scope::session`]). `SET` rather than `SELECT set_config(..)`: a utility
-//! statement costs the server no planning and returns no row.
+//! always awaited ([`Scope::session`]). `SET` rather than `SELECT set_config(..)`:
+//! a utility statement costs the server no planning and returns no row.
 //!
 //! The simple-query protocol has no parameters, so the values are literals and
 //! identifiers. They only ever come from validated types, never from request text:
