@@ -326,20 +326,12 @@ where
         .bridge_connections(1)
         .build()
         .unwrap();
-    // One statement, committing as it goes: the tables outnumber what one
-    // transaction could lock while creating them.
-    let hoard = "DO $$ BEGIN \
-                 CREATE TEMP TABLE notes (id bigserial PRIMARY KEY, secret text NOT NULL); \
-                 INSERT INTO notes (secret) VALUES ('planted'); COMMIT; \
-                 FOR i IN 1..2000 LOOP \
-                   EXECUTE format('CREATE TEMP TABLE hoard_%s (x text PRIMARY KEY)', i); \
-                   COMMIT; \
-                 END LOOP; END $$";
+    let hoard = World::temp_table_hoard(2000);
     for (hostile, next) in [
         (&world.pool[0], &world.pool[1]),
         (&world.bridge[0], &world.bridge[1]),
     ] {
-        router.leave_behind(hostile, hoard, false).await.unwrap();
+        router.leave_behind(hostile, &hoard, false).await.unwrap();
         let secret = format!("{}:x", next.id);
         let in_transaction = router.write_read(next, &secret, true).await;
         assert!(

@@ -178,6 +178,45 @@ async fn hostile_handlers_behind_pgbouncer_deadpool() {
     hostile_handlers_behind_pgbouncer::<Deadpool>().await;
 }
 
+/// The failed reset of `isolation.rs` behind pgbouncer (one server connection): a
+/// handler ends its transaction early and hoards more temporary tables than the
+/// server can lock at once, a `notes` of its own among them, on the server
+/// connection every next transaction gets. The next tenant's transaction, whose
+/// `DISCARD TEMP` then fails, must fail, not run against the leftover `notes`.
+async fn a_failed_reset_behind_pgbouncer<D: Driver>()
+where
+    TenantRouter<D>: Probe,
+{
+    // One pool and one bridge tenant of one database: pgbouncer's one server
+    // connection serves both.
+    let world = World::on(tenants_test_support::postgres_with_few_locks(), 1, 1, 0);
+    let bouncer = pgbouncer(&world, |config| config.pool_size = 1);
+    let router: TenantRouter<D> = TenantRouter::<D>::builder()
+        .server("main", bouncer.url(&world.app_url()))
+        .connection_mode("main", ConnectionMode::TransactionPooler)
+        .build()
+        .unwrap();
+    let (hostile, next) = (&world.pool[0], &world.bridge[0]);
+    let hoard = World::temp_table_hoard(2000);
+    router.leave_behind(hostile, &hoard, true).await.unwrap();
+    let secret = format!("{}:x", next.id);
+    let seen = router.write_read_unprepared(next, &secret).await;
+    assert!(
+        seen.is_err(),
+        "{}'s transaction ran after a failed reset: {seen:?}",
+        next.id
+    );
+    router.close().await;
+}
+
+// One driver after the other: at once, one's hoard could take the lock table's
+// last entries while the other's creates its own.
+#[tokio::test]
+async fn a_failed_reset_behind_pgbouncer_sqlx_and_deadpool() {
+    a_failed_reset_behind_pgbouncer::<Sqlx>().await;
+    a_failed_reset_behind_pgbouncer::<Deadpool>().await;
+}
+
 /// `verify` checks every server, and finds a transaction pooler behind a server
 /// declared direct (here the second one); declared, it is no hazard.
 async fn verify_finds_an_undeclared_pooler<D: Driver>() {

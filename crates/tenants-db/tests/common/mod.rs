@@ -246,6 +246,27 @@ impl World {
         )
     }
 
+    /// What a handler runs to make the next hand-out's `DISCARD TEMP` fail on a
+    /// server with a small lock table
+    /// ([`postgres_with_few_locks`](tenants_test_support::postgres_with_few_locks)):
+    /// it ends its own transaction if it has one, then, one transaction each (so
+    /// that no transaction holds their locks together), a temporary `notes` holding
+    /// a planted row (temporary tables come first on every search path) and
+    /// `tables` more temporary tables of four relations each.
+    pub fn temp_table_hoard(tables: usize) -> String {
+        let mut sql = String::from(
+            "COMMIT; BEGIN; \
+             CREATE TEMP TABLE notes (id bigserial PRIMARY KEY, secret text NOT NULL); \
+             INSERT INTO notes (secret) VALUES ('planted'); COMMIT; ",
+        );
+        for i in 0..tables {
+            sql.push_str(&format!(
+                "BEGIN; CREATE TEMP TABLE hoard_{i} (x text PRIMARY KEY); COMMIT; "
+            ));
+        }
+        sql
+    }
+
     /// Runs SQL as superuser on the shared database.
     pub fn admin(&self, sql: &str) -> String {
         self.pg.psql(&self.pg.url_for(&self.database), sql)
