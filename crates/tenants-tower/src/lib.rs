@@ -3,13 +3,16 @@
 //! the tenant to the handler.
 //!
 //! ```
-//! use axum::{Router, routing::get};
+//! use std::sync::Arc;
+//!
+//! use axum::{Extension, Router, routing::get};
 //! use tenants_core::resolve::{HeaderResolver, ResolverExt, SubdomainResolver};
-//! use tenants_core::{CachedCatalog, StaticCatalog};
-//! use tenants_tower::{CurrentTenant, TenantLayer};
+//! use tenants_core::{CachedCatalog, StaticCatalog, Tenant};
+//! use tenants_tower::TenantLayer;
 //! use tower::ServiceExt;
 //!
-//! async fn hello(CurrentTenant(tenant): CurrentTenant) -> String {
+//! // With the `axum` feature, `CurrentTenant` reads the same extension.
+//! async fn hello(Extension(tenant): Extension<Arc<Tenant>>) -> String {
 //!     format!("hello, {}", tenant.name)
 //! }
 //!
