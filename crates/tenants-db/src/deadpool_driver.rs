@@ -284,15 +284,32 @@ impl Backend for Deadpool {
 }
 
 /// Sends `sql` without waiting for the answer, so that it reaches the server ahead
-/// of whatever the caller sends next on `client`. `sql` must be written so that its
-/// failure fails what follows (an opening from [`Scope`](crate::isolation::Scope)).
-fn send_ahead(client: &tokio_postgres::Client, sql: &str) -> Result<(), Error> {
-    if let Some(sent) = client.batch_execute(sql).now_or_never() {
-        // Answered at once: only a closed connection does that.
-        sent?;
-    }
-    Ok(())
+/// of whatever the caller sends next on `client`, and reads the answer in a task of
+/// its own, whose outcome the returned handle gives. `sql` must be written so that
+/// its failure fails what follows (an opening from
+/// [`Scope`](crate::isolation::Scope)).
+///
+/// The answer is read by a task, not left for the caller to read later: tokio-postgres
+/// holds at most two unread batches of an answer before it stops reading the
+/// connection, and the answers to the caller's own statements come after it.
+fn send_ahead(client: &tokio_postgres::Client, sql: &str) -> Result<Opening, Error> {
+    // `simple_query_raw` sends its request before its first await: polled once, it
+    // is done.
+    let answer = client
+        .simple_query_raw(sql)
+        .now_or_never()
+        .ok_or_else(|| Error::Config("tokio-postgres did not send the opening at once".into()))??;
+    Ok(tokio::spawn(async move {
+        let mut answer = std::pin::pin!(answer);
+        while let Some(message) = answer.next().await {
+            message?;
+        }
+        Ok(())
+    }))
 }
+
+/// The outcome of an opening sent ahead ([`send_ahead`]).
+type Opening = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
 
 /// The first row of a simple query's answer.
 fn first_row(messages: &[SimpleQueryMessage]) -> Option<&tokio_postgres::SimpleQueryRow> {
@@ -320,7 +337,9 @@ impl TenantRouter<Deadpool> {
     /// first polled and the server answers in order. If the opening
     /// fails (a dead connection, or a `DISCARD TEMP` that a handler's hoard of
     /// temporary tables makes fail), the caller's statements fail too: everything
-    /// that can fail follows `BEGIN`, and a failure there aborts the transaction.
+    /// that can fail follows `BEGIN`, and a failure there aborts the transaction;
+    /// the connection is closed when the transaction ends, and
+    /// [`commit`](TenantTransaction::commit) returns the opening's error.
     /// (On a Citus coordinator, where the transaction opens in
     /// two messages, and in [`begin_as`](Self::begin_as), whose role can be
     /// refused, the opening is awaited instead, one round trip, and its errors are
@@ -362,17 +381,25 @@ impl TenantRouter<Deadpool> {
         let (client, scope) = self.connection(tenant, false).await?;
         // From here on, dropping the guard (an error, or this future being
         // cancelled mid-way) rolls back whatever the server got.
-        let transaction = TenantTransaction {
+        let mut transaction = TenantTransaction {
             client: Some(client),
+            opening: None,
         };
         let opening = scope.begin(role.as_ref());
         if role.is_none() && opening.then.is_none() {
-            send_ahead(&transaction, &opening.first)?;
+            transaction.opening = Some(send_ahead(&transaction, &opening.first)?);
             return Ok(transaction);
         }
-        transaction.batch_execute(&opening.first).await?;
-        if let Some(then) = &opening.then {
-            transaction.batch_execute(then).await?;
+        let opened = async {
+            transaction.batch_execute(&opening.first).await?;
+            if let Some(then) = &opening.then {
+                transaction.batch_execute(then).await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        if let Err(error) = opened.await {
+            transaction.close();
+            return Err(error.into());
         }
         Ok(transaction)
     }
@@ -387,7 +414,8 @@ impl TenantRouter<Deadpool> {
     /// transaction to abort, nothing would make the caller's statements fail if it
     /// failed (a handler that left more temporary tables than the server can lock
     /// at once makes its `DISCARD TEMP` fail), and they would run without the
-    /// tenant's settings, against the leftover tables.
+    /// tenant's settings, against the leftover tables. A connection whose opening
+    /// failed is closed.
     ///
     /// # Errors
     ///
@@ -396,7 +424,11 @@ impl TenantRouter<Deadpool> {
     /// survives a statement: use [`begin`](Self::begin) there.
     pub async fn client(&self, tenant: &Tenant) -> Result<Client, Error> {
         let (client, scope) = self.connection(tenant, true).await?;
-        client.batch_execute(&scope.session()).await?;
+        if let Err(error) = client.batch_execute(&scope.session()).await {
+            // What made it fail would fail every later hand-out of this connection.
+            drop(Object::take(client));
+            return Err(error.into());
+        }
         Ok(client)
     }
 
@@ -425,10 +457,14 @@ impl TenantRouter<Deadpool> {
 /// It dereferences to the client, so every tokio-postgres query method works on
 /// it (`query`, `execute`, `prepare_cached`, `copy_in`, ...). End it with
 /// [`commit`](Self::commit) or [`rollback`](Self::rollback); dropping it rolls back,
-/// in a background task, before the connection goes back to its pool (a connection
-/// whose rollback fails is closed instead).
+/// in a background task, before the connection goes back to its pool. A connection
+/// whose opening or rollback failed is closed instead: what made the opening fail (a
+/// handler's hoard of temporary tables that `DISCARD TEMP` cannot lock at once) would
+/// make every later opening on it fail too.
 pub struct TenantTransaction {
     client: Option<Client>,
+    /// The outcome of an opening sent ahead of the caller's statements.
+    opening: Option<Opening>,
 }
 
 impl fmt::Debug for TenantTransaction {
@@ -452,6 +488,12 @@ impl Deref for TenantTransaction {
 
 impl TenantTransaction {
     /// Commits the transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Postgres`] when the server refuses the `COMMIT`, or when the
+    /// transaction's opening failed (then nothing is committed, and the connection is
+    /// closed).
     pub async fn commit(mut self) -> Result<(), Error> {
         self.finish("COMMIT").await
     }
@@ -465,14 +507,50 @@ impl TenantTransaction {
         let Some(client) = self.client.take() else {
             return Ok(());
         };
+        // The caller's statements were answered after the opening: its outcome is in.
+        let opened = opened(self.opening.take()).await;
+        if let Err(Some(error)) = opened {
+            // Closing the connection ends the (aborted) transaction: a rollback is
+            // done, a commit failed.
+            drop(Object::take(client));
+            return match statement {
+                "COMMIT" => Err(error.into()),
+                _ => Ok(()),
+            };
+        }
         match client.batch_execute(statement).await {
-            Ok(()) => Ok(()),
+            Ok(()) if opened.is_ok() => Ok(()),
+            Ok(()) => {
+                drop(Object::take(client));
+                Ok(())
+            }
             Err(error) => {
                 // The server's transaction state is unknown: never reuse it.
                 drop(Object::take(client));
                 Err(error.into())
             }
         }
+    }
+
+    /// Ends the transaction by closing its connection (the server rolls it back).
+    fn close(mut self) {
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// Whether an opening sent ahead (if any) succeeded: `Err(Some(..))` with the
+/// server's error, `Err(None)` when its outcome is unknown (the runtime shut down
+/// the task that read it).
+async fn opened(opening: Option<Opening>) -> Result<(), Option<tokio_postgres::Error>> {
+    match opening {
+        None => Ok(()),
+        Some(opening) => match opening.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Some(error)),
+            Err(_) => Err(None),
+        },
     }
 }
 
@@ -481,10 +559,12 @@ impl Drop for TenantTransaction {
         let Some(client) = self.client.take() else {
             return;
         };
+        let opening = self.opening.take();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    if client.batch_execute("ROLLBACK").await.is_err() {
+                    let opened = opened(opening).await.is_ok();
+                    if !opened || client.batch_execute("ROLLBACK").await.is_err() {
                         drop(Object::take(client));
                     }
                 });

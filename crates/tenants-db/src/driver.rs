@@ -53,6 +53,55 @@ pub(crate) mod sealed {
         /// the shared database are closed instead of handed out (sqlx
         /// `before_acquire`, deadpool `pre_recycle`).
         pub(crate) shapes: Option<Arc<Shapes>>,
+        /// When an opening last failed on the router's pools (sqlx checks idle
+        /// connections for a while after: see [`FailedOpenings`]).
+        #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+        pub(crate) failed_openings: Arc<FailedOpenings>,
+    }
+
+    /// When the server last refused the statement that opens a hand-out, on any
+    /// pool of one router.
+    ///
+    /// sqlx gives a connection back to its pool when its `begin` fails, without a
+    /// rollback and without saying which connection it was: one whose opening failed
+    /// after `BEGIN` (a handler's hoard of temporary tables that `DISCARD TEMP`
+    /// cannot lock at once) waits in the pool inside a failed transaction, where
+    /// every later opening fails too. So for [`FailedOpenings::WINDOW`] after a
+    /// failure, each sqlx connection that comes back to its pool runs one statement
+    /// (sqlx `after_release`), and is closed if the statement fails.
+    #[derive(Debug)]
+    pub(crate) struct FailedOpenings {
+        origin: std::time::Instant,
+        /// Milliseconds from `origin` to the last failure, plus one; 0: none yet.
+        last: std::sync::atomic::AtomicU64,
+    }
+
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    impl FailedOpenings {
+        /// How long after a failure idle connections are checked.
+        pub(crate) const WINDOW: Duration = Duration::from_secs(10);
+
+        /// Notes a failure now.
+        pub(crate) fn record(&self) {
+            let now = self.origin.elapsed().as_millis() as u64 + 1;
+            self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        /// Whether the last failure is less than [`WINDOW`](Self::WINDOW) old.
+        pub(crate) fn recent(&self) -> bool {
+            let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+            let now = self.origin.elapsed().as_millis() as u64 + 1;
+            last != 0 && now - last < Self::WINDOW.as_millis() as u64
+        }
+    }
+
+    impl Default for FailedOpenings {
+        fn default() -> Self {
+            FailedOpenings {
+                origin: std::time::Instant::now(),
+                last: std::sync::atomic::AtomicU64::new(0),
+            }
+        }
     }
 
     /// The driver operations the router uses; see [`Driver`].

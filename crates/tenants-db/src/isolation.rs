@@ -53,7 +53,9 @@
 //! had it preceded `BEGIN`, the caller's statements would have run outside any
 //! transaction, without the tenant's settings, against the leftover temporary
 //! tables. A session hand-out has no transaction to abort, so its opening is
-//! always awaited ([`Scope::session`]). `SET` rather than `SELECT set_config(..)`:
+//! always awaited ([`Scope::session`]). Whatever made an opening fail would make
+//! the next one on that connection fail too (the hoard stays), so the drivers close
+//! a connection whose opening failed instead of handing it out again. `SET` rather than `SELECT set_config(..)`:
 //! a utility statement costs the server no planning and returns no row.
 //!
 //! The simple-query protocol has no parameters, so the values are literals and

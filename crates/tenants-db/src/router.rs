@@ -12,7 +12,7 @@ use tenants_core::{DataModel, SqlIdent, Tenant};
 
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
-use crate::driver::sealed::PoolSettings;
+use crate::driver::sealed::{FailedOpenings, PoolSettings};
 use crate::isolation::Scope;
 use crate::placement::active_model;
 use crate::shape::{Heard, Migrated, SchemaShapes, Shapes, schema_shape_sql};
@@ -102,6 +102,9 @@ pub(crate) struct Inner<D: Backend> {
     /// What the driver keeps per router (only deadpool keeps anything).
     #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) driver_state: D::State,
+    /// When an opening last failed (sqlx checks idle connections for a while after).
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    pub(crate) failed_openings: Arc<FailedOpenings>,
 }
 
 /// The bridge pool whose connections keep statements from one hand-out to the
@@ -241,6 +244,7 @@ async fn check_server<D: Backend>(name: &str, server: &Server<D>) -> Result<Vec<
         statement_cache: false,
         liveness_check: true,
         shapes: None,
+        failed_openings: Default::default(),
     };
     let pool = D::open_pool(&server.connect, None, &settings)?;
     let checked = async {
@@ -821,6 +825,7 @@ impl<D: Driver> RouterBuilder<D> {
         let default_mode = default.mode;
         let default_citus = default.citus;
         let shapes = Arc::new(Shapes::default());
+        let failed_openings = Arc::new(FailedOpenings::default());
         let settings = |max_connections, statement_cache| PoolSettings {
             max_connections,
             acquire_timeout: self.acquire_timeout,
@@ -829,6 +834,7 @@ impl<D: Driver> RouterBuilder<D> {
             statement_cache,
             liveness_check: false,
             shapes: Some(shapes.clone()),
+            failed_openings: failed_openings.clone(),
         };
         let pool_model = D::open_pool(
             &default.connect,
@@ -878,6 +884,7 @@ impl<D: Driver> RouterBuilder<D> {
                 shapes,
                 closed: AtomicBool::new(false),
                 driver_state: D::State::default(),
+                failed_openings,
             }),
         };
         router.warn_about_hazards();

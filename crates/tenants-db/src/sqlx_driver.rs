@@ -155,22 +155,34 @@ impl Backend for Sqlx {
                 });
             Box::pin(async move { Ok(!stale) })
         });
-        if !settings.statement_cache {
-            // With its cache off, sqlx still prepares a named statement for every
-            // persistent query and never closes it: the backend would keep every
-            // plan until the connection closes. So the cache stays on, to know
-            // which statements to close, and empties when the connection comes
-            // back, before another tenant's schema could meet them. Emptying it
-            // also forgets the type ids sqlx looked up by name, which name the
-            // previous tenant's own types (an enum of its schema, say); with
-            // nothing cached it sends nothing.
-            pool = pool.after_release(|connection, _| {
-                Box::pin(async move {
+        // With its cache off, sqlx still prepares a named statement for every
+        // persistent query and never closes it: the backend would keep every plan
+        // until the connection closes. So the cache stays on, to know which
+        // statements to close, and empties when the connection comes back, before
+        // another tenant's schema could meet them. Emptying it also forgets the type
+        // ids sqlx looked up by name, which name the previous tenant's own types (an
+        // enum of its schema, say); with nothing cached it sends nothing.
+        let clear_statements = !settings.statement_cache;
+        let failed_openings = settings.failed_openings.clone();
+        pool = pool.after_release(move |connection, _| {
+            let check = failed_openings.recent();
+            Box::pin(async move {
+                // Inside a failed transaction any statement but its end fails: such a
+                // connection is closed ([`FailedOpenings`]).
+                if check
+                    && sqlx::raw_sql("SELECT 1")
+                        .execute(&mut *connection)
+                        .await
+                        .is_err()
+                {
+                    return Ok(false);
+                }
+                if clear_statements {
                     connection.clear_cached_statements().await?;
-                    Ok(true)
-                })
-            });
-        }
+                }
+                Ok(true)
+            })
+        });
         Ok(pool.connect_lazy_with(options))
     }
 
@@ -298,6 +310,13 @@ impl TenantRouter<Sqlx> {
     /// Drop it or call `rollback` to undo; `commit` to keep. The tenant's settings
     /// end with the transaction.
     ///
+    /// When the server refuses the opening, sqlx gives the connection back to its
+    /// pool without saying which it was, possibly inside a failed transaction (a
+    /// handler's hoard of temporary tables that `DISCARD TEMP` cannot lock at once
+    /// would fail every later opening on it): for 10 s after such an error, every
+    /// connection that comes back to its pool runs one statement there, and is
+    /// closed if that fails.
+    ///
     /// # Errors
     ///
     /// [`Error::Inactive`] for a suspended or deleted tenant,
@@ -327,10 +346,16 @@ impl TenantRouter<Sqlx> {
         tenant: &Tenant,
         role: Option<SqlIdent>,
     ) -> Result<Transaction<'static, Postgres>, Error> {
-        self.hand_out(tenant, false, |pool, scope| {
-            begin_on(pool, scope.begin(role.as_ref()))
-        })
-        .await
+        let begun = self
+            .hand_out(tenant, false, |pool, scope| {
+                begin_on(pool, scope.begin(role.as_ref()))
+            })
+            .await;
+        if let Err(Error::Database(sqlx::Error::Database(_))) = &begun {
+            // Its connection may be back in the pool inside a failed transaction.
+            self.inner.failed_openings.record();
+        }
+        begun
     }
 
     /// A connection scoped to `tenant` for work outside a transaction (each
@@ -339,7 +364,7 @@ impl TenantRouter<Sqlx> {
     /// One statement first puts the session back as it connected (whatever a
     /// previous user set: role, `search_path`, any setting) and then makes the
     /// tenant's settings for the session; a silo connection keeps the tenant
-    /// setting it was opened with.
+    /// setting it was opened with. A connection whose opening fails is closed.
     ///
     /// # Errors
     ///
@@ -349,7 +374,11 @@ impl TenantRouter<Sqlx> {
     pub async fn acquire(&self, tenant: &Tenant) -> Result<PoolConnection<Postgres>, Error> {
         self.hand_out(tenant, true, |pool, scope| async move {
             let mut connection = pool.acquire().await?;
-            connection.execute(AssertSqlSafe(scope.session())).await?;
+            if let Err(error) = connection.execute(AssertSqlSafe(scope.session())).await {
+                // What made it fail would fail every later hand-out of this connection.
+                connection.close_on_drop();
+                return Err(error.into());
+            }
             Ok(connection)
         })
         .await

@@ -314,7 +314,9 @@ async fn handlers_leave_nothing_behind_deadpool() {
 /// than one transaction can lock (on a server whose lock table is small): the next
 /// hand-out's `DISCARD TEMP` fails ("out of shared memory"). The next tenant's work
 /// on that connection, in a transaction or in a session, must then fail, not run
-/// without its settings against the leftover `notes`.
+/// without its settings against the leftover `notes`; and the connection must be
+/// closed, not handed out again, so that the tenant's next work (on the
+/// one-connection pool, a new connection) runs, sees its own row and no other.
 async fn a_failed_reset_fails_the_next_tenants_work<D: Driver>()
 where
     TenantRouter<D>: Probe,
@@ -326,25 +328,60 @@ where
         .bridge_connections(1)
         .build()
         .unwrap();
-    let hoard = World::temp_table_hoard(2000);
+    // The hoarding session marks itself, to be seen in `pg_stat_activity`: a failed
+    // opening rolls back the reset of its `application_name` with the rest.
+    let marker = "tenants-hoard";
+    let hoard = format!(
+        "SET application_name = '{marker}'; {}",
+        World::temp_table_hoard(2000)
+    );
     for (hostile, next) in [
         (&world.pool[0], &world.pool[1]),
         (&world.bridge[0], &world.bridge[1]),
     ] {
-        router.leave_behind(hostile, &hoard, false).await.unwrap();
-        let secret = format!("{}:x", next.id);
-        let in_transaction = router.write_read(next, &secret, true).await;
-        assert!(
-            in_transaction.is_err(),
-            "{}'s transaction ran after a failed reset: {in_transaction:?}",
-            next.id
-        );
-        let in_session = router.session_read(next).await;
-        assert!(
-            in_session.is_err(),
-            "{}'s session ran after a failed reset: {in_session:?}",
-            next.id
-        );
+        for victim in ["transaction", "session", "transaction as a role"] {
+            router.leave_behind(hostile, &hoard, false).await.unwrap();
+            let attempt = format!("{}:attempt", next.id);
+            let work = match victim {
+                "transaction" => router.write_read(next, &attempt, true).await,
+                "session" => router.session_read(next).await,
+                _ => {
+                    let insert = format!("INSERT INTO notes (secret) VALUES ('{attempt}')");
+                    let done = router.run_as(next, TenantRole::Developer, &insert).await;
+                    done.map(|rows| vec![rows.to_string()])
+                }
+            };
+            assert!(
+                work.is_err(),
+                "{}'s {victim} ran after a failed reset: {work:?}",
+                next.id
+            );
+            // Until its backend is gone, removing the hoard at exit takes every free
+            // entry of the server's lock table, and any statement may fail for want
+            // of one.
+            assert!(
+                world.until_gone(marker).await,
+                "the connection whose reset failed ({victim}) was not closed"
+            );
+            let secret = format!("{}:after-{victim}", next.id);
+            let after = router.write_read(next, &secret, true).await;
+            assert!(
+                after.as_ref().is_ok_and(|seen| seen.contains(&secret)
+                    && !seen.iter().any(|s| s == "planted" || s == &attempt)),
+                "{}'s next transaction, after a failed reset ({victim}): {after:?}",
+                next.id
+            );
+            let after = router.session_read(next).await;
+            assert!(
+                after.as_ref().is_ok_and(
+                    |seen| seen.contains(&secret) && !seen.iter().any(|s| s == "planted")
+                ),
+                "{}'s next session, after a failed reset ({victim}): {after:?}",
+                next.id
+            );
+            // The closed connection's backend left its hoard behind.
+            world.drop_orphaned_temp_tables();
+        }
     }
     router.close().await;
 }

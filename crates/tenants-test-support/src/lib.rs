@@ -172,6 +172,12 @@ impl TestServer {
     ///
     /// Panics with psql's message when the SQL fails.
     pub fn psql(&self, url: &str, sql: &str) -> String {
+        self.try_psql(url, sql)
+            .unwrap_or_else(|error| panic!("psql failed on {sql:?}: {error}"))
+    }
+
+    /// Like [`psql`](Self::psql), with psql's error output as the error.
+    pub fn try_psql(&self, url: &str, sql: &str) -> Result<String, String> {
         let output = Command::new(&self.psql)
             .args([
                 "--no-psqlrc",
@@ -189,12 +195,9 @@ impl TestServer {
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.psql.display()));
         if !output.status.success() {
-            panic!(
-                "psql failed on {sql:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
         }
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 }
 

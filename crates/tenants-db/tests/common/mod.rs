@@ -267,6 +267,42 @@ impl World {
         sql
     }
 
+    /// Waits until no session shows `application_name` (set by a handler to mark
+    /// its connection), for at most 10 s; false if one still does. (While a
+    /// backend removes a hoard of temporary tables on its way out, even a new
+    /// connection may be refused: that counts as not yet.)
+    pub async fn until_gone(&self, application_name: &str) -> bool {
+        let count = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application_name}'"
+        );
+        let url = self.pg.url_for(&self.database);
+        for _ in 0..200 {
+            if self.pg.try_psql(&url, &count).as_deref() == Ok("0") {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Drops, one per transaction, the temporary tables of sessions that ended
+    /// without dropping them: a backend that exits with more temporary tables than
+    /// one transaction can lock leaves them behind, and the next backend given the
+    /// same temporary schema cannot create a temporary table until they are gone
+    /// (autovacuum drops them, in its own time).
+    pub fn drop_orphaned_temp_tables(&self) {
+        self.admin(
+            "DO $$ DECLARE t record; BEGIN \
+               FOR t IN SELECT n.nspname, c.relname FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname LIKE 'pg\\_temp\\_%' AND c.relkind = 'r' LOOP \
+                 EXECUTE format('DROP TABLE IF EXISTS %I.%I', t.nspname, t.relname); \
+                 COMMIT; \
+               END LOOP; \
+             END $$",
+        );
+    }
+
     /// Runs SQL as superuser on the shared database.
     pub fn admin(&self, sql: &str) -> String {
         self.pg.psql(&self.pg.url_for(&self.database), sql)
