@@ -13,6 +13,7 @@ use deadpool_postgres::{
 use futures_util::{FutureExt, StreamExt};
 use tenants_core::{SqlIdent, Tenant};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
 
 use crate::driver::Driver;
@@ -292,13 +293,16 @@ impl Backend for Deadpool {
 /// The answer is read by a task, not left for the caller to read later: tokio-postgres
 /// holds at most two unread batches of an answer before it stops reading the
 /// connection, and the answers to the caller's own statements come after it.
-fn send_ahead(client: &tokio_postgres::Client, sql: &str) -> Result<Opening, Error> {
+fn send_ahead(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<JoinHandle<Result<(), tokio_postgres::Error>>, Error> {
     // `simple_query_raw` sends its request before its first await: polled once, it
-    // is done.
+    // is done (`None` would mean it was not sent, or sent with its answer unread).
     let answer = client
         .simple_query_raw(sql)
         .now_or_never()
-        .ok_or_else(|| Error::Config("tokio-postgres did not send the opening at once".into()))??;
+        .ok_or(Error::OpeningLost)??;
     Ok(tokio::spawn(async move {
         let mut answer = std::pin::pin!(answer);
         while let Some(message) = answer.next().await {
@@ -308,8 +312,67 @@ fn send_ahead(client: &tokio_postgres::Client, sql: &str) -> Result<Opening, Err
     }))
 }
 
-/// The outcome of an opening sent ahead ([`send_ahead`]).
-type Opening = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
+/// How far a transaction's opening got.
+#[derive(Debug)]
+enum Opening {
+    /// Not answered without error yet: the connection is closed when the
+    /// transaction ends, not pooled again (the opening failed, or the caller
+    /// stopped waiting for it).
+    Unconfirmed,
+    /// Sent ahead of the caller's statements; the task reading its answer.
+    Sent(JoinHandle<Result<(), tokio_postgres::Error>>),
+    /// Answered without error, or refused without harm (a role the application
+    /// may not take: refused before `BEGIN`).
+    Confirmed,
+}
+
+impl Opening {
+    /// Whether the opening succeeded: its error, or [`Error::OpeningLost`] when
+    /// that is unknown.
+    async fn outcome(self) -> Result<(), Error> {
+        match self {
+            Opening::Confirmed => Ok(()),
+            Opening::Unconfirmed => Err(Error::OpeningLost),
+            Opening::Sent(answer) => match answer.await {
+                Ok(answered) => Ok(answered?),
+                Err(_) => Err(Error::OpeningLost),
+            },
+        }
+    }
+}
+
+/// A session connection whose opening is not answered yet: dropped (the opening
+/// failed, or the caller stopped waiting for it), it is closed, not pooled again.
+struct Unopened(Option<Client>);
+
+impl Unopened {
+    /// The connection, its opening answered without error.
+    fn opened(mut self) -> Client {
+        match self.0.take() {
+            Some(client) => client,
+            // Only this consumes the connection.
+            None => unreachable!("an opened connection is taken once"),
+        }
+    }
+}
+
+impl Drop for Unopened {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// Whether `error` is the server refusing the role of `begin_as` (not a member,
+/// or no such role): refused before `BEGIN`, it leaves the connection as it was.
+fn refused_role(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        error.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE | &SqlState::UNDEFINED_OBJECT)
+    )
+}
 
 /// The first row of a simple query's answer.
 fn first_row(messages: &[SimpleQueryMessage]) -> Option<&tokio_postgres::SimpleQueryRow> {
@@ -380,14 +443,15 @@ impl TenantRouter<Deadpool> {
     ) -> Result<TenantTransaction, Error> {
         let (client, scope) = self.connection(tenant, false).await?;
         // From here on, dropping the guard (an error, or this future being
-        // cancelled mid-way) rolls back whatever the server got.
+        // cancelled mid-way) rolls back whatever the server got, or closes the
+        // connection while the opening is not confirmed.
         let mut transaction = TenantTransaction {
             client: Some(client),
-            opening: None,
+            opening: Opening::Unconfirmed,
         };
         let opening = scope.begin(role.as_ref());
         if role.is_none() && opening.then.is_none() {
-            transaction.opening = Some(send_ahead(&transaction, &opening.first)?);
+            transaction.opening = Opening::Sent(send_ahead(&transaction, &opening.first)?);
             return Ok(transaction);
         }
         let opened = async {
@@ -397,11 +461,18 @@ impl TenantRouter<Deadpool> {
             }
             Ok::<_, tokio_postgres::Error>(())
         };
-        if let Err(error) = opened.await {
-            transaction.close();
-            return Err(error.into());
+        match opened.await {
+            Ok(()) => {
+                transaction.opening = Opening::Confirmed;
+                Ok(transaction)
+            }
+            Err(error) => {
+                if refused_role(&error) {
+                    transaction.opening = Opening::Confirmed;
+                }
+                Err(error.into())
+            }
         }
-        Ok(transaction)
     }
 
     /// A client scoped to `tenant` for work outside a transaction (each statement
@@ -424,12 +495,11 @@ impl TenantRouter<Deadpool> {
     /// survives a statement: use [`begin`](Self::begin) there.
     pub async fn client(&self, tenant: &Tenant) -> Result<Client, Error> {
         let (client, scope) = self.connection(tenant, true).await?;
-        if let Err(error) = client.batch_execute(&scope.session()).await {
-            // What made it fail would fail every later hand-out of this connection.
-            drop(Object::take(client));
-            return Err(error.into());
+        let session = Unopened(Some(client));
+        if let Some(client) = &session.0 {
+            client.batch_execute(&scope.session()).await?;
         }
-        Ok(client)
+        Ok(session.opened())
     }
 
     /// A connection for `tenant`, with its statement cache made safe for the
@@ -463,8 +533,7 @@ impl TenantRouter<Deadpool> {
 /// make every later opening on it fail too.
 pub struct TenantTransaction {
     client: Option<Client>,
-    /// The outcome of an opening sent ahead of the caller's statements.
-    opening: Option<Opening>,
+    opening: Opening,
 }
 
 impl fmt::Debug for TenantTransaction {
@@ -493,64 +562,41 @@ impl TenantTransaction {
     ///
     /// [`Error::Postgres`] when the server refuses the `COMMIT`, or when the
     /// transaction's opening failed (then nothing is committed, and the connection is
-    /// closed).
+    /// closed); [`Error::OpeningLost`] when the opening's outcome is unknown.
     pub async fn commit(mut self) -> Result<(), Error> {
-        self.finish("COMMIT").await
+        self.finish(true).await
     }
 
     /// Rolls the transaction back.
     pub async fn rollback(mut self) -> Result<(), Error> {
-        self.finish("ROLLBACK").await
+        self.finish(false).await
     }
 
-    async fn finish(&mut self, statement: &str) -> Result<(), Error> {
+    async fn finish(&mut self, commit: bool) -> Result<(), Error> {
         let Some(client) = self.client.take() else {
             return Ok(());
         };
-        // The caller's statements were answered after the opening: its outcome is in.
-        let opened = opened(self.opening.take()).await;
-        if let Err(Some(error)) = opened {
-            // Closing the connection ends the (aborted) transaction: a rollback is
-            // done, a commit failed.
-            drop(Object::take(client));
-            return match statement {
-                "COMMIT" => Err(error.into()),
-                _ => Ok(()),
-            };
-        }
-        match client.batch_execute(statement).await {
-            Ok(()) if opened.is_ok() => Ok(()),
-            Ok(()) => {
+        let opening = std::mem::replace(&mut self.opening, Opening::Confirmed);
+        let statement = if commit { "COMMIT" } else { "ROLLBACK" };
+        // The end goes out without waiting for the opening's answer; the server
+        // answers both in order.
+        let (opened, ended) =
+            futures_util::join!(opening.outcome(), client.batch_execute(statement));
+        match (opened, ended) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(error), _) => {
+                // An aborted transaction: `COMMIT` answers `ROLLBACK` without an
+                // error, so the opening's error is the commit's. Closing the
+                // connection ends whatever is left.
                 drop(Object::take(client));
-                Ok(())
+                if commit { Err(error) } else { Ok(()) }
             }
-            Err(error) => {
+            (Ok(()), Err(error)) => {
                 // The server's transaction state is unknown: never reuse it.
                 drop(Object::take(client));
                 Err(error.into())
             }
         }
-    }
-
-    /// Ends the transaction by closing its connection (the server rolls it back).
-    fn close(mut self) {
-        if let Some(client) = self.client.take() {
-            drop(Object::take(client));
-        }
-    }
-}
-
-/// Whether an opening sent ahead (if any) succeeded: `Err(Some(..))` with the
-/// server's error, `Err(None)` when its outcome is unknown (the runtime shut down
-/// the task that read it).
-async fn opened(opening: Option<Opening>) -> Result<(), Option<tokio_postgres::Error>> {
-    match opening {
-        None => Ok(()),
-        Some(opening) => match opening.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(Some(error)),
-            Err(_) => Err(None),
-        },
     }
 }
 
@@ -559,11 +605,13 @@ impl Drop for TenantTransaction {
         let Some(client) = self.client.take() else {
             return;
         };
-        let opening = self.opening.take();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
+        let opening = std::mem::replace(&mut self.opening, Opening::Confirmed);
+        let runtime = tokio::runtime::Handle::try_current();
+        match (opening, runtime) {
+            (Opening::Unconfirmed, _) => drop(Object::take(client)),
+            (opening, Ok(runtime)) => {
                 runtime.spawn(async move {
-                    let opened = opened(opening).await.is_ok();
+                    let opened = opening.outcome().await.is_ok();
                     if !opened || client.batch_execute("ROLLBACK").await.is_err() {
                         drop(Object::take(client));
                     }
@@ -571,7 +619,7 @@ impl Drop for TenantTransaction {
             }
             // No runtime to roll back on: close the connection rather than return
             // it to the pool inside a transaction.
-            Err(_) => drop(Object::take(client)),
+            (_, Err(_)) => drop(Object::take(client)),
         }
     }
 }

@@ -62,13 +62,15 @@ pub(crate) mod sealed {
     /// When the server last refused the statement that opens a hand-out, on any
     /// pool of one router.
     ///
-    /// sqlx gives a connection back to its pool when its `begin` fails, without a
-    /// rollback and without saying which connection it was: one whose opening failed
-    /// after `BEGIN` (a handler's hoard of temporary tables that `DISCARD TEMP`
-    /// cannot lock at once) waits in the pool inside a failed transaction, where
-    /// every later opening fails too. So for [`FailedOpenings::WINDOW`] after a
-    /// failure, each sqlx connection that comes back to its pool runs one statement
-    /// (sqlx `after_release`), and is closed if the statement fails.
+    /// sqlx gives a connection back to its pool when its `begin` fails, without
+    /// saying which connection it was: one whose opening failed on a handler's hoard
+    /// of temporary tables (more than `DISCARD TEMP` can lock at once) waits in the
+    /// pool, inside a failed transaction or with the hoard, where every later
+    /// opening fails too. So for [`FailedOpenings::WINDOW`] after a failure (a
+    /// refused role aside), each sqlx connection runs `DISCARD TEMP` when it comes
+    /// back to its pool (`after_release`) and before it is handed out
+    /// (`before_acquire`, for one that came back before the failure was recorded),
+    /// and is closed if that fails.
     #[derive(Debug)]
     pub(crate) struct FailedOpenings {
         origin: std::time::Instant,
@@ -91,7 +93,7 @@ pub(crate) mod sealed {
         pub(crate) fn recent(&self) -> bool {
             let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
             let now = self.origin.elapsed().as_millis() as u64 + 1;
-            last != 0 && now - last < Self::WINDOW.as_millis() as u64
+            last != 0 && now.saturating_sub(last) < Self::WINDOW.as_millis() as u64
         }
     }
 

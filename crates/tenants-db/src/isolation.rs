@@ -55,8 +55,10 @@
 //! tables. A session hand-out has no transaction to abort, so its opening is
 //! always awaited ([`Scope::session`]). Whatever made an opening fail would make
 //! the next one on that connection fail too (the hoard stays), so the drivers close
-//! a connection whose opening failed instead of handing it out again. `SET` rather than `SELECT set_config(..)`:
-//! a utility statement costs the server no planning and returns no row.
+//! a connection whose opening failed, or was not waited for to the end, instead of
+//! handing it out again (a refused role aside: refused before `BEGIN`, it leaves
+//! the connection as it was). `SET` rather than `SELECT set_config(..)`: a utility
+//! statement costs the server no planning and returns no row.
 //!
 //! The simple-query protocol has no parameters, so the values are literals and
 //! identifiers. They only ever come from validated types, never from request text:

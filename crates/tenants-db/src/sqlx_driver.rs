@@ -9,14 +9,14 @@ use std::sync::Arc;
 use sqlx::pool::PoolConnection;
 use std::time::Instant;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor, Postgres, Row, Transaction};
 use tenants_core::{SqlIdent, Tenant};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::driver::Driver;
 use crate::driver::sealed::Backend;
-use crate::driver::sealed::PoolSettings;
+use crate::driver::sealed::{FailedOpenings, PoolSettings};
 use crate::isolation::Opening;
 use crate::silo::{IDENTITY_SQL, Identity};
 use crate::verify::{HAZARDS_SQL, KEEPS_SESSIONS_READ, session_markers};
@@ -148,12 +148,16 @@ impl Backend for Sqlx {
         // back or its maintenance task runs; this also keeps one from being handed
         // out, as on deadpool.
         let (shapes, lifetime) = (settings.shapes.clone(), settings.lifetime);
-        pool = pool.before_acquire(move |_, meta| {
+        let failed_openings = settings.failed_openings.clone();
+        pool = pool.before_acquire(move |connection, meta| {
             let stale = meta.age >= lifetime
                 || shapes.as_ref().is_some_and(|shapes| {
                     shapes.predates_change(Instant::now().checked_sub(meta.age))
                 });
-            Box::pin(async move { Ok(!stale) })
+            // A connection that came back before its failure was recorded is
+            // checked here.
+            let check = !stale && failed_openings.recent();
+            Box::pin(async move { Ok(!stale && (!check || fit(connection).await)) })
         });
         // With its cache off, sqlx still prepares a named statement for every
         // persistent query and never closes it: the backend would keep every plan
@@ -167,14 +171,7 @@ impl Backend for Sqlx {
         pool = pool.after_release(move |connection, _| {
             let check = failed_openings.recent();
             Box::pin(async move {
-                // Inside a failed transaction any statement but its end fails: such a
-                // connection is closed ([`FailedOpenings`]).
-                if check
-                    && sqlx::raw_sql("SELECT 1")
-                        .execute(&mut *connection)
-                        .await
-                        .is_err()
-                {
+                if check && !fit(connection).await {
                     return Ok(false);
                 }
                 if clear_statements {
@@ -300,6 +297,17 @@ impl Backend for Sqlx {
     }
 }
 
+/// Whether a connection may be handed out again after an opening failed
+/// somewhere ([`FailedOpenings`]): `DISCARD TEMP` fails on a connection inside a
+/// failed transaction and on one holding more temporary tables than the server can
+/// lock at once (what makes openings fail), and costs nothing on one holding none.
+async fn fit(connection: &mut PgConnection) -> bool {
+    sqlx::raw_sql("DISCARD TEMP")
+        .execute(connection)
+        .await
+        .is_ok()
+}
+
 impl TenantRouter<Sqlx> {
     /// Begins a transaction that sees only `tenant`'s data, with the `BEGIN` message
     /// (isolation adds no round trip). On the shared pools (pool and bridge tenants)
@@ -311,11 +319,11 @@ impl TenantRouter<Sqlx> {
     /// end with the transaction.
     ///
     /// When the server refuses the opening, sqlx gives the connection back to its
-    /// pool without saying which it was, possibly inside a failed transaction (a
-    /// handler's hoard of temporary tables that `DISCARD TEMP` cannot lock at once
-    /// would fail every later opening on it): for 10 s after such an error, every
-    /// connection that comes back to its pool runs one statement there, and is
-    /// closed if that fails.
+    /// pool without saying which it was, possibly inside a failed transaction or
+    /// with what made the opening fail (a handler's hoard of temporary tables that
+    /// `DISCARD TEMP` cannot lock at once): for 10 s after such an error, every
+    /// connection runs `DISCARD TEMP` when it comes back and before it is handed
+    /// out, and is closed if that fails.
     ///
     /// # Errors
     ///
@@ -346,16 +354,11 @@ impl TenantRouter<Sqlx> {
         tenant: &Tenant,
         role: Option<SqlIdent>,
     ) -> Result<Transaction<'static, Postgres>, Error> {
-        let begun = self
-            .hand_out(tenant, false, |pool, scope| {
-                begin_on(pool, scope.begin(role.as_ref()))
-            })
-            .await;
-        if let Err(Error::Database(sqlx::Error::Database(_))) = &begun {
-            // Its connection may be back in the pool inside a failed transaction.
-            self.inner.failed_openings.record();
-        }
-        begun
+        let failed_openings = &self.inner.failed_openings;
+        self.hand_out(tenant, false, |pool, scope| {
+            begin_on(pool, scope.begin(role.as_ref()), failed_openings.clone())
+        })
+        .await
     }
 
     /// A connection scoped to `tenant` for work outside a transaction (each
@@ -373,13 +376,11 @@ impl TenantRouter<Sqlx> {
     /// survives a statement: use [`begin`](Self::begin) there.
     pub async fn acquire(&self, tenant: &Tenant) -> Result<PoolConnection<Postgres>, Error> {
         self.hand_out(tenant, true, |pool, scope| async move {
-            let mut connection = pool.acquire().await?;
-            if let Err(error) = connection.execute(AssertSqlSafe(scope.session())).await {
-                // What made it fail would fail every later hand-out of this connection.
-                connection.close_on_drop();
-                return Err(error.into());
+            let mut session = Unopened(Some(pool.acquire().await?));
+            if let Some(connection) = &mut session.0 {
+                connection.execute(AssertSqlSafe(scope.session())).await?;
             }
-            Ok(connection)
+            Ok(session.opened())
         })
         .await
     }
@@ -395,15 +396,63 @@ impl TenantRouter<Sqlx> {
 /// back, like any other.
 /// A second message of the opening runs inside the transaction; dropping the
 /// transaction on its failure rolls it back.
-async fn begin_on(pool: PgPool, opening: Opening) -> Result<Transaction<'static, Postgres>, Error> {
+///
+/// When the server refuses the opening (but for a role the application may not
+/// take, refused before `BEGIN`), the failure is recorded in `failed_openings`
+/// before the caller hears of it, and whether or not the caller still waits: the
+/// connection goes back to the pool, and is checked there ([`FailedOpenings`]).
+async fn begin_on(
+    pool: PgPool,
+    opening: Opening,
+    failed_openings: Arc<FailedOpenings>,
+) -> Result<Transaction<'static, Postgres>, Error> {
     let begin = async move {
-        let mut transaction = pool.begin_with(AssertSqlSafe(opening.first)).await?;
-        if let Some(then) = opening.then {
-            transaction.execute(AssertSqlSafe(then)).await?;
+        let begun = async {
+            let mut transaction = pool.begin_with(AssertSqlSafe(opening.first)).await?;
+            if let Some(then) = opening.then {
+                transaction.execute(AssertSqlSafe(then)).await?;
+            }
+            Ok::<_, sqlx::Error>(transaction)
         }
-        Ok::<_, sqlx::Error>(transaction)
+        .await;
+        if let Err(sqlx::Error::Database(error)) = &begun
+            && !refused_role(error.as_ref())
+        {
+            failed_openings.record();
+        }
+        begun
     };
     Ok(FinishOnDrop(Some(Box::pin(begin))).await?)
+}
+
+/// Whether the server refused the role of `begin_as` (not a member, or no such
+/// role): refused before `BEGIN`, it leaves the connection as it was.
+fn refused_role(error: &dyn sqlx::error::DatabaseError) -> bool {
+    // insufficient_privilege, undefined_object
+    matches!(error.code().as_deref(), Some("42501" | "42704"))
+}
+
+/// A session connection whose opening is not answered yet: dropped (the opening
+/// failed, or the caller stopped waiting for it), it is closed, not pooled again.
+struct Unopened(Option<PoolConnection<Postgres>>);
+
+impl Unopened {
+    /// The connection, its opening answered without error.
+    fn opened(mut self) -> PoolConnection<Postgres> {
+        match self.0.take() {
+            Some(connection) => connection,
+            // Only this consumes the connection.
+            None => unreachable!("an opened connection is taken once"),
+        }
+    }
+}
+
+impl Drop for Unopened {
+    fn drop(&mut self) {
+        if let Some(mut connection) = self.0.take() {
+            connection.close_on_drop();
+        }
+    }
 }
 
 /// Polls the inner future; if dropped before it finished, finishes it in a task

@@ -82,7 +82,9 @@ static FEW_LOCKS: OnceLock<TestServer> = OnceLock::new();
 /// [`postgres`] has 19,200), for tests that exhaust it (a session holding more
 /// temporary tables than one transaction can lock) without failing the tests that
 /// share [`postgres`] meanwhile. Always a cluster of its own, even with
-/// `TENANTS_TEST_DATABASE_URL` set.
+/// `TENANTS_TEST_DATABASE_URL` set. Autovacuum is off: it would drop the
+/// temporary tables a backend could not drop on its way out while the tests do
+/// (and deadlock with them).
 ///
 /// # Panics
 ///
@@ -90,7 +92,7 @@ static FEW_LOCKS: OnceLock<TestServer> = OnceLock::new();
 pub fn postgres_with_few_locks() -> &'static TestServer {
     FEW_LOCKS.get_or_init(|| {
         let setup = ClusterSetup {
-            options: "-c max_locks_per_transaction=10".into(),
+            options: "-c max_locks_per_transaction=10 -c autovacuum=off".into(),
             ..ClusterSetup::default()
         };
         let started = find_bin_dir()

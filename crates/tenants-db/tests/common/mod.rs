@@ -369,6 +369,8 @@ pub struct Seen {
     pub temp_table: String,
     /// Whether the transaction had written nothing yet (no transaction id).
     pub fresh: bool,
+    /// The server process of the connection.
+    pub pid: i32,
 }
 
 /// Waits until `router` listens for migration announcements (bridge schemas
@@ -550,7 +552,7 @@ const SEEN: &str = "SELECT coalesce(current_setting('tenants.tenant_id', true), 
      current_setting('search_path'), current_user::text, \
      pg_current_xact_id_if_assigned() IS NULL, \
      coalesce(current_setting('app.leftover', true), ''), \
-     coalesce(to_regclass('pg_temp.leftover')::text, '')";
+     coalesce(to_regclass('pg_temp.leftover')::text, ''), pg_backend_pid()";
 
 /// Drops the inner future at its `polls`-th poll, before polling it: run with
 /// `polls` = 0, 1, 2, ... it cuts a future at every await point in turn.
@@ -608,6 +610,7 @@ mod sqlx_probe {
             fresh: row.get(3),
             leftover: row.get(4),
             temp_table: row.get(5),
+            pid: row.get(6),
         }
     }
 
@@ -829,6 +832,7 @@ mod deadpool_probe {
             fresh: row.get(3),
             leftover: row.get(4),
             temp_table: row.get(5),
+            pid: row.get(6),
         }
     }
 
