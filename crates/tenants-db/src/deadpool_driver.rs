@@ -13,7 +13,6 @@ use deadpool_postgres::{
 use futures_util::{FutureExt, StreamExt};
 use tenants_core::{SqlIdent, Tenant};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
 
 use crate::driver::Driver;
@@ -285,60 +284,54 @@ impl Backend for Deadpool {
 }
 
 /// Sends `sql` without waiting for the answer, so that it reaches the server ahead
-/// of whatever the caller sends next on `client`, and reads the answer in a task of
-/// its own, whose outcome the returned handle gives. `sql` must be written so that
-/// its failure fails what follows (an opening from
-/// [`Scope`](crate::isolation::Scope)).
-///
-/// The answer is read by a task, not left for the caller to read later: tokio-postgres
-/// holds at most two unread batches of an answer before it stops reading the
-/// connection, and the answers to the caller's own statements come after it.
-fn send_ahead(
-    client: &tokio_postgres::Client,
-    sql: &str,
-) -> Result<JoinHandle<Result<(), tokio_postgres::Error>>, Error> {
-    // `simple_query_raw` sends its request before its first await: polled once, it
-    // is done (`None` would mean it was not sent, or sent with its answer unread).
-    let answer = client
-        .simple_query_raw(sql)
-        .now_or_never()
-        .ok_or(Error::OpeningLost)??;
-    Ok(tokio::spawn(async move {
-        let mut answer = std::pin::pin!(answer);
-        while let Some(message) = answer.next().await {
-            message?;
-        }
-        Ok(())
-    }))
+/// of whatever the caller sends next on `client`. `sql` must be written so that its
+/// failure fails what follows (an opening from [`Scope`](crate::isolation::Scope)).
+fn send_ahead(client: &tokio_postgres::Client, sql: &str) -> Result<(), Error> {
+    if let Some(sent) = client.batch_execute(sql).now_or_never() {
+        // Answered at once: only a closed connection does that.
+        sent?;
+    }
+    Ok(())
 }
 
 /// How far a transaction's opening got.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Opening {
-    /// Not answered without error yet: the connection is closed when the
-    /// transaction ends, not pooled again (the opening failed, or the caller
-    /// stopped waiting for it).
+    /// Awaited and not answered without error yet: dropped in this state (the
+    /// caller stopped waiting, or the opening failed), the connection is closed,
+    /// not pooled again.
     Unconfirmed,
-    /// Sent ahead of the caller's statements; the task reading its answer.
-    Sent(JoinHandle<Result<(), tokio_postgres::Error>>),
-    /// Answered without error, or refused without harm (a role the application
-    /// may not take: refused before `BEGIN`).
-    Confirmed,
+    /// Answered without error, sent ahead (its failure then fails the caller's
+    /// statements, and the end finds what made it fail), or refused without harm
+    /// (a role the application may not take: refused before `BEGIN`).
+    Done,
 }
 
-impl Opening {
-    /// Whether the opening succeeded: its error, or [`Error::OpeningLost`] when
-    /// that is unknown.
-    async fn outcome(self) -> Result<(), Error> {
-        match self {
-            Opening::Confirmed => Ok(()),
-            Opening::Unconfirmed => Err(Error::OpeningLost),
-            Opening::Sent(answer) => match answer.await {
-                Ok(answered) => Ok(answered?),
-                Err(_) => Err(Error::OpeningLost),
-            },
+/// Ends a transaction with `end` (`COMMIT` or `ROLLBACK`) and, in the same
+/// message, checks that the connection may serve again: `DISCARD TEMP` fails on a
+/// hoard of temporary tables too large to lock at once, what makes the next
+/// opening fail (the hoard this transaction's own opening met, or one its handler
+/// left), and costs nothing on a connection holding no temporary table.
+///
+/// The end's own outcome, and whether the connection may serve again.
+async fn end(client: &Client, end: &str) -> (Result<(), tokio_postgres::Error>, bool) {
+    let sql = format!("{end}; DISCARD TEMP");
+    let answer = match client.simple_query_raw(&sql).await {
+        Ok(answer) => answer,
+        Err(error) => return (Err(error), false),
+    };
+    let mut answer = std::pin::pin!(answer);
+    let mut ended = false;
+    while let Some(message) = answer.next().await {
+        match message {
+            Ok(SimpleQueryMessage::CommandComplete(_)) if !ended => ended = true,
+            Ok(_) => {}
+            // After the end, the check failed: the end stands.
+            Err(_) if ended => return (Ok(()), false),
+            Err(error) => return (Err(error), false),
         }
     }
+    (Ok(()), ended)
 }
 
 /// A session connection whose opening is not answered yet: dropped (the opening
@@ -400,9 +393,9 @@ impl TenantRouter<Deadpool> {
     /// first polled and the server answers in order. If the opening
     /// fails (a dead connection, or a `DISCARD TEMP` that a handler's hoard of
     /// temporary tables makes fail), the caller's statements fail too: everything
-    /// that can fail follows `BEGIN`, and a failure there aborts the transaction;
-    /// the connection is closed when the transaction ends, and
-    /// [`commit`](TenantTransaction::commit) returns the opening's error.
+    /// that can fail follows `BEGIN`, and a failure there aborts the transaction.
+    /// The message that ends the transaction checks the connection with `DISCARD
+    /// TEMP`, and one that fails it (a hoard met, or left) is closed.
     /// (On a Citus coordinator, where the transaction opens in
     /// two messages, and in [`begin_as`](Self::begin_as), whose role can be
     /// refused, the opening is awaited instead, one round trip, and its errors are
@@ -444,14 +437,15 @@ impl TenantRouter<Deadpool> {
         let (client, scope) = self.connection(tenant, false).await?;
         // From here on, dropping the guard (an error, or this future being
         // cancelled mid-way) rolls back whatever the server got, or closes the
-        // connection while the opening is not confirmed.
+        // connection while an awaited opening is unconfirmed.
         let mut transaction = TenantTransaction {
             client: Some(client),
             opening: Opening::Unconfirmed,
         };
         let opening = scope.begin(role.as_ref());
         if role.is_none() && opening.then.is_none() {
-            transaction.opening = Opening::Sent(send_ahead(&transaction, &opening.first)?);
+            send_ahead(&transaction, &opening.first)?;
+            transaction.opening = Opening::Done;
             return Ok(transaction);
         }
         let opened = async {
@@ -461,18 +455,12 @@ impl TenantRouter<Deadpool> {
             }
             Ok::<_, tokio_postgres::Error>(())
         };
-        match opened.await {
-            Ok(()) => {
-                transaction.opening = Opening::Confirmed;
-                Ok(transaction)
-            }
-            Err(error) => {
-                if refused_role(&error) {
-                    transaction.opening = Opening::Confirmed;
-                }
-                Err(error.into())
-            }
+        let opened = opened.await;
+        if opened.is_ok() || opened.as_ref().is_err_and(refused_role) {
+            transaction.opening = Opening::Done;
         }
+        opened?;
+        Ok(transaction)
     }
 
     /// A client scoped to `tenant` for work outside a transaction (each statement
@@ -527,10 +515,11 @@ impl TenantRouter<Deadpool> {
 /// It dereferences to the client, so every tokio-postgres query method works on
 /// it (`query`, `execute`, `prepare_cached`, `copy_in`, ...). End it with
 /// [`commit`](Self::commit) or [`rollback`](Self::rollback); dropping it rolls back,
-/// in a background task, before the connection goes back to its pool. A connection
-/// whose opening or rollback failed is closed instead: what made the opening fail (a
-/// handler's hoard of temporary tables that `DISCARD TEMP` cannot lock at once) would
-/// make every later opening on it fail too.
+/// in a background task, before the connection goes back to its pool. The message
+/// that ends it also runs `DISCARD TEMP`, and a connection where that fails (a
+/// handler's hoard of temporary tables too large to lock at once, which would fail
+/// every later opening on it), whose end failed, or whose awaited opening was not
+/// answered, is closed instead.
 pub struct TenantTransaction {
     client: Option<Client>,
     opening: Opening,
@@ -560,43 +549,28 @@ impl TenantTransaction {
     ///
     /// # Errors
     ///
-    /// [`Error::Postgres`] when the server refuses the `COMMIT`, or when the
-    /// transaction's opening failed (then nothing is committed, and the connection is
-    /// closed); [`Error::OpeningLost`] when the opening's outcome is unknown.
+    /// [`Error::Postgres`] when the server refuses the `COMMIT` (the connection is
+    /// then closed). As with tokio-postgres' own transactions, a transaction a
+    /// statement aborted answers `COMMIT` by rolling back, without an error.
     pub async fn commit(mut self) -> Result<(), Error> {
-        self.finish(true).await
+        self.finish("COMMIT").await
     }
 
     /// Rolls the transaction back.
     pub async fn rollback(mut self) -> Result<(), Error> {
-        self.finish(false).await
+        self.finish("ROLLBACK").await
     }
 
-    async fn finish(&mut self, commit: bool) -> Result<(), Error> {
+    async fn finish(&mut self, statement: &str) -> Result<(), Error> {
         let Some(client) = self.client.take() else {
             return Ok(());
         };
-        let opening = std::mem::replace(&mut self.opening, Opening::Confirmed);
-        let statement = if commit { "COMMIT" } else { "ROLLBACK" };
-        // The end goes out without waiting for the opening's answer; the server
-        // answers both in order.
-        let (opened, ended) =
-            futures_util::join!(opening.outcome(), client.batch_execute(statement));
-        match (opened, ended) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(error), _) => {
-                // An aborted transaction: `COMMIT` answers `ROLLBACK` without an
-                // error, so the opening's error is the commit's. Closing the
-                // connection ends whatever is left.
-                drop(Object::take(client));
-                if commit { Err(error) } else { Ok(()) }
-            }
-            (Ok(()), Err(error)) => {
-                // The server's transaction state is unknown: never reuse it.
-                drop(Object::take(client));
-                Err(error.into())
-            }
+        let (ended, fit) = end(&client, statement).await;
+        if ended.is_err() || !fit {
+            // Unknown transaction state, or what would fail the next opening.
+            drop(Object::take(client));
         }
+        Ok(ended?)
     }
 }
 
@@ -605,21 +579,18 @@ impl Drop for TenantTransaction {
         let Some(client) = self.client.take() else {
             return;
         };
-        let opening = std::mem::replace(&mut self.opening, Opening::Confirmed);
         let runtime = tokio::runtime::Handle::try_current();
-        match (opening, runtime) {
-            (Opening::Unconfirmed, _) => drop(Object::take(client)),
-            (opening, Ok(runtime)) => {
+        match (self.opening, runtime) {
+            (Opening::Done, Ok(runtime)) => {
                 runtime.spawn(async move {
-                    let opened = opening.outcome().await.is_ok();
-                    if !opened || client.batch_execute("ROLLBACK").await.is_err() {
+                    if let (Err(_), _) | (_, false) = end(&client, "ROLLBACK").await {
                         drop(Object::take(client));
                     }
                 });
             }
-            // No runtime to roll back on: close the connection rather than return
-            // it to the pool inside a transaction.
-            (_, Err(_)) => drop(Object::take(client)),
+            // An unconfirmed opening, or no runtime to roll back on: close the
+            // connection rather than return it to the pool in an unknown state.
+            _ => drop(Object::take(client)),
         }
     }
 }

@@ -121,12 +121,6 @@ pub enum Error {
     #[cfg(feature = "deadpool")]
     #[error("connection pool: {}", pool_message(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
-    /// A deadpool transaction's opening was sent ahead of the caller's statements,
-    /// but its answer was lost (the runtime shut down the task reading it):
-    /// nothing was committed, and the connection was closed.
-    #[cfg(feature = "deadpool")]
-    #[error("the transaction's opening was sent but its answer was lost; nothing was committed")]
-    OpeningLost,
     /// Migrations failed for a tenant.
     #[cfg(any(feature = "sqlx", feature = "sqlite"))]
     #[error("migrating tenant {tenant}: {source}")]

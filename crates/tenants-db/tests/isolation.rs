@@ -425,7 +425,37 @@ async fn a_failed_reset_fails_the_next_tenants_work_sqlx_and_deadpool() {
     a_failed_reset_fails_the_next_tenants_work::<Sqlx>(false).await;
     a_failed_reset_fails_the_next_tenants_work::<Deadpool>(false).await;
     a_failed_reset_fails_the_next_tenants_work::<Sqlx>(true).await;
-    a_failed_reset_fails_the_next_tenants_work::<Deadpool>(true).await;
+    // On deadpool a hoard left in a transaction never reaches the next tenant.
+    a_hoard_left_in_a_transaction_goes_with_its_connection().await;
+}
+
+/// deadpool ends every transaction with a check (`DISCARD TEMP`): a handler that
+/// hoards temporary tables in its transaction takes its connection with it, and
+/// the next tenant's work runs on another.
+async fn a_hoard_left_in_a_transaction_goes_with_its_connection() {
+    let world = World::on(tenants_test_support::postgres_with_few_locks(), 2, 0, 0);
+    let router: TenantRouter<Deadpool> = world
+        .router::<Deadpool>()
+        .citus("main")
+        .pool_connections(1)
+        .build()
+        .unwrap();
+    let marker = "tenants-hoard";
+    let hoard = format!(
+        "SET application_name = '{marker}'; {}",
+        World::temp_table_hoard(2000)
+    );
+    let (hostile, next) = (&world.pool[0], &world.pool[1]);
+    router.leave_behind(hostile, &hoard, true).await.unwrap();
+    assert!(
+        world.until_gone(marker).await,
+        "the connection the hoard was left on was not closed"
+    );
+    let secret = format!("{}:after", next.id);
+    let after = router.write_read(next, &secret, true).await;
+    assert_eq!(after, Ok(vec![secret]));
+    router.close().await;
+    world.drop_orphaned_temp_tables();
 }
 
 /// A session handler that returns its connection inside an open transaction (a

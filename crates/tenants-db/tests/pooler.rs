@@ -182,7 +182,10 @@ async fn hostile_handlers_behind_pgbouncer_deadpool() {
 /// handler ends its transaction early and hoards more temporary tables than the
 /// server can lock at once, a `notes` of its own among them, on the server
 /// connection every next transaction gets. The next tenant's transaction, whose
-/// `DISCARD TEMP` then fails, must fail, not run against the leftover `notes`.
+/// `DISCARD TEMP` then fails, must fail, not run against the leftover `notes`. (On
+/// deadpool the end of the hostile transaction meets the hoard first and closes
+/// its connection to pgbouncer, which may then close the server connection: the
+/// next tenant then runs on a clean one, and sees its own row only.)
 async fn a_failed_reset_behind_pgbouncer<D: Driver>()
 where
     TenantRouter<D>: Probe,
@@ -202,7 +205,10 @@ where
     let secret = format!("{}:x", next.id);
     let seen = router.write_read_unprepared(next, &secret).await;
     assert!(
-        seen.is_err(),
+        seen.as_ref().is_err()
+            || seen
+                .as_ref()
+                .is_ok_and(|seen| seen == std::slice::from_ref(&secret)),
         "{}'s transaction ran after a failed reset: {seen:?}",
         next.id
     );
