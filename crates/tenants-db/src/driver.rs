@@ -53,7 +53,7 @@ pub(crate) mod sealed {
         /// the shared database are closed instead of handed out (sqlx
         /// `before_acquire`, deadpool `pre_recycle`).
         pub(crate) shapes: Option<Arc<Shapes>>,
-        /// When an opening last failed on the router's pools (sqlx checks idle
+        /// When an opening last failed on the router's pools (sqlx checks its
         /// connections for a while after: see [`FailedOpenings`]).
         #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
         pub(crate) failed_openings: Arc<FailedOpenings>,
@@ -80,7 +80,7 @@ pub(crate) mod sealed {
 
     #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
     impl FailedOpenings {
-        /// How long after a failure idle connections are checked.
+        /// How long after a failure connections are checked.
         pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
         /// Notes a failure now.

@@ -102,7 +102,7 @@ pub(crate) struct Inner<D: Backend> {
     /// What the driver keeps per router (only deadpool keeps anything).
     #[cfg_attr(not(feature = "deadpool"), allow(dead_code))]
     pub(crate) driver_state: D::State,
-    /// When an opening last failed (sqlx checks idle connections for a while after).
+    /// When an opening last failed (sqlx checks its connections for a while after).
     #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
     pub(crate) failed_openings: Arc<FailedOpenings>,
 }
