@@ -105,6 +105,13 @@ pub(crate) const DISCARD_STATE: &str = "DISCARD TEMP; DISCARD SEQUENCES; CLOSE A
 const CITUS_FORWARDING: &str = "SET LOCAL citus.propagate_set_commands = 'local'; \
                                 SET LOCAL citus.select_opens_transaction_block = on; ";
 
+/// `sql` without the `; ` after its last statement, cut in place (this runs per
+/// hand-out: no second allocation).
+fn without_last_separator(mut sql: String) -> String {
+    sql.truncate(sql.trim_end_matches([' ', ';']).len());
+    sql
+}
+
 /// What a connection must carry for one tenant.
 ///
 /// - a pool-model tenant on a shared connection: the tenant setting, which pool
@@ -221,10 +228,9 @@ impl Scope {
             sql.push_str(CITUS_FORWARDING);
             self.push_role(&mut sql, role);
             self.push_settings(&mut sql, "SET LOCAL ");
-            let then = sql.trim_end_matches([' ', ';']).to_owned();
             return Opening {
                 first: "BEGIN".into(),
-                then: Some(then),
+                then: Some(without_last_separator(sql)),
             };
         }
         self.push_role(&mut sql, role);
@@ -232,7 +238,7 @@ impl Scope {
         sql.push_str(DISCARD_STATE);
         self.push_settings(&mut sql, "SET LOCAL ");
         Opening {
-            first: sql.trim_end_matches([' ', ';']).to_owned(),
+            first: without_last_separator(sql),
             then: None,
         }
     }
