@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Probe, Seen, World, assert_own_rows, committed_rows};
+use common::{Probe, Seen, World, assert_own_rows, committed_rows, silo_database};
 use tenants_core::{DataModel, Tenant};
 use tenants_db::{ConnectionMode, Deadpool, Driver, Error, Hazard, Sqlx, TenantRouter};
 use tenants_test_support::{Pgbouncer, PgbouncerConfig};
@@ -276,10 +276,6 @@ where
 {
     let world = World::new(0, 0, 2);
     let (victim, other) = (&world.silo[0], &world.silo[1]);
-    let database = |t: &Tenant| match &t.model {
-        DataModel::Silo { database, .. } => database.to_string(),
-        _ => unreachable!(),
-    };
     let router_to = |bouncer: &Pgbouncer, mode| -> TenantRouter<D> {
         TenantRouter::<D>::builder()
             .server("main", bouncer.url(&world.app_url()))
@@ -311,7 +307,7 @@ where
                 ..
             } => {
                 assert_eq!(&**server, "main");
-                assert_eq!(*d, database(victim));
+                assert_eq!(*d, silo_database(victim));
             }
             other => panic!("expected SiloUnavailable, got {other:?}"),
         }
@@ -351,14 +347,16 @@ where
 
     // Misrouted: the victim's database name leads to the other tenant's database.
     let misrouted = pgbouncer(&world, |config| {
-        config.aliases.push((database(victim), database(other)));
+        config
+            .aliases
+            .push((silo_database(victim), silo_database(other)));
     });
     let router = router_to(&misrouted, ConnectionMode::TransactionPooler);
     let error = router.begin_error(victim).await.expect("begin must fail");
     match root(&error) {
         Error::SiloIdentity(mismatch) => {
-            assert_eq!(mismatch.expected_database, database(victim));
-            assert_eq!(mismatch.found_database, database(other));
+            assert_eq!(mismatch.expected_database, silo_database(victim));
+            assert_eq!(mismatch.found_database, silo_database(other));
         }
         other => panic!("expected SiloIdentity, got {other:?}"),
     }

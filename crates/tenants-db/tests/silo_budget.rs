@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{PASSWORD, Probe, World};
+use common::{PASSWORD, Probe, World, silo_database};
 use tenants_core::{DataModel, Tenant};
 use tenants_db::{Deadpool, Driver, Error, Sqlx, TenantRouter};
 
@@ -121,13 +121,6 @@ async fn connected(admin: &sqlx::PgPool, role: &str, except: &str, most: usize) 
     }
 }
 
-fn database(tenant: &Tenant) -> String {
-    match &tenant.model {
-        DataModel::Silo { database, .. } => database.as_str().to_owned(),
-        _ => unreachable!("a silo tenant"),
-    }
-}
-
 /// When the budget is spent, a tenant seen once makes room before a busy one, even
 /// a busy one less recently used; a tenant that stops being busy makes room after a
 /// bounded number of others.
@@ -157,7 +150,7 @@ where
     }
     use_once(once).await;
     use_once(next).await;
-    let mut kept = vec![database(busy), database(next)];
+    let mut kept = vec![silo_database(busy), silo_database(next)];
     kept.sort();
     assert_eq!(
         connected(&admin, &world.app, &world.database, 2).await,
@@ -169,11 +162,11 @@ where
     for tenant in rest {
         use_once(tenant).await;
         let listed = connected(&admin, &world.app, &world.database, 2).await;
-        assert!(listed.contains(&database(tenant)), "{listed:?}");
+        assert!(listed.contains(&silo_database(tenant)), "{listed:?}");
     }
     let listed = connected(&admin, &world.app, &world.database, 2).await;
     assert!(
-        !listed.contains(&database(busy)),
+        !listed.contains(&silo_database(busy)),
         "a tenant no longer busy keeps its connection forever: {listed:?}"
     );
     router.close().await;

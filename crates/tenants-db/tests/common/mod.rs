@@ -369,8 +369,6 @@ pub struct Seen {
     pub temp_table: String,
     /// Whether the transaction had written nothing yet (no transaction id).
     pub fresh: bool,
-    /// The server process of the connection.
-    pub pid: i32,
 }
 
 /// Waits until `router` listens for migration announcements (bridge schemas
@@ -383,6 +381,14 @@ pub async fn until_listening<D: tenants_db::Driver>(router: &TenantRouter<D>) {
             "the router never listened"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A silo tenant's database name.
+pub fn silo_database(tenant: &Tenant) -> String {
+    match &tenant.model {
+        DataModel::Silo { database, .. } => database.to_string(),
+        _ => panic!("{} is not a silo tenant", tenant.id),
     }
 }
 
@@ -552,7 +558,7 @@ const SEEN: &str = "SELECT coalesce(current_setting('tenants.tenant_id', true), 
      current_setting('search_path'), current_user::text, \
      pg_current_xact_id_if_assigned() IS NULL, \
      coalesce(current_setting('app.leftover', true), ''), \
-     coalesce(to_regclass('pg_temp.leftover')::text, ''), pg_backend_pid()";
+     coalesce(to_regclass('pg_temp.leftover')::text, '')";
 
 /// Drops the inner future at its `polls`-th poll, before polling it: run with
 /// `polls` = 0, 1, 2, ... it cuts a future at every await point in turn.
@@ -610,7 +616,6 @@ mod sqlx_probe {
             fresh: row.get(3),
             leftover: row.get(4),
             temp_table: row.get(5),
-            pid: row.get(6),
         }
     }
 
@@ -832,7 +837,6 @@ mod deadpool_probe {
             fresh: row.get(3),
             leftover: row.get(4),
             temp_table: row.get(5),
-            pid: row.get(6),
         }
     }
 
