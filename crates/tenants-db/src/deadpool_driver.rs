@@ -307,16 +307,15 @@ enum Opening {
     Done,
 }
 
-/// Ends a transaction with `end` (`COMMIT` or `ROLLBACK`) and, in the same
-/// message, checks that the connection may serve again: `DISCARD TEMP` fails on a
-/// hoard of temporary tables too large to lock at once, what makes the next
+/// Ends a transaction with `end` ([`COMMIT`] or [`ROLLBACK`]), which also checks,
+/// in the same message, that the connection may serve again: `DISCARD TEMP` fails
+/// on a hoard of temporary tables too large to lock at once, what makes the next
 /// opening fail (the hoard this transaction's own opening met, or one its handler
 /// left), and costs nothing on a connection holding no temporary table.
 ///
 /// The end's own outcome, and whether the connection may serve again.
 async fn end(client: &Client, end: &str) -> (Result<(), tokio_postgres::Error>, bool) {
-    let sql = format!("{end}; DISCARD TEMP");
-    let answer = match client.simple_query_raw(&sql).await {
+    let answer = match client.simple_query_raw(end).await {
         Ok(answer) => answer,
         Err(error) => return (Err(error), false),
     };
@@ -333,6 +332,12 @@ async fn end(client: &Client, end: &str) -> (Result<(), tokio_postgres::Error>, 
     }
     (Ok(()), ended)
 }
+
+/// Commits, then checks the connection ([`end`]).
+const COMMIT: &str = "COMMIT; DISCARD TEMP";
+
+/// Rolls back, then checks the connection ([`end`]).
+const ROLLBACK: &str = "ROLLBACK; DISCARD TEMP";
 
 /// A session connection whose opening is not answered yet: dropped (the opening
 /// failed, or the caller stopped waiting for it), it is closed, not pooled again.
@@ -553,12 +558,12 @@ impl TenantTransaction {
     /// then closed). As with tokio-postgres' own transactions, a transaction a
     /// statement aborted answers `COMMIT` by rolling back, without an error.
     pub async fn commit(mut self) -> Result<(), Error> {
-        self.finish("COMMIT").await
+        self.finish(COMMIT).await
     }
 
     /// Rolls the transaction back.
     pub async fn rollback(mut self) -> Result<(), Error> {
-        self.finish("ROLLBACK").await
+        self.finish(ROLLBACK).await
     }
 
     async fn finish(&mut self, statement: &str) -> Result<(), Error> {
@@ -583,7 +588,7 @@ impl Drop for TenantTransaction {
         match (self.opening, runtime) {
             (Opening::Done, Ok(runtime)) => {
                 runtime.spawn(async move {
-                    if let (Err(_), _) | (_, false) = end(&client, "ROLLBACK").await {
+                    if let (Err(_), _) | (_, false) = end(&client, ROLLBACK).await {
                         drop(Object::take(client));
                     }
                 });
